@@ -1,0 +1,1 @@
+"""ipywidgets front end and demo notebooks."""

@@ -1,0 +1,1 @@
+"""Durable state: SQLite metadata, blob store, job queue. See issue "Service core and storage/"."""

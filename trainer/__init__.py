@@ -1,0 +1,1 @@
+"""Training CLI (Optax): data pipeline, train loop, checkpoints, pack export. See issue "Trainer CLI"."""
