@@ -19,6 +19,10 @@ class ImageTooLargeError(StyleJAXError):
     """The picture exceeds a pixel, dimension or byte limit."""
 
 
+class ImageTooSmallError(StyleJAXError):
+    """The picture is below the minimum side length (too few pixels to stylise)."""
+
+
 class CorruptImageError(StyleJAXError):
     """The file claims to be a picture but cannot be decoded (truncated, damaged)."""
 
