@@ -1,0 +1,161 @@
+"""`stylize`: stylise photos from the command line with a pack style or any style picture."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StyleJAXError
+
+_FORMATS = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stylize",
+        description="Turn photos into the style of a painting: a trained style from a pack "
+                    "(--style) or any picture (--style-image).",
+    )
+    p.add_argument("photos", nargs="*", metavar="PHOTO", help="photos to stylise")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--style", help="style id from the pack (or a prefix); blend several with "
+                                   "'starry=0.6,wave=0.4'")
+    g.add_argument("--style-image", metavar="IMG", help="any picture to take the style from")
+    p.add_argument("--strength", type=float, default=1.0, help="0 = the photo, 1 = full style")
+    p.add_argument("--preserve-colors", action="store_true", help="keep the photo's colours")
+    p.add_argument("--max-size", type=int, default=None, metavar="N",
+                   help="long side of the result in pixels (default: photo size for pack "
+                        "styles, 512 for --style-image)")
+    p.add_argument("--mask", metavar="IMG", help="local style: white areas get the style")
+    p.add_argument("--pack", metavar="DIR", help="style pack folder (default: the built-in pack)")
+    p.add_argument("--list-styles", action="store_true", help="print the pack's style ids")
+    p.add_argument("--steps", type=int, default=None, help="--style-image: optimisation steps")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="--style-image: stop after this many seconds")
+    p.add_argument("--backend", choices=["auto", "jax", "onnx"], default="auto")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="output file for one photo, folder for several")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _parse_style(spec: str) -> str | dict[str, float]:
+    if "=" not in spec and "," not in spec:
+        return spec
+    blend: dict[str, float] = {}
+    for part in spec.split(","):
+        sid, _, weight = part.partition("=")
+        try:
+            blend[sid.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise StyleJAXError(f"Cannot read the blend weight in '{part}'.") from None
+    return blend
+
+
+def _outputs(photos: list[str], out: str) -> list[Path]:
+    target = Path(out)
+    if len(photos) == 1 and target.suffix.lower() in _FORMATS:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return [target]
+    if target.suffix.lower() in _FORMATS:
+        raise StyleJAXError("With several photos, -o must be a folder.")
+    target.mkdir(parents=True, exist_ok=True)
+    return [target / (Path(p).stem + ".png") for p in photos]
+
+
+def run(args: argparse.Namespace) -> int:
+    from .custom_style import CustomStyleConfig
+    from .imageio import decode_image
+    from .stylizer import Stylizer
+
+    stylizer = Stylizer(args.pack, backend=args.backend)
+    if args.list_styles:
+        for info in stylizer.styles:
+            print(info.id)
+        return 0
+    if not args.photos:
+        raise StyleJAXError("Give at least one photo (or --list-styles).")
+    if not args.style and not args.style_image:
+        raise StyleJAXError("Choose a style: --style NAME or --style-image IMG.")
+    if not args.output:
+        raise StyleJAXError("Give an output with -o OUT.")
+    if not 0.0 <= args.strength <= 1.0:
+        raise StyleJAXError(f"--strength must be between 0 and 1, got {args.strength}.")
+    outputs = _outputs(args.photos, args.output)
+    decoded = [decode_image(p, alpha="keep") for p in args.photos]
+
+    from tqdm import tqdm
+
+    if args.style_image:
+        style_img = decode_image(args.style_image).rgb
+        size = args.max_size or 512
+        cfg = CustomStyleConfig(size=size)
+        if args.steps:
+            cfg = CustomStyleConfig(size=size, steps=args.steps,
+                                    time_budget_s=args.time_budget or 10**9)
+        elif args.time_budget:
+            cfg = CustomStyleConfig(size=size, time_budget_s=args.time_budget)
+        for d, out in zip(decoded, outputs):
+            bar = tqdm(total=100, desc=Path(out).name, unit="%", disable=args.quiet,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+            def progress(frac, losses, bar=bar):
+                bar.n = round(frac * 100)
+                bar.set_postfix_str(f"style {losses['style']:.3f} content {losses['content']:.3f}")
+
+            result = stylizer.stylize_with_image(
+                d.rgb, style_img, strength=args.strength, keep_colors=args.preserve_colors,
+                config=cfg, progress=progress)
+            bar.close()
+            _save(out, result.image, d)
+            if not args.quiet:
+                print(f"{out}: {result.steps} steps in {result.seconds:.1f} s", file=sys.stderr)
+        return 0
+
+    style = _parse_style(args.style)
+    start = time.monotonic()
+    for d, out in tqdm(list(zip(decoded, outputs)), desc="stylize", disable=args.quiet or
+                       len(outputs) == 1):
+        image = stylizer.stylize(d.rgb, style, strength=args.strength,
+                                 keep_colors=args.preserve_colors, mask=args.mask,
+                                 max_size=args.max_size)
+        _save(out, image, d)
+    if not args.quiet:
+        print(f"wrote {len(outputs)} picture(s) in {time.monotonic() - start:.1f} s",
+              file=sys.stderr)
+    return 0
+
+
+def _save(out: Path, image: np.ndarray, decoded) -> None:
+    from PIL import Image
+
+    from .imageio import save_image
+
+    alpha = decoded.alpha
+    if alpha is not None and alpha.shape != image.shape[:2]:
+        alpha = np.asarray(Image.fromarray(alpha).resize((image.shape[1], image.shape[0])))
+    save_image(out, image, alpha=alpha if out.suffix.lower() in (".png", ".webp") else None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except StyleJAXError as err:
+        print(f"stylize: error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"stylize: error: file not found: {Path(err.filename or '').name}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stylize: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

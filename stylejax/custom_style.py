@@ -1,0 +1,271 @@
+"""Custom style by optimisation (Gatys et al. 2016) with our EfficientNet-Lite0 features.
+
+For a style nobody trained a network for: start from the photo and let Adam move its pixels until
+their Gram statistics match the style picture's while the deep features still match the photo's.
+Runs coarse-to-fine (most steps at a reduced size, a few at the full size) because each step costs
+a forward and backward pass of the feature net, and the coarse result already fixes the layout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from PIL import Image
+
+from . import losses
+from .features import DEFAULT_CONTENT_TAPS, DEFAULT_STYLE_TAPS, load_feature_net, swag
+from .generator import preserve_colors
+
+
+@dataclass(frozen=True)
+class CustomStyleConfig:
+    """Knobs of the optimisation; the defaults were picked by looking at results (docs/)."""
+
+    size: int = 512                      # long side of the result
+    steps: int = 120                     # total Adam steps over all scales
+    scales: tuple[float, ...] = (0.5, 1.0)
+    scale_steps: tuple[float, ...] = (0.6, 0.4)  # share of the steps per scale
+    time_budget_s: float = 30.0
+    learning_rate: float = 0.03
+    style_weight: float = 1.0
+    content_weight: float = 1.0
+    tv_weight: float = 3.0
+    style_taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
+    content_taps: tuple[str, ...] = DEFAULT_CONTENT_TAPS
+    use_swag: bool = False               # SWAG at T=1 over-saturated our results; see docs
+    jitter: int = 4                      # random shift (px) per step against aliasing noise
+    swag_temperature: float = 1.0
+    normalise_layers: bool = True        # each style layer's loss divided by its target's scale
+    style_size: int | None = None        # long side the style picture is viewed at (None: = size)
+    pyramid_levels: int = 4              # optimise a Laplacian-like pyramid, not raw pixels
+    match_colors_first: bool = True      # start from the photo recoloured to the style's palette
+
+
+@dataclass
+class CustomStyleResult:
+    image: np.ndarray                    # H×W×3 uint8
+    seconds: float
+    steps: int
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def final_losses(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+ProgressFn = Callable[[float, dict], None]
+
+
+def _resize(rgb: np.ndarray, long_side: int, multiple: int = 8) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = long_side / max(h, w)
+    nh = max(multiple, round(h * scale / multiple) * multiple)
+    nw = max(multiple, round(w * scale / multiple) * multiple)
+    return np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.LANCZOS))
+
+
+def _to_batch(rgb: np.ndarray) -> jax.Array:
+    return jnp.asarray(rgb, jnp.float32)[None] / 255.0
+
+
+class _Objective:
+    """Style and content targets for one scale, plus the jitted Adam step that chases them."""
+
+    def __init__(self, cfg: CustomStyleConfig, photo: jax.Array, style: jax.Array):
+        self.cfg = cfg
+        self.net = load_feature_net()
+        taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
+        self.taps = taps
+
+        style_feats = self._features(style)
+        self.style_grams = [losses.gram_matrix(self._smooth(style_feats[t])) for t in cfg.style_taps]
+        # Layers differ in scale by orders of magnitude; dividing by each target Gram's mean
+        # square gives every layer an equal say and makes the weights independent of the net.
+        self.style_layer_weights = [
+            float(1.0 / (jnp.mean(g**2) + 1e-12)) if cfg.normalise_layers else 1.0
+            for g in self.style_grams
+        ]
+        photo_feats = self._features(photo)
+        self.content_targets = [photo_feats[t] for t in cfg.content_taps]
+        self.content_scale = (
+            float(1.0 / (jnp.mean(jnp.stack([jnp.mean(f**2) for f in self.content_targets])) + 1e-12))
+            if cfg.normalise_layers else 1.0
+        )
+        self.opt = optax.adam(cfg.learning_rate)
+
+    def _features(self, x: jax.Array) -> dict[str, jax.Array]:
+        return self.net.features(x, self.taps)
+
+    def _smooth(self, f: jax.Array) -> jax.Array:
+        return swag(f, self.cfg.swag_temperature) if self.cfg.use_swag else f
+
+    def loss_terms(self, x: jax.Array) -> dict[str, jax.Array]:
+        feats = self._features(x)
+        style = losses.style_loss([self._smooth(feats[t]) for t in self.cfg.style_taps],
+                                  self.style_grams, self.style_layer_weights)
+        style = style / len(self.cfg.style_taps)
+        content = self.content_scale * losses.content_loss(
+            [feats[t] for t in self.cfg.content_taps], self.content_targets)
+        tv = losses.total_variation(x)
+        return {"style": style, "content": content, "tv": tv}
+
+    def total(self, x: jax.Array) -> tuple[jax.Array, dict]:
+        t = self.loss_terms(x)
+        c = self.cfg
+        total = c.style_weight * t["style"] + c.content_weight * t["content"] + c.tv_weight * t["tv"]
+        return total, t
+
+    def make_step(self, shape: tuple[int, ...]):
+        def render(levels):
+            return jnp.clip(compose_pyramid(levels, shape), 0.0, 1.0)
+
+        jitter = self.cfg.jitter
+
+        def objective(levels, key):
+            x = render(levels)
+            if jitter:
+                # A strided net sees a shifted picture on a different sampling grid; averaging
+                # over shifts stops the optimiser from painting grid-aligned noise.
+                dy, dx = jax.random.randint(key, (2,), 0, jitter)
+                x = jnp.roll(x, (dy, dx), axis=(1, 2))
+            return self.total(x)
+
+        @jax.jit
+        def step(levels, opt_state, key):
+            (total, terms), grad = jax.value_and_grad(objective, has_aux=True)(levels, key)
+            updates, opt_state = self.opt.update(grad, opt_state, levels)
+            return optax.apply_updates(levels, updates), opt_state, dict(terms, total=total)
+
+        return step, jax.jit(render)
+
+
+def make_pyramid(x: jax.Array, n_levels: int) -> list[jax.Array]:
+    """Finest level holds x; coarser levels (half size each) start at zero.
+
+    Adam moves every parameter by about the learning rate per step, so a parameter of a coarse
+    level moves a whole region at once: colours and large shapes change quickly while the finest
+    level adds brush detail. Raw-pixel optimisation through a strided net instead fills the
+    picture with high-frequency noise.
+    """
+    n, h, w, c = x.shape
+    levels = [x]
+    for k in range(1, n_levels):
+        levels.append(jnp.zeros((n, max(1, h >> k), max(1, w >> k), c), x.dtype))
+    return levels
+
+
+def compose_pyramid(levels: list[jax.Array], shape: tuple[int, ...]) -> jax.Array:
+    out = levels[0]
+    for lv in levels[1:]:
+        out = out + jax.image.resize(lv, shape, "linear")
+    return out
+
+
+def match_colors(photo: np.ndarray, style: np.ndarray) -> np.ndarray:
+    """Give the photo the style's colour mean and covariance (linear map in RGB).
+
+    A cheap head start: Gram losses then only have to add texture, not drag every pixel's
+    colour across the gamut.
+    """
+    p = photo.reshape(-1, 3).astype(np.float64)
+    s = style.reshape(-1, 3).astype(np.float64)
+    mp, ms = p.mean(0), s.mean(0)
+    cp = np.cov((p - mp).T) + 1e-5 * np.eye(3)
+    cs = np.cov((s - ms).T) + 1e-5 * np.eye(3)
+
+    def sqrtm(c, inverse=False):
+        vals, vecs = np.linalg.eigh(c)
+        vals = np.clip(vals, 1e-8, None) ** (-0.5 if inverse else 0.5)
+        return (vecs * vals) @ vecs.T
+
+    transform = sqrtm(cs) @ sqrtm(cp, inverse=True)
+    out = (p - mp) @ transform.T + ms
+    return np.clip(out, 0, 255).reshape(photo.shape).astype(np.uint8)
+
+
+def measure_losses(photo_rgb: np.ndarray, style_rgb: np.ndarray, result_rgb: np.ndarray,
+                   cfg: CustomStyleConfig | None = None) -> dict[str, float]:
+    """Style / content / TV losses of a finished picture at its own size (for reports and tests)."""
+    cfg = cfg or CustomStyleConfig()
+    h, w = result_rgb.shape[:2]
+    photo = _to_batch(np.asarray(Image.fromarray(photo_rgb).resize((w, h), Image.LANCZOS)))
+    style = _to_batch(_resize(style_rgb, cfg.style_size or max(h, w)))
+    obj = _Objective(cfg, photo, style)
+    terms = jax.jit(obj.loss_terms)(_to_batch(result_rgb))
+    return {k: float(v) for k, v in terms.items()}
+
+
+def stylize_with_image(
+    photo_rgb: np.ndarray,
+    style_rgb: np.ndarray,
+    cfg: CustomStyleConfig | None = None,
+    *,
+    keep_colors: bool = False,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> CustomStyleResult:
+    """Optimise the photo towards the style picture within a step and time budget.
+
+    `progress(fraction, losses)` is called after each step; `should_stop()` (e.g. a user's
+    cancel) ends the run early with the best picture so far.
+    """
+    cfg = cfg or CustomStyleConfig()
+    start = time.monotonic()
+    photo_full = _resize(photo_rgb, cfg.size)
+    x = None
+    history: list[dict] = []
+    done = 0
+    stopped = False
+    key = jax.random.PRNGKey(0)
+    plan = [(s, max(1, round(cfg.steps * share))) for s, share in zip(cfg.scales, cfg.scale_steps)]
+    total_steps = sum(n for _, n in plan)
+    for scale, n_steps in plan:
+        long_side = max(16, round(cfg.size * scale))
+        photo = _to_batch(_resize(photo_rgb, long_side))
+        style = _to_batch(_resize(style_rgb, round((cfg.style_size or cfg.size) * scale)))
+        obj = _Objective(cfg, photo, style)
+        step, render = obj.make_step(photo.shape)
+        # Start from the photo (recoloured), or the previous scale's result upsampled.
+        if x is None:
+            start_rgb = (match_colors(np.asarray(photo[0] * 255).astype(np.uint8),
+                                      np.asarray(style[0] * 255).astype(np.uint8))
+                         if cfg.match_colors_first else None)
+            x = photo if start_rgb is None else _to_batch(start_rgb)
+        else:
+            x = jax.image.resize(x, photo.shape, "bicubic").clip(0, 1)
+        levels = make_pyramid(x, cfg.pyramid_levels)
+        opt_state = obj.opt.init(levels)
+        for _ in range(n_steps):
+            key, sub = jax.random.split(key)
+            levels, opt_state, terms = step(levels, opt_state, sub)
+            done += 1
+            record = {k: float(v) for k, v in terms.items()}
+            record.update(step=done, scale=scale, seconds=time.monotonic() - start)
+            history.append(record)
+            if progress is not None:
+                progress(done / total_steps, record)
+            if (should_stop is not None and should_stop()) or (
+                time.monotonic() - start > cfg.time_budget_s
+            ):
+                stopped = done < total_steps
+                break
+        x = render(levels)
+        if stopped:
+            break
+    out = jax.image.resize(x, (1, *photo_full.shape[:2], 3), "bicubic").clip(0, 1)
+    if keep_colors:
+        out = preserve_colors(_to_batch(photo_full), out)
+    image = np.asarray(jnp.round(out[0] * 255.0)).astype(np.uint8)
+    return CustomStyleResult(image=image, seconds=time.monotonic() - start, steps=done,
+                             stopped_early=stopped, history=history)
+
+
+def default_style_taps() -> Sequence[str]:
+    return DEFAULT_STYLE_TAPS

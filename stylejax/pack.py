@@ -1,0 +1,212 @@
+"""Style packs: one generator's weights plus what a front end needs to show its styles.
+
+A pack is a folder, in standard formats so other tools can read it:
+
+    pack.json            format version, generator config, styles, training record, licenses
+    weights.safetensors  generator parameters, keyed by their path in the NNX module tree
+    thumbs/<id>.jpg      a small picture of each style (attribution in pack.json)
+
+Everything is validated on load, and each failure says what is wrong with which file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from .errors import UnknownStyleError, WeightsError
+from .generator import Generator, GeneratorConfig
+
+FORMAT_VERSION = 1
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class StyleInfo:
+    """What users see of one style: id for commands, names per language, credit."""
+
+    id: str
+    names: dict[str, str]                 # language code → display name ("en" required)
+    thumbnail: str | None = None          # path relative to the pack folder
+    source: str = ""                      # where the style picture comes from
+    author: str = ""
+    license: str = ""
+
+    def name(self, lang: str = "en") -> str:
+        return self.names.get(lang) or self.names.get(lang.split("-")[0]) or self.names["en"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "names": self.names, "thumbnail": self.thumbnail,
+                "source": self.source, "author": self.author, "license": self.license}
+
+
+@dataclass
+class StylePack:
+    """A loaded pack: the generator with weights, and its styles in index order."""
+
+    config: GeneratorConfig
+    styles: list[StyleInfo]
+    generator: Generator
+    root: Path | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    license_notes: str = ""
+
+    def index(self, style_id: str) -> int:
+        """Index of a style by id, or by an unambiguous id prefix (friendly for chat captions)."""
+        ids = [s.id for s in self.styles]
+        if style_id in ids:
+            return ids.index(style_id)
+        matches = [i for i, s in enumerate(ids) if s.startswith(style_id.lower())]
+        if len(matches) == 1 and style_id:
+            return matches[0]
+        known = ", ".join(ids)
+        raise UnknownStyleError(f"Unknown style '{style_id}'. Available styles: {known}.")
+
+    def thumbnail_path(self, style_id: str) -> Path | None:
+        info = self.styles[self.index(style_id)]
+        if info.thumbnail is None or self.root is None:
+            return None
+        return self.root / info.thumbnail
+
+
+def _flatten_params(generator: Generator) -> dict[str, np.ndarray]:
+    state = nnx.state(generator, nnx.Param)
+    flat = {}
+    for path, leaf in nnx.to_flat_state(state):
+        flat[".".join(str(p) for p in path)] = np.asarray(leaf.get_value())
+    return flat
+
+
+def _load_params(generator: Generator, arrays: dict[str, np.ndarray], where: str) -> None:
+    state = nnx.state(generator, nnx.Param)
+    flat = nnx.to_flat_state(state)
+    expected = {".".join(str(p) for p in path): leaf for path, leaf in flat}
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise WeightsError(
+            f"{where} does not match the generator described in pack.json "
+            f"(missing {missing[:3]}, unexpected {extra[:3]})."
+        )
+    for key, leaf in expected.items():
+        value = arrays[key]
+        if value.shape != leaf.get_value().shape:
+            raise WeightsError(
+                f"{where}: tensor {key} has shape {value.shape}, "
+                f"expected {leaf.get_value().shape}."
+            )
+        if not np.all(np.isfinite(value)):
+            raise WeightsError(f"{where}: tensor {key} holds NaN or infinite values.")
+        leaf.set_value(jnp.asarray(value, jnp.float32))
+    nnx.update(generator, state)
+
+
+def save_pack(pack_dir: str | Path, generator: Generator, styles: list[StyleInfo], *,
+              thumbnails: dict[str, np.ndarray] | None = None, training: dict | None = None,
+              license_notes: str = "") -> Path:
+    """Write a pack folder (the trainer's export and tests use this)."""
+    root = Path(pack_dir)
+    (root / "thumbs").mkdir(parents=True, exist_ok=True)
+    if len(styles) != generator.config.num_styles:
+        raise ValueError(f"{len(styles)} styles for a generator with "
+                         f"{generator.config.num_styles} style slots")
+    written = []
+    for info in styles:
+        thumb = None
+        if thumbnails and info.id in thumbnails:
+            from PIL import Image
+
+            thumb = f"thumbs/{info.id}.jpg"
+            Image.fromarray(thumbnails[info.id]).save(root / thumb, quality=88)
+        written.append(StyleInfo(info.id, info.names, thumb, info.source, info.author,
+                                 info.license))
+    save_file(_flatten_params(generator), str(root / "weights.safetensors"))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "generator": generator.config.to_dict(),
+        "styles": [s.to_dict() for s in written],
+        "training": training or {},
+        "license_notes": license_notes,
+    }
+    (root / "pack.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n",
+                                    encoding="utf-8")
+    return root
+
+
+def _parse_styles(raw: Any, n: int) -> list[StyleInfo]:
+    if not isinstance(raw, list) or not raw:
+        raise WeightsError("pack.json: 'styles' must be a non-empty list.")
+    if len(raw) != n:
+        raise WeightsError(f"pack.json lists {len(raw)} styles but the generator has {n} slots.")
+    styles, seen = [], set()
+    for i, s in enumerate(raw):
+        if not isinstance(s, dict):
+            raise WeightsError(f"pack.json: style #{i + 1} is not an object.")
+        sid = s.get("id")
+        if not isinstance(sid, str) or not _ID_RE.match(sid):
+            raise WeightsError(f"pack.json: style #{i + 1} has an invalid id {sid!r} "
+                               "(lowercase letters, digits, '-' and '_', at most 40).")
+        if sid in seen:
+            raise WeightsError(f"pack.json: style id '{sid}' appears twice.")
+        seen.add(sid)
+        names = s.get("names")
+        if not isinstance(names, dict) or not isinstance(names.get("en"), str):
+            raise WeightsError(f"pack.json: style '{sid}' needs names with an English ('en') name.")
+        styles.append(StyleInfo(sid, {str(k): str(v) for k, v in names.items()},
+                                s.get("thumbnail"), str(s.get("source", "")),
+                                str(s.get("author", "")), str(s.get("license", ""))))
+    return styles
+
+
+def load_pack(pack_dir: str | Path) -> StylePack:
+    """Load and validate a pack folder."""
+    root = Path(pack_dir)
+    meta_path = root / "pack.json"
+    if not meta_path.is_file():
+        raise WeightsError(f"No style pack at '{root.name}': pack.json is missing.")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsError(f"pack.json is not valid JSON ({err.__class__.__name__}).") from None
+    if not isinstance(meta, dict):
+        raise WeightsError("pack.json must hold an object.")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise WeightsError(f"Style pack format {version!r} is not supported "
+                           f"(this version reads format {FORMAT_VERSION}).")
+    try:
+        config = GeneratorConfig.from_dict(meta["generator"])
+    except (KeyError, TypeError, ValueError):
+        raise WeightsError("pack.json: 'generator' must give num_styles, channels, res_blocks.") \
+            from None
+    styles = _parse_styles(meta.get("styles"), config.num_styles)
+    for s in styles:
+        if s.thumbnail is not None:
+            thumb = (root / s.thumbnail).resolve()
+            if root.resolve() not in thumb.parents or not thumb.is_file():
+                raise WeightsError(f"pack.json: thumbnail of '{s.id}' is missing or outside "
+                                   "the pack.")
+    weights_path = root / "weights.safetensors"
+    if not weights_path.is_file():
+        raise WeightsError("Style pack has no weights.safetensors.")
+    try:
+        arrays = load_file(str(weights_path))
+    except Exception as err:  # safetensors raises several types for damaged files
+        raise WeightsError(f"weights.safetensors is damaged ({err.__class__.__name__}).") from None
+    generator = Generator(config, rngs=nnx.Rngs(0))
+    _load_params(generator, arrays, "weights.safetensors")
+    return StylePack(config, styles, generator, root, dict(meta.get("training") or {}),
+                     str(meta.get("license_notes", "")))
+
+
+def default_pack_dir() -> Path:
+    """The pack shipped with the project (trained by the trainer; see docs/training.md)."""
+    return Path(__file__).parent / "assets" / "packs" / "default"

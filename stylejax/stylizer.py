@@ -1,0 +1,159 @@
+"""The Python API: `Stylizer` turns photos into stylised pictures, from a pack or any picture.
+
+    from stylejax import Stylizer
+    s = Stylizer()                                   # the default pack (if installed)
+    out = s.stylize("photo.jpg", "starry", strength=0.7)
+    out = s.stylize_with_image("photo.jpg", "my_style.jpg").image
+
+Every front end (CLI, service workers, notebook widget) goes through this class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .custom_style import CustomStyleConfig, CustomStyleResult, stylize_with_image
+from .engine import Engine, Request
+from .errors import StyleJAXError, WeightsError
+from .imageio import DecodedImage, decode_image, resize_max_side, to_float, to_uint8
+from .pack import StyleInfo, StylePack, default_pack_dir, load_pack
+
+PhotoInput = np.ndarray | bytes | str | os.PathLike
+StyleChoice = str | int | Mapping[str, float]
+
+
+def load_photo(photo: PhotoInput) -> np.ndarray:
+    """Any accepted photo input → H×W×3 uint8 (validated, EXIF-rotated, alpha composited)."""
+    if isinstance(photo, np.ndarray):
+        if photo.ndim != 3 or photo.shape[2] != 3:
+            raise StyleJAXError("A photo array must be H×W×3.")
+        return photo if photo.dtype == np.uint8 else to_uint8(photo)
+    if isinstance(photo, DecodedImage):
+        return photo.rgb
+    return decode_image(photo).rgb
+
+
+def _controls(photo: np.ndarray, styled: np.ndarray, strength: float, keep_colors: bool,
+              mask: np.ndarray | None) -> np.ndarray:
+    """NumPy twin of generator.apply_controls (runs after any backend)."""
+    if keep_colors:
+        lum = np.array([0.299, 0.587, 0.114], np.float32)
+        styled = np.clip((styled @ lum)[..., None] + (photo - (photo @ lum)[..., None]), 0, 1)
+    alpha = np.float32(strength)
+    if mask is not None:
+        alpha = alpha * mask
+    return photo + alpha * (styled - photo)
+
+
+def _mask_for(mask: PhotoInput | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """A mask picture (white = styled) resized to the photo: H×W×1 float32 in [0,1]."""
+    if mask is None:
+        return None
+    from PIL import Image
+
+    if isinstance(mask, np.ndarray):
+        m = mask.astype(np.float32)
+        m = m / 255.0 if mask.dtype == np.uint8 else m
+        m = m.mean(axis=2) if m.ndim == 3 else m
+    else:
+        m = to_float(decode_image(mask).rgb).mean(axis=2)
+    if m.shape != shape:
+        m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize(
+            (shape[1], shape[0]), Image.BILINEAR), np.float32) / 255.0
+    return np.clip(m, 0, 1)[..., None]
+
+
+class Stylizer:
+    """Stylise photos with a style pack's generator, or with any style picture (optimisation)."""
+
+    def __init__(self, pack: str | os.PathLike | StylePack | None = None, *,
+                 backend: str = "auto", tile: int = 1024):
+        self._pack_arg = pack
+        self._backend = backend
+        self._tile = tile
+        self._pack: StylePack | None = pack if isinstance(pack, StylePack) else None
+        self._engine: Engine | None = None
+
+    # -- the pack ---------------------------------------------------------------------------------
+    @property
+    def pack(self) -> StylePack:
+        if self._pack is None:
+            path = Path(self._pack_arg) if self._pack_arg is not None else default_pack_dir()
+            if self._pack_arg is None and not (path / "pack.json").is_file():
+                raise WeightsError("No style pack is installed yet: use a style picture "
+                                   "(--style-image) or give a pack (--pack DIR).")
+            self._pack = load_pack(path)
+        return self._pack
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.pack.generator, backend=self._backend, tile=self._tile)
+        return self._engine
+
+    @property
+    def styles(self) -> list[StyleInfo]:
+        return list(self.pack.styles)
+
+    def style_weights(self, style: StyleChoice) -> np.ndarray:
+        """A style id (or unambiguous prefix), index, or {id: weight} blend → weights."""
+        if isinstance(style, Mapping):
+            w = np.zeros(self.pack.config.num_styles, np.float32)
+            for sid, weight in style.items():
+                w[self.pack.index(sid)] += float(weight)
+            return self.engine.style_weights(list(w))
+        if isinstance(style, (int, np.integer)):
+            return self.engine.style_weights(int(style))
+        return self.engine.style_weights(self.pack.index(str(style)))
+
+    # -- stylising ------------------------------------------------------------------------------
+    def stylize(self, photo: PhotoInput, style: StyleChoice, *, strength: float = 1.0,
+                keep_colors: bool = False, mask: PhotoInput | None = None,
+                max_size: int | None = None) -> np.ndarray:
+        """One photo → stylised H×W×3 uint8 (photo size, or `max_size` on the long side)."""
+        return self.stylize_many([photo], style, strength=strength, keep_colors=keep_colors,
+                                 mask=mask, max_size=max_size)[0]
+
+    def stylize_many(self, photos: Sequence[PhotoInput], style: StyleChoice, *,
+                     strength: float = 1.0, keep_colors: bool = False,
+                     mask: PhotoInput | None = None, max_size: int | None = None,
+                     progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+        """Several photos in one batched call (same-size photos share one compiled program)."""
+        if not 0.0 <= float(strength) <= 1.0:
+            raise StyleJAXError(f"Strength must be between 0 and 1, got {strength}.")
+        w = self.style_weights(style)
+        rgbs = [load_photo(p) for p in photos]
+        if max_size:
+            rgbs = [resize_max_side(r, max_size) for r in rgbs]
+        floats = [to_float(r) for r in rgbs]
+        raw = self.engine.run([Request(f, w) for f in floats], progress)
+        out = []
+        for f, y in zip(floats, raw):
+            out.append(to_uint8(_controls(f, y, strength, keep_colors,
+                                          _mask_for(mask, f.shape[:2]))))
+        return out
+
+    def stylize_with_image(self, photo: PhotoInput, style_image: PhotoInput, *,
+                           strength: float = 1.0, keep_colors: bool = False,
+                           max_size: int = 512, config: CustomStyleConfig | None = None,
+                           progress: Callable[[float, dict], None] | None = None,
+                           should_stop: Callable[[], bool] | None = None) -> CustomStyleResult:
+        """Any style picture, no pack needed: optimisation within a time budget (~30 s)."""
+        if not 0.0 <= float(strength) <= 1.0:
+            raise StyleJAXError(f"Strength must be between 0 and 1, got {strength}.")
+        rgb = load_photo(photo)
+        style_rgb = load_photo(style_image)
+        cfg = config or CustomStyleConfig(size=max_size)
+        result = stylize_with_image(rgb, style_rgb, cfg, keep_colors=keep_colors,
+                                    progress=progress, should_stop=should_stop)
+        if strength < 1.0:
+            from PIL import Image
+
+            base = np.asarray(Image.fromarray(rgb).resize(
+                (result.image.shape[1], result.image.shape[0]), Image.LANCZOS), np.float32) / 255
+            result.image = to_uint8(_controls(base, to_float(result.image), strength, False, None))
+        return result
