@@ -200,11 +200,11 @@ def _fold(sd: dict[str, np.ndarray], conv: str, bn: str) -> tuple[np.ndarray, np
 
 
 def _assign(layer: FoldedConv, kernel: np.ndarray, bias: np.ndarray, name: str) -> None:
-    expected = layer.conv.kernel.value.shape
+    expected = layer.conv.kernel.shape
     if kernel.shape != expected:
         raise WeightsError(f"Weights for {name} have shape {kernel.shape}, expected {expected}.")
-    layer.conv.kernel.value = jnp.asarray(kernel)
-    layer.conv.bias.value = jnp.asarray(bias)
+    layer.conv.kernel[...] = jnp.asarray(kernel)
+    layer.conv.bias[...] = jnp.asarray(bias)
 
 
 def load_state_dict(model: EfficientNetLite0, sd: dict[str, np.ndarray]) -> None:
@@ -219,8 +219,8 @@ def load_state_dict(model: EfficientNetLite0, sd: dict[str, np.ndarray]) -> None
                     f"{p}.depthwise")
             _assign(block.project, *_fold(sd, f"{p}._project_conv", f"{p}._bn2"), f"{p}.project")
         _assign(model.head, *_fold(sd, "_conv_head", "_bn1"), "head")
-        model.fc.kernel.value = jnp.asarray(sd["_fc.weight"].T)
-        model.fc.bias.value = jnp.asarray(sd["_fc.bias"])
+        model.fc.kernel[...] = jnp.asarray(sd["_fc.weight"].T)
+        model.fc.bias[...] = jnp.asarray(sd["_fc.bias"])
     except KeyError as err:
         raise WeightsError(f"EfficientNet-Lite0 weights are missing tensor {err.args[0]}.") from None
 

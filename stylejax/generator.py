@@ -88,18 +88,18 @@ class CondInstanceNorm(nnx.Module):
             var = jnp.var(x, axis=(1, 2), keepdims=True)
         else:
             mean, var = stats
-        gamma = (style_w @ self.scale.value)[:, None, None, :]
-        beta = (style_w @ self.shift.value)[:, None, None, :]
+        gamma = (style_w @ self.scale[...])[:, None, None, :]
+        beta = (style_w @ self.shift[...])[:, None, None, :]
         y = (x - mean) * jax.lax.rsqrt(var + IN_EPS) * gamma + beta
         return y, (mean, var)
 
 
 def _icnr(conv: nnx.Conv, r: int, key: jax.Array) -> None:
     """Initialise a conv feeding depth_to_space so that its r² sub-pixels start identical."""
-    kh, kw, cin, cout = conv.kernel.value.shape
+    kh, kw, cin, cout = conv.kernel.shape
     base = nnx.initializers.lecun_normal()(key, (kh, kw, cin, cout // (r * r)))
     # depth_to_space reads channels as (r, r, c): repeat each base filter over the r² positions.
-    conv.kernel.value = jnp.tile(base[..., None, :], (1, 1, 1, r * r, 1)).reshape(kh, kw, cin, cout)
+    conv.kernel[...] = jnp.tile(base[..., None, :], (1, 1, 1, r * r, 1)).reshape(kh, kw, cin, cout)
 
 
 class ResidualBlock(nnx.Module):
