@@ -1,0 +1,194 @@
+"""The pure training step of the multi-style GAN: (state, batch) → (state, metrics).
+
+Everything the step touches is passed in explicitly — generator, discriminator and feature-net
+states, optimiser states, EMA weights, the PRNG key — so it jit-compiles once, runs data-parallel
+under a device mesh, and an interrupted run resumes bit-for-bit from a checkpoint of `TrainState`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from stylejax import losses
+from stylejax.discriminator import MultiScaleDiscriminator
+from stylejax.features import EfficientNetLite0
+from stylejax.generator import Generator
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights; `style` is the training-time strength knob."""
+
+    content: float = 1.0
+    style: float = 4.0
+    adv: float = 0.05
+    tv: float = 2.0
+    adv_kind: str = "hinge"            # hinge | lsgan | wgan-gp
+    gp: float = 10.0                   # gradient-penalty weight (wgan-gp only)
+    style_taps: tuple[str, ...] = ("stem", "stage1", "stage2", "stage3", "stage4")
+    content_taps: tuple[str, ...] = ("stage4",)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr_g: float = 2e-3
+    lr_d: float = 1e-3
+    warmup: int = 100
+    steps: int = 4000
+    ema_decay: float = 0.995
+    b1: float = 0.5
+    b2: float = 0.99
+
+
+class TrainState(struct.PyTreeNode):
+    """All that changes during training; a checkpoint is exactly this."""
+
+    step: jax.Array
+    g: Any                 # generator params (nnx.State)
+    g_ema: Any             # exponential moving average of g: what gets exported
+    d: Any                 # discriminator params
+    d_stats: Any           # discriminator power-iteration vectors (spectral norm)
+    g_opt: Any
+    d_opt: Any
+    key: jax.Array
+
+
+@dataclass(frozen=True)
+class Models:
+    """Static structure (graphdefs) of the networks; their arrays live in TrainState."""
+
+    g_graph: Any
+    d_graph: Any
+    d_eval_graph: Any
+    f_graph: Any
+    g_tx: optax.GradientTransformation
+    d_tx: optax.GradientTransformation
+
+
+def make_optimizers(cfg: OptimConfig) -> tuple[optax.GradientTransformation, ...]:
+    def sched(lr):
+        return optax.warmup_cosine_decay_schedule(0.0, lr, max(1, cfg.warmup),
+                                                  max(cfg.steps, cfg.warmup + 1), lr * 0.05)
+
+    g_tx = optax.adam(sched(cfg.lr_g), b1=cfg.b1, b2=cfg.b2)
+    d_tx = optax.adam(sched(cfg.lr_d), b1=cfg.b1, b2=cfg.b2)
+    return g_tx, d_tx
+
+
+def init_state(generator: Generator, disc: MultiScaleDiscriminator, feature_net: EfficientNetLite0,
+               optim: OptimConfig, seed: int) -> tuple[Models, TrainState, Any]:
+    """Split the modules into static graphs and a TrainState (plus the frozen feature state)."""
+    g_graph, g_params = nnx.split(generator, nnx.Param)
+    d_graph, d_params, d_stats = nnx.split(disc, nnx.Param, nnx.BatchStat)
+    d_eval_graph, _, _ = nnx.split(nnx.view(disc, use_running_average=True), nnx.Param,
+                                   nnx.BatchStat)
+    f_graph, f_state = nnx.split(feature_net)
+    g_tx, d_tx = make_optimizers(optim)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), g=g_params, g_ema=jax.tree.map(jnp.copy, g_params),
+        d=d_params, d_stats=d_stats, g_opt=g_tx.init(g_params), d_opt=d_tx.init(d_params),
+        key=jax.random.key_data(jax.random.PRNGKey(seed)),
+    )
+    return Models(g_graph, d_graph, d_eval_graph, f_graph, g_tx, d_tx), state, f_state
+
+
+def style_targets(models: Models, f_state: Any, style_images: list[jax.Array],
+                  cfg: LossConfig) -> dict[str, jax.Array]:
+    """Gram matrices of every style picture at every style tap, stacked: {tap: (S, C, C)}.
+
+    Also the per-tap scale 1/mean(G²) over styles, so each layer has an equal say whatever the
+    magnitude of its activations (the same normalisation the custom-style optimiser uses).
+    """
+    net = nnx.merge(models.f_graph, f_state)
+    grams: dict[str, list] = {t: [] for t in cfg.style_taps}
+    for img in style_images:
+        feats = net.features(img, cfg.style_taps)
+        for t in cfg.style_taps:
+            grams[t].append(losses.gram_matrix(feats[t])[0])
+    out = {t: jnp.stack(g) for t, g in grams.items()}
+    out.update({f"{t}/scale": 1.0 / (jnp.mean(out[t] ** 2) + 1e-12) for t in cfg.style_taps})
+    return out
+
+
+def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, targets, batch,
+                      cfg: LossConfig):
+    gen = nnx.merge(models.g_graph, g_params)
+    feat = nnx.merge(models.f_graph, f_state)
+    photo, ids = batch["content"], batch["style_ids"]
+    w = jax.nn.one_hot(ids, gen.config.num_styles)
+    fake = gen(photo, w)
+    taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
+    f_fake = feat.features(fake, taps)
+    f_real = jax.lax.stop_gradient(feat.features(photo, cfg.content_taps))
+    content = 0.0
+    for t in cfg.content_taps:
+        scale = jax.lax.stop_gradient(1.0 / (jnp.mean(f_real[t] ** 2) + 1e-12))
+        content += scale * jnp.mean((f_fake[t] - f_real[t]) ** 2)
+    content /= len(cfg.content_taps)
+    style = 0.0
+    for t in cfg.style_taps:
+        g = losses.gram_matrix(f_fake[t])
+        style += targets[f"{t}/scale"] * jnp.mean((g - targets[t][ids]) ** 2)
+    style /= len(cfg.style_taps)
+    tv = losses.total_variation(fake)
+    disc = nnx.merge(models.d_eval_graph, d_params, d_stats)
+    kind = "wgan" if cfg.adv_kind == "wgan-gp" else cfg.adv_kind
+    adv = losses.g_loss(disc(fake, ids), kind) if cfg.adv > 0 else jnp.zeros(())
+    total = cfg.content * content + cfg.style * style + cfg.tv * tv + cfg.adv * adv
+    return total, (fake, {"g_total": total, "content": content, "style": style, "tv": tv,
+                          "g_adv": adv})
+
+
+def power_iteration(models: Models, d_params, d_stats, num_styles: int):
+    """Refresh the spectral-norm vectors: one train-mode call (its input is irrelevant).
+
+    Done outside the gradient, because NNX refuses to mutate state across the grad trace.
+    """
+    disc = nnx.merge(models.d_graph, d_params, d_stats)
+    disc(jnp.zeros((1, 32, 32, 3)), jnp.zeros((1,), jnp.int32) % num_styles)
+    return nnx.split(disc, nnx.Param, nnx.BatchStat)[2]
+
+
+def _discriminator_loss(d_params, d_stats, models: Models, real, fake, ids, key,
+                        cfg: LossConfig):
+    disc = nnx.merge(models.d_eval_graph, d_params, d_stats)
+    kind = "wgan" if cfg.adv_kind == "wgan-gp" else cfg.adv_kind
+    loss = losses.d_loss(disc(real, ids), disc(fake, ids), kind)
+    gp = jnp.zeros(())
+    if cfg.adv_kind == "wgan-gp":
+        gp = losses.gradient_penalty(lambda x: disc(x, ids), real, fake, key)
+        loss = loss + cfg.gp * gp
+    return loss, {"d_loss": loss, "gp": gp}
+
+
+def train_step(models: Models, cfg: LossConfig, optim: OptimConfig, state: TrainState,
+               f_state: Any, targets: dict, batch: dict) -> tuple[TrainState, dict]:
+    """One generator update and one discriminator update (pure; jit with models/cfg static)."""
+    key = jax.random.wrap_key_data(state.key)
+    key, gp_key = jax.random.split(key)
+    (_, (fake, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
+        state.g, models, state.d, state.d_stats, f_state, targets, batch, cfg)
+    g_updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g)
+    g_params = optax.apply_updates(state.g, g_updates)
+    ema = jax.tree.map(lambda e, p: optim.ema_decay * e + (1 - optim.ema_decay) * p,
+                       state.g_ema, g_params)
+
+    d_params, d_opt, d_stats, d_metrics = state.d, state.d_opt, state.d_stats, {}
+    if cfg.adv > 0:
+        fake = jax.lax.stop_gradient(fake)
+        d_stats = power_iteration(models, state.d, state.d_stats, 1)
+        (_, d_metrics), d_grads = jax.value_and_grad(
+            _discriminator_loss, has_aux=True)(state.d, d_stats, models,
+                                               batch["style_patches"], fake, batch["style_ids"],
+                                               gp_key, cfg)
+        d_updates, d_opt = models.d_tx.update(d_grads, state.d_opt, state.d)
+        d_params = optax.apply_updates(state.d, d_updates)
+    new = state.replace(step=state.step + 1, g=g_params, g_ema=ema, d=d_params, d_stats=d_stats,
+                        g_opt=g_opt, d_opt=d_opt, key=jax.random.key_data(key))
+    return new, {**g_metrics, **d_metrics}
