@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 IN_EPS = 1e-5
+SKIP_CLIP = 0.01  # photo values are clipped to [c, 1-c] before the logit skip connection
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class Generator(nnx.Module):
         self.dec2 = ReflectConv(c1, c0 * 4, rngs=rngs)      # → depth_to_space → full res
         self.norm_d2 = CondInstanceNorm(c0, s)
         self.out = ReflectConv(c0, 3, rngs=rngs)
+        self.out.conv.kernel[...] = self.out.conv.kernel[...] * 0.1  # start near the photo
         _icnr(self.dec1.conv, 2, rngs.params())
         _icnr(self.dec2.conv, 2, rngs.params())
 
@@ -154,7 +156,9 @@ class Generator(nnx.Module):
             h = block(h, style_w, it, collected)
         h = norm(self.norm_d1, depth_to_space(self.dec1(h)))
         h = norm(self.norm_d2, depth_to_space(self.dec2(h)))
-        y = jax.nn.sigmoid(self.out(h))
+        # Skip connection in logit space: the network predicts a change to the photo, so it
+        # starts as (nearly) the identity, keeps fine detail, and colour shifts are additive.
+        y = jax.nn.sigmoid(self.out(h) + photo_logit(x))
         return (y, collected) if return_stats else y
 
     def norm_layers(self) -> list[CondInstanceNorm]:
@@ -163,6 +167,11 @@ class Generator(nnx.Module):
         for b in self.res:
             layers += [b.norm1, b.norm2]
         return layers + [self.norm_d1, self.norm_d2]
+
+
+def photo_logit(x: jax.Array) -> jax.Array:
+    xc = jnp.clip(x, SKIP_CLIP, 1.0 - SKIP_CLIP)
+    return jnp.log(xc) - jnp.log1p(-xc)
 
 
 def one_hot_styles(style: int | Sequence[float], num_styles: int, batch: int) -> jax.Array:

@@ -30,6 +30,8 @@ class LossConfig:
     adv: float = 0.05
     tv: float = 2.0
     adv_kind: str = "hinge"            # hinge | lsgan | wgan-gp
+    adv_start: int = 0                 # generator ignores the critic before this step…
+    adv_ramp: int = 1                  # …then its weight ramps up linearly over this many
     gp: float = 10.0                   # gradient-penalty weight (wgan-gp only)
     style_taps: tuple[str, ...] = ("stem", "stage1", "stage2", "stage3", "stage4")
     content_taps: tuple[str, ...] = ("stage4",)
@@ -42,6 +44,7 @@ class OptimConfig:
     warmup: int = 100
     steps: int = 4000
     ema_decay: float = 0.995
+    norm_lr_mult: float = 5.0          # per-style norm tables learn faster: styles part sooner
     b1: float = 0.5
     b2: float = 0.99
 
@@ -76,7 +79,17 @@ def make_optimizers(cfg: OptimConfig) -> tuple[optax.GradientTransformation, ...
         return optax.warmup_cosine_decay_schedule(0.0, lr, max(1, cfg.warmup),
                                                   max(cfg.steps, cfg.warmup + 1), lr * 0.05)
 
-    g_tx = optax.adam(sched(cfg.lr_g), b1=cfg.b1, b2=cfg.b2)
+    def labels(params):
+        def label(path, _):
+            names = {getattr(k, "key", getattr(k, "name", None)) for k in path}
+            return "norm" if names & {"scale", "shift"} else "body"
+
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    g_tx = optax.multi_transform(
+        {"body": optax.adam(sched(cfg.lr_g), b1=cfg.b1, b2=cfg.b2),
+         "norm": optax.adam(sched(cfg.lr_g * cfg.norm_lr_mult), b1=cfg.b1, b2=cfg.b2)},
+        labels)
     d_tx = optax.adam(sched(cfg.lr_d), b1=cfg.b1, b2=cfg.b2)
     return g_tx, d_tx
 
@@ -117,7 +130,7 @@ def style_targets(models: Models, f_state: Any, style_images: list[jax.Array],
 
 
 def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, targets, batch,
-                      cfg: LossConfig):
+                      cfg: LossConfig, step):
     gen = nnx.merge(models.g_graph, g_params)
     feat = nnx.merge(models.f_graph, f_state)
     photo, ids = batch["content"], batch["style_ids"]
@@ -140,7 +153,8 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, targ
     disc = nnx.merge(models.d_eval_graph, d_params, d_stats)
     kind = "wgan" if cfg.adv_kind == "wgan-gp" else cfg.adv_kind
     adv = losses.g_loss(disc(fake, ids), kind) if cfg.adv > 0 else jnp.zeros(())
-    total = cfg.content * content + cfg.style * style + cfg.tv * tv + cfg.adv * adv
+    ramp = jnp.clip((step - cfg.adv_start) / max(cfg.adv_ramp, 1), 0.0, 1.0)
+    total = cfg.content * content + cfg.style * style + cfg.tv * tv + cfg.adv * ramp * adv
     return total, (fake, {"g_total": total, "content": content, "style": style, "tv": tv,
                           "g_adv": adv})
 
@@ -173,11 +187,12 @@ def train_step(models: Models, cfg: LossConfig, optim: OptimConfig, state: Train
     key = jax.random.wrap_key_data(state.key)
     key, gp_key = jax.random.split(key)
     (_, (fake, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
-        state.g, models, state.d, state.d_stats, f_state, targets, batch, cfg)
+        state.g, models, state.d, state.d_stats, f_state, targets, batch, cfg, state.step)
     g_updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g)
     g_params = optax.apply_updates(state.g, g_updates)
-    ema = jax.tree.map(lambda e, p: optim.ema_decay * e + (1 - optim.ema_decay) * p,
-                       state.g_ema, g_params)
+    # EMA warm-up: early on the average would be dominated by the random initialisation.
+    decay = jnp.minimum(optim.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.g_ema, g_params)
 
     d_params, d_opt, d_stats, d_metrics = state.d, state.d_opt, state.d_stats, {}
     if cfg.adv > 0:
