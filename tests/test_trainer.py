@@ -155,3 +155,75 @@ def test_cli_reports_bad_config(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "error" in err and "Traceback" not in err
+
+
+def _tiny_pack(tmp_path: Path) -> Path:
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from stylejax.generator import Generator, GeneratorConfig
+    from stylejax.pack import StyleInfo, save_pack
+
+    gen = Generator(GeneratorConfig(num_styles=2, channels=(8, 8, 16), res_blocks=1),
+                    rngs=nnx.Rngs(3))
+    for i, layer in enumerate(gen.norm_layers()):
+        layer.scale[...] = layer.scale[...] + 0.3 * jnp.sin(jnp.arange(layer.scale.shape[1]) + i)
+    return save_pack(tmp_path / "pack", gen, [StyleInfo("a", {"en": "A"}),
+                                              StyleInfo("b", {"en": "B", "zh": "乙"})])
+
+
+def test_add_style_trains_only_the_new_row(tmp_path):
+    from trainer.add_style import AddStyleConfig, add_style
+
+    photos, styles = _make_data(tmp_path)
+    old = load_pack(_tiny_pack(tmp_path))
+    out = add_style(tmp_path / "pack", styles[1], photos, tmp_path / "pack3",
+                    style_id="new", names={"en": "New", "zh": "新"},
+                    cfg=AddStyleConfig(steps=12, size=32, batch=2), progress=False)
+    new = load_pack(out)
+    assert [s.id for s in new.styles] == ["a", "b", "new"]
+    assert new.styles[2].name("zh") == "新"
+    from flax import nnx
+
+    old_p = jax.tree.leaves(nnx.state(old.generator, nnx.Param))
+    new_p = jax.tree.leaves(nnx.state(new.generator, nnx.Param))
+    changed_rows = 0
+    for o, n in zip(old_p, new_p):
+        o, n = np.asarray(o), np.asarray(n)
+        if o.shape == n.shape:
+            np.testing.assert_array_equal(o, n)          # shared body frozen
+        else:
+            np.testing.assert_array_equal(o, n[:-1])     # existing styles untouched
+            changed_rows += not np.allclose(n[-1], o.mean(axis=0))
+    assert changed_rows > 0                              # the new style's rows learned
+    hist = new.training["added_styles"][0]
+    assert hist["id"] == "new" and np.isfinite(hist["final"]["style"])
+
+
+def test_add_style_lowers_style_loss(tmp_path):
+    from trainer.add_style import AddStyleConfig, grow_generator, train_new_style
+    from trainer.data import PhotoFolder, StyleImages
+
+    photos, styles = _make_data(tmp_path)
+    pack = load_pack(_tiny_pack(tmp_path))
+    _, history = train_new_style(grow_generator(pack.generator),
+                                 StyleImages([styles[0]], side=64).target(0),
+                                 PhotoFolder(photos, cache_side=64),
+                                 AddStyleConfig(steps=40, size=32, batch=2, lr=5e-2),
+                                 progress=False)
+    assert min(h["style"] for h in history[-2:]) < 0.9 * history[0]["style"]
+
+
+def test_eval_writes_report_grid_and_curves(tmp_path):
+    from trainer.evaluate import evaluate
+    from trainer.loop import Trainer
+
+    cfg = tiny_config(tmp_path, "run")
+    t = Trainer(cfg)
+    t.run(progress=False)
+    t.ckpt.close()
+    report = evaluate(cfg.out, tmp_path / "eval", side=64)
+    assert report["step"] == 4 and set(report["styles"]) == {"style0", "style1"}
+    assert all(np.isfinite(v["style"]) for v in report["styles"].values())
+    for name in ("losses.json", "grid.png", "loss_curves.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0

@@ -1,1 +1,1 @@
-"""Training CLI (Optax): data pipeline, train loop, checkpoints, pack export. See issue "Trainer CLI"."""
+"""Training CLI (Optax): data, GAN train loop, checkpoints, add-style, CycleGAN, eval, export."""

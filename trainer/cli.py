@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
+from stylejax.errors import StyleJAXError
+
 from .config import TrainConfig
 
 _FLAGS = {  # flag → config field, for `train`
@@ -59,6 +61,31 @@ def _export(args) -> int:
     return 0
 
 
+def _add_style(args) -> int:
+    from .add_style import AddStyleConfig, add_style
+
+    names = {"en": args.name_en} if args.name_en else None
+    if names and args.name_zh:
+        names["zh"] = args.name_zh
+    cfg = AddStyleConfig(steps=args.steps, size=args.size, batch=args.batch, seed=args.seed,
+                         style_weight=args.style_weight)
+    out = add_style(args.pack, args.style, args.content, args.out, style_id=args.id,
+                    names=names, author=args.author or "", license=args.license or "",
+                    cfg=cfg, progress=not args.no_progress)
+    print(f"added style to {out}")
+    return 0
+
+
+def _eval(args) -> int:
+    import json
+
+    from .evaluate import evaluate
+
+    report = evaluate(args.run, args.out, side=args.side)
+    print(json.dumps(report["mean"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylejax-train", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -68,6 +95,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder (has train_config.json)")
     p.add_argument("--pack", required=True, help="pack folder to write")
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+
+    p = sub.add_parser("add-style", help="add a style to a pack (trains only its norm rows)")
+    p.add_argument("--pack", required=True)
+    p.add_argument("--style", required=True, help="the new style picture")
+    p.add_argument("--content", required=True, help="folder of photos to train on")
+    p.add_argument("--out", help="write a new pack here (default: update --pack in place)")
+    p.add_argument("--id", help="style id (default: from the file name)")
+    p.add_argument("--name-en")
+    p.add_argument("--name-zh")
+    p.add_argument("--author")
+    p.add_argument("--license")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style-weight", type=float, default=6.0)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("eval", help="held-out losses, a sample grid and loss curves of a run")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", help="folder for losses.json, grid.png, loss_curves.png")
+    p.add_argument("--side", type=int, default=256)
+
+    p = sub.add_parser("cyclegan", help="unpaired photos ↔ paintings of one painter",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -80,7 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "export":
             return _export(args)
-    except (ValueError, FileNotFoundError) as err:
+        if args.command == "add-style":
+            return _add_style(args)
+        if args.command == "eval":
+            return _eval(args)
+        if args.command == "cyclegan":
+            from .cyclegan import cyclegan_main
+
+            return cyclegan_main(args.rest)
+    except (ValueError, FileNotFoundError, StyleJAXError) as err:
         print(f"stylejax-train: error: {err}", file=sys.stderr)
         return 2
     return 1

@@ -8,6 +8,7 @@ deterministic batch and contributes its slice.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -32,7 +33,7 @@ from .checkpoints import Checkpoints
 from .config import TrainConfig
 from .data import ContentStream, PhotoFolder, StyleImages
 from .grid import center_square, save_grid
-from .steps import Models, TrainState, init_state, style_targets, train_step
+from .steps import TrainState, init_state, style_targets, train_step
 
 log = logging.getLogger("stylejax.train")
 
@@ -46,10 +47,9 @@ class StopFlag:
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            # Outside the main thread signals cannot be caught: train on without the handler.
+            with contextlib.suppress(ValueError):
                 self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: no signal handling, still trainable
-                pass
         return self
 
     def _handle(self, signum, _frame):
