@@ -1,0 +1,144 @@
+"""Custom style by optimisation: losses fall, progress and cancel work, budgets are kept."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stylejax.custom_style import (
+    CustomStyleConfig,
+    _resize,
+    compose_pyramid,
+    make_pyramid,
+    match_colors,
+    measure_losses,
+    stylize_with_image,
+)
+
+skimage_data = pytest.importorskip("skimage.data")
+
+LUM = np.array([0.299, 0.587, 0.114], np.float32)
+# jitter=0: the recorded losses are then those of the picture itself, not of a random shift.
+# No time budget: it counts the first call's network load and compiles, which on a busy
+# machine can exceed the default 30 s and stop the run after one step.
+ONE_SCALE = CustomStyleConfig(size=64, steps=8, scales=(1.0,), scale_steps=(1.0,), jitter=0,
+                              time_budget_s=1e9)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return np.ascontiguousarray(skimage_data.chelsea()[::4, ::4])  # 75×113
+
+
+@pytest.fixture(scope="module")
+def style() -> np.ndarray:
+    return np.ascontiguousarray(skimage_data.astronaut()[::4, ::4])  # 128×128
+
+
+@pytest.fixture(scope="module")
+def run(photo, style):
+    calls: list[tuple[float, dict]] = []
+    result = stylize_with_image(photo, style, ONE_SCALE,
+                                progress=lambda f, losses: calls.append((f, dict(losses))))
+    return result, calls
+
+
+def test_output_shape_matches_resized_photo(run, photo):
+    result, _ = run
+    expected = _resize(photo, 64)
+    assert expected.shape == (40, 64, 3)
+    assert result.image.shape == expected.shape and result.image.dtype == np.uint8
+    assert result.steps == 8 and not result.stopped_early
+    assert result.seconds > 0
+    # It changed the picture, but kept it recognisably the photo (not noise, not blank).
+    diff = np.abs(result.image.astype(int) - expected.astype(int)).mean()
+    assert 3 < diff < 80
+    corr = np.corrcoef(result.image.astype(float).mean(2).ravel(),
+                       expected.astype(float).mean(2).ravel())[0, 1]
+    assert corr > 0.3
+
+
+def test_style_loss_falls(run):
+    result, _ = run
+    style = [h["style"] for h in result.history]
+    assert len(style) == 8 and all(np.isfinite(style))
+    assert style[-1] < 0.9 * style[0], style
+    assert result.final_losses == result.history[-1]
+    assert {"style", "content", "tv", "total", "step", "scale", "seconds"} <= set(
+        result.history[0])
+    assert [h["step"] for h in result.history] == list(range(1, 9))
+
+
+def test_progress_fractions_increase_to_one(run):
+    _, calls = run
+    fractions = [f for f, _ in calls]
+    assert len(fractions) == 8
+    assert all(a < b for a, b in zip(fractions, fractions[1:]))
+    assert fractions[0] > 0 and fractions[-1] == 1.0
+    assert all(np.isfinite(losses["style"]) for _, losses in calls)
+
+
+def test_measure_losses_finite_and_style_lower_than_start(run, photo, style):
+    result, _ = run
+    after = measure_losses(photo, style, result.image, ONE_SCALE)
+    assert set(after) == {"style", "content", "tv"}
+    assert all(np.isfinite(v) and v >= 0 for v in after.values())
+    start = match_colors(_resize(photo, 64), _resize(style, 64))  # where the run started
+    before = measure_losses(photo, style, start, ONE_SCALE)
+    assert after["style"] < before["style"]
+    # The untouched photo has no content loss at all.
+    assert measure_losses(photo, style, _resize(photo, 64), ONE_SCALE)["content"] < 1e-6
+
+
+def test_should_stop_ends_early_at_full_size(photo, style):
+    """Cancel during the coarse scale of a two-scale plan: still a full-size picture."""
+    cfg = CustomStyleConfig(size=64, steps=6, jitter=0, time_budget_s=1e9)  # 4 at 0.5, 2 at 1
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        return len(asked) > 2
+
+    result = stylize_with_image(photo, style, cfg, should_stop=should_stop)
+    assert result.stopped_early
+    assert result.steps == 3 and len(result.history) == 3  # asked after every step
+    assert len(asked) == result.steps
+    assert {h["scale"] for h in result.history} == {0.5}
+    assert result.image.shape == _resize(photo, 64).shape
+
+
+def test_zero_time_budget_stops_after_one_step_and_keeps_colors(photo, style):
+    cfg = CustomStyleConfig(size=64, steps=8, scales=(1.0,), scale_steps=(1.0,), jitter=0,
+                            time_budget_s=0.0)
+    result = stylize_with_image(photo, style, cfg, keep_colors=True)
+    assert result.steps == 1 and result.stopped_early
+    full = _resize(photo, 64).astype(np.float32) / 255
+    out = result.image.astype(np.float32) / 255
+    chroma_out = out - (out @ LUM)[..., None]
+    chroma_photo = full - (full @ LUM)[..., None]
+    inside = np.all((out > 0.02) & (out < 0.98), axis=-1)
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(chroma_out[inside], chroma_photo[inside], atol=2.5 / 255)
+
+
+def test_match_colors_takes_style_mean_and_covariance():
+    rng = np.random.default_rng(0)
+    photo = (rng.random((32, 32, 3)) * 120 + 60).astype(np.uint8)
+    mix = np.array([[0.6, 0.3, 0.1], [0.1, 0.5, 0.0], [0.2, 0.0, 0.3]])
+    style = np.clip(rng.random((40, 40, 3)) @ mix.T * 255 + 20, 0, 255).astype(np.uint8)
+    out = match_colors(photo, style).reshape(-1, 3).astype(float)
+    s = style.reshape(-1, 3).astype(float)
+    np.testing.assert_allclose(out.mean(0), s.mean(0), atol=1.5)
+    np.testing.assert_allclose(np.cov(out.T), np.cov(s.T), atol=0.05 * np.cov(s.T).max())
+
+
+def test_pyramid_starts_as_the_picture():
+    x = jnp.asarray(np.random.default_rng(1).random((1, 16, 24, 3), np.float32))
+    levels = make_pyramid(x, 3)
+    assert [lv.shape for lv in levels] == [(1, 16, 24, 3), (1, 8, 12, 3), (1, 4, 6, 3)]
+    np.testing.assert_array_equal(np.asarray(compose_pyramid(levels, x.shape)), np.asarray(x))
+    # A coarse level moves a whole region: one parameter changes many pixels.
+    bumped = [levels[0], levels[1].at[0, 3, 5, 0].set(1.0), levels[2]]
+    changed = np.asarray(compose_pyramid(bumped, x.shape) - x)[0, :, :, 0] != 0
+    assert changed.sum() >= 4
