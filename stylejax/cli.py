@@ -65,7 +65,15 @@ def _outputs(photos: list[str], out: str) -> list[Path]:
     if target.suffix.lower() in _FORMATS:
         raise StyleJAXError("With several photos, -o must be a folder.")
     target.mkdir(parents=True, exist_ok=True)
-    return [target / (Path(p).stem + ".png") for p in photos]
+    outs, used = [], set()
+    for p in photos:
+        name, n = Path(p).stem, 1
+        while name in used:  # same file name from different folders: never overwrite
+            n += 1
+            name = f"{Path(p).stem}-{n}"
+        used.add(name)
+        outs.append(target / f"{name}.png")
+    return outs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
         raise StyleJAXError("Give an output with -o OUT.")
     if not 0.0 <= args.strength <= 1.0:
         raise StyleJAXError(f"--strength must be between 0 and 1, got {args.strength}.")
+    if args.max_size is not None and args.max_size < 16:
+        raise StyleJAXError(f"--max-size must be at least 16, got {args.max_size}.")
+    for p in args.photos:
+        if Path(p).is_dir():
+            raise StyleJAXError(f"{Path(p).name} is a folder, not a photo.")
     outputs = _outputs(args.photos, args.output)
-    decoded = [decode_image(p, alpha="keep") for p in args.photos]
+    decoded = [_composited(decode_image(p, alpha="keep")) for p in args.photos]
 
     from tqdm import tqdm
 
@@ -131,6 +144,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _composited(decoded):
+    """Stylise transparent photos as seen on white; the alpha is re-attached on saving."""
+    if decoded.alpha is None:
+        return decoded
+    import dataclasses
+
+    a = decoded.alpha[..., None].astype(np.float32) / 255.0
+    rgb = np.round(decoded.rgb * a + 255.0 * (1.0 - a)).astype(np.uint8)
+    return dataclasses.replace(decoded, rgb=rgb)
+
+
 def _save(out: Path, image: np.ndarray, decoded) -> None:
     from PIL import Image
 
@@ -151,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except FileNotFoundError as err:
         print(f"stylize: error: file not found: {Path(err.filename or '').name}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as err:
+        print(f"stylize: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stylize: interrupted", file=sys.stderr)

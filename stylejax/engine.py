@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .errors import InvalidRequestError, UnknownStyleError
 from .generator import Generator
 
 BUCKETS: tuple[int, ...] = (128, 192, 256, 384, 512, 768, 1024)
@@ -219,13 +220,17 @@ class Engine:
     def style_weights(self, style: int | Sequence[float]) -> np.ndarray:
         """Style index or blend weights → normalised (S,) float32 weights."""
         if isinstance(style, (int, np.integer)):
+            if not 0 <= int(style) < self.num_styles:
+                raise UnknownStyleError(f"Style number {int(style)} does not exist; the pack "
+                                        f"has {self.num_styles} styles.")
             w = np.zeros(self.num_styles, np.float32)
             w[int(style)] = 1.0
             return w
         w = np.asarray(style, np.float32)
-        if w.shape != (self.num_styles,) or np.any(w < 0) or w.sum() <= 0:
-            raise ValueError(f"blend weights must be {self.num_styles} non-negative numbers "
-                             "with a positive sum")
+        if (w.shape != (self.num_styles,) or not np.all(np.isfinite(w)) or np.any(w < 0)
+                or w.sum() <= 0):
+            raise InvalidRequestError("Blend weights must be non-negative numbers with a positive "
+                                "sum, one per style.")
         return w / w.sum()
 
 

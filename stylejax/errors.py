@@ -37,3 +37,7 @@ class WeightsError(StyleJAXError):
 
 class UnknownStyleError(StyleJAXError):
     """The requested style id is not in the pack."""
+
+
+class InvalidRequestError(StyleJAXError, ValueError):
+    """A parameter out of range (strength, blend weights, sizes): the user can fix it."""

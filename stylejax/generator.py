@@ -39,8 +39,12 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
-        return cls(num_styles=int(d["num_styles"]), channels=tuple(int(c) for c in d["channels"]),
-                   res_blocks=int(d["res_blocks"]))
+        channels = tuple(int(c) for c in d["channels"])
+        cfg = cls(num_styles=int(d["num_styles"]), channels=channels,
+                  res_blocks=int(d["res_blocks"]))
+        if len(channels) != 3 or min(channels) < 1 or cfg.num_styles < 1 or cfg.res_blocks < 0:
+            raise ValueError(f"invalid generator config {d}")
+        return cfg
 
     @property
     def multiple(self) -> int:

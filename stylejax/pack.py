@@ -62,11 +62,15 @@ class StylePack:
     def index(self, style_id: str) -> int:
         """Index of a style by id, or by an unambiguous id prefix (friendly for chat captions)."""
         ids = [s.id for s in self.styles]
-        if style_id in ids:
-            return ids.index(style_id)
-        matches = [i for i, s in enumerate(ids) if s.startswith(style_id.lower())]
-        if len(matches) == 1 and style_id:
+        wanted = style_id.strip().lower()  # chat apps capitalise the first word
+        if wanted in ids:
+            return ids.index(wanted)
+        matches = [i for i, s in enumerate(ids) if wanted and s.startswith(wanted)]
+        if len(matches) == 1:
             return matches[0]
+        if len(matches) > 1:
+            several = ", ".join(ids[i] for i in matches)
+            raise UnknownStyleError(f"'{style_id}' matches several styles: {several}.")
         known = ", ".join(ids)
         raise UnknownStyleError(f"Unknown style '{style_id}'. Available styles: {known}.")
 
@@ -157,6 +161,9 @@ def _parse_styles(raw: Any, n: int) -> list[StyleInfo]:
         if sid in seen:
             raise WeightsError(f"pack.json: style id '{sid}' appears twice.")
         seen.add(sid)
+        thumb = s.get("thumbnail")
+        if thumb is not None and not isinstance(thumb, str):
+            raise WeightsError(f"pack.json: thumbnail of '{sid}' must be a file name.")
         names = s.get("names")
         if not isinstance(names, dict) or not isinstance(names.get("en"), str):
             raise WeightsError(f"pack.json: style '{sid}' needs names with an English ('en') name.")
@@ -188,6 +195,9 @@ def load_pack(pack_dir: str | Path) -> StylePack:
         raise WeightsError("pack.json: 'generator' must give num_styles, channels, res_blocks.") \
             from None
     styles = _parse_styles(meta.get("styles"), config.num_styles)
+    training = meta.get("training") or {}
+    if not isinstance(training, dict):
+        raise WeightsError("pack.json: 'training' must be an object.")
     for s in styles:
         if s.thumbnail is not None:
             thumb = (root / s.thumbnail).resolve()
@@ -203,7 +213,7 @@ def load_pack(pack_dir: str | Path) -> StylePack:
         raise WeightsError(f"weights.safetensors is damaged ({err.__class__.__name__}).") from None
     generator = Generator(config, rngs=nnx.Rngs(0))
     _load_params(generator, arrays, "weights.safetensors")
-    return StylePack(config, styles, generator, root, dict(meta.get("training") or {}),
+    return StylePack(config, styles, generator, root, dict(training),
                      str(meta.get("license_notes", "")))
 
 

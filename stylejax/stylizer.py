@@ -18,7 +18,7 @@ import numpy as np
 
 from .custom_style import CustomStyleConfig, CustomStyleResult, stylize_with_image
 from .engine import Engine, Request
-from .errors import StyleJAXError, WeightsError
+from .errors import InvalidRequestError, StyleJAXError, WeightsError
 from .imageio import DecodedImage, decode_image, resize_max_side, to_float, to_uint8
 from .pack import StyleInfo, StylePack, default_pack_dir, load_pack
 
@@ -124,10 +124,12 @@ class Stylizer:
                      progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
         """Several photos in one batched call (same-size photos share one compiled program)."""
         if not 0.0 <= float(strength) <= 1.0:
-            raise StyleJAXError(f"Strength must be between 0 and 1, got {strength}.")
+            raise InvalidRequestError(f"Strength must be between 0 and 1, got {strength}.")
+        if max_size is not None and max_size < 16:
+            raise InvalidRequestError(f"The size limit must be at least 16 pixels, got {max_size}.")
         w = self.style_weights(style)
         rgbs = [load_photo(p) for p in photos]
-        if max_size:
+        if max_size is not None:
             rgbs = [resize_max_side(r, max_size) for r in rgbs]
         floats = [to_float(r) for r in rgbs]
         raw = self.engine.run([Request(f, w) for f in floats], progress)
@@ -144,7 +146,7 @@ class Stylizer:
                            should_stop: Callable[[], bool] | None = None) -> CustomStyleResult:
         """Any style picture, no pack needed: optimisation within a time budget (~30 s)."""
         if not 0.0 <= float(strength) <= 1.0:
-            raise StyleJAXError(f"Strength must be between 0 and 1, got {strength}.")
+            raise InvalidRequestError(f"Strength must be between 0 and 1, got {strength}.")
         rgb = load_photo(photo)
         style_rgb = load_photo(style_image)
         cfg = config or CustomStyleConfig(size=max_size)

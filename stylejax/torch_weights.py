@@ -9,6 +9,7 @@ objects are refused, so a hostile file cannot run code.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import struct
 import zipfile
@@ -77,7 +78,15 @@ class _PendingTensor:
         if flat is None:
             raise WeightsError("Weights file is truncated (a tensor has no data).")
         itemsize = flat.dtype.itemsize
+        if self.offset < 0 or any(int(d) < 0 for d in self.size) or any(
+                int(st) < 0 for st in self.stride):
+            raise WeightsError("Weights file is damaged (a tensor has a negative size).")
+        if math.prod(self.size) and self.offset + sum(
+                (int(d) - 1) * int(st) for d, st in zip(self.size, self.stride)) >= flat.size:
+            raise WeightsError("Weights file is damaged (a tensor reaches past its data).")
         if not self.size:
+            if self.offset >= flat.size:
+                raise WeightsError("Weights file is damaged (a tensor reaches past its data).")
             return np.array(flat[self.offset])
         view = np.lib.stride_tricks.as_strided(
             flat[self.offset :],
@@ -156,14 +165,18 @@ def _load_zip(data: bytes) -> Any:
 
 def _load_legacy(data: bytes) -> Any:
     f = io.BytesIO(data)
-    magic = pickle.load(f)
+    storages: dict[str, _LazyStorage] = {}
+    # Every record goes through the restricted unpickler: plain pickle.load on any of them
+    # would let a crafted file run code.
+    magic = _Unpickler(f, storages).load()
     if magic != _LEGACY_MAGIC:
         raise WeightsError("This file is not a PyTorch checkpoint.")
-    pickle.load(f)  # protocol version
-    pickle.load(f)  # sys info (endianness, type sizes)
-    storages: dict[str, _LazyStorage] = {}
+    _Unpickler(f, storages).load()  # protocol version
+    _Unpickler(f, storages).load()  # sys info (endianness, type sizes)
     obj = _Unpickler(f, storages).load()
-    keys = pickle.load(f)
+    keys = _Unpickler(f, storages).load()
+    if not isinstance(keys, list):
+        raise WeightsError("Weights file has an unknown layout.")
     for key in keys:
         storage = storages[str(key)]
         (numel,) = struct.unpack("<q", f.read(8))
@@ -186,7 +199,8 @@ def load_torch_file(path: str | Path) -> dict[str, np.ndarray]:
     except WeightsError:
         raise
     except Exception as err:  # pickle / zip / struct errors from a damaged file
-        raise WeightsError(f"Weights file {Path(path).name} is damaged ({type(err).__name__}).") from None
+        name = Path(path).name
+        raise WeightsError(f"Weights file {name} is damaged ({type(err).__name__}).") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

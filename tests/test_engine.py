@@ -159,9 +159,6 @@ def test_style_weights(jax_engine):
             engine.style_weights(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Engine.style_weights accepts NaN/inf blend weights "
-                   "(NaN passes both `w < 0` and `w.sum() <= 0` checks) and every pixel comes out "
-                   "NaN (a black picture after to_uint8)")
 def test_style_weights_refuse_non_finite(jax_engine):
     for bad in ([float("nan"), 1.0], [float("inf"), 1.0]):
         with pytest.raises(ValueError):

@@ -129,11 +129,6 @@ def test_index_ambiguous_or_unknown_lists_ids(pack, query):
     assert "starry, starry-wave" in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=UnknownStyleError,
-    reason="BUG: exact-id match is case-sensitive while prefix match "
-    "lowercases, so 'Starry' (auto-capitalised caption) is ambiguous although "
-    "'STARRY-W' works")
 def test_index_exact_id_case_insensitive(pack):
     assert pack.index("Starry") == 0
 
@@ -298,31 +293,18 @@ def test_thumbnail_escaping_or_missing(pack_dir, tmp_path, thumb):
     assert str(tmp_path) not in msg  # no paths in user-facing messages
 
 
-@pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="BUG: a non-string thumbnail (e.g. 5) reaches "
-    "`root / s.thumbnail` and raises TypeError instead of WeightsError")
 def test_thumbnail_not_a_string(pack_dir, tmp_path):
     root = _copy(pack_dir, tmp_path)
     _edit_meta(root, lambda m: m["styles"][0].update(thumbnail=5))
     _load_error(root)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="BUG: GeneratorConfig.from_dict accepts a channels list "
-    "of the wrong length; Generator() then raises ValueError (unpacking) instead "
-    "of WeightsError")
 def test_generator_channels_wrong_length(pack_dir, tmp_path):
     root = _copy(pack_dir, tmp_path)
     _edit_meta(root, lambda m: m["generator"].update(channels=[8, 16]))
     _load_error(root)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=(TypeError, ValueError),
-    reason="BUG: load_pack does dict(meta['training']) unchecked; "
-    "a non-object 'training' raises ValueError/TypeError instead of WeightsError")
 def test_training_not_an_object(pack_dir, tmp_path):
     root = _copy(pack_dir, tmp_path)
     _edit_meta(root, lambda m: m.update(training="abc"))

@@ -140,9 +140,6 @@ def test_bad_photo_array(stylizer):
         stylizer.stylize(np.zeros((10, 10), np.uint8), "a")
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="BUG: an out-of-range style index "
-                   "raises IndexError from Engine.style_weights, not UnknownStyleError (and -1 "
-                   "silently picks the last style)")
 def test_style_index_out_of_range(stylizer, photo):
     with pytest.raises(UnknownStyleError):
         stylizer.stylize(photo, 5)
@@ -270,16 +267,11 @@ def test_cli_without_installed_pack(capsys, files, tmp_path):
     _assert_cli_error(rc, err, "No style pack is installed")
 
 
-_XFAIL_CLI = pytest.mark.xfail(strict=True, reason="BUG: ValueError/OSError escape cli.main as a "
-                               "traceback with exit code 1 (only StyleJAXError and "
-                               "FileNotFoundError are caught; see report)")
-
-
 @pytest.mark.parametrize("case", [
-    pytest.param("zero-blend", marks=_XFAIL_CLI),
-    pytest.param("negative-blend", marks=_XFAIL_CLI),
-    pytest.param("negative-max-size", marks=_XFAIL_CLI),
-    pytest.param("directory-as-photo", marks=_XFAIL_CLI),
+    "zero-blend",
+    "negative-blend",
+    "negative-max-size",
+    "directory-as-photo",
     "bad-blend-number",
 ])
 def test_cli_more_user_errors(capsys, pack_dir, files, tmp_path, case):
@@ -299,8 +291,6 @@ def test_cli_more_user_errors(capsys, pack_dir, files, tmp_path, case):
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: NaN blend weights pass validation; the CLI exits 0 "
-                   "and writes an all-black picture")
 def test_cli_nan_blend_is_refused(capsys, pack_dir, files, tmp_path):
     target = tmp_path / "nan.png"
     rc, _, _ = _cli(capsys, files["photo"], "--pack", pack_dir, "--style", "a=nan,b=1",
@@ -308,9 +298,6 @@ def test_cli_nan_blend_is_refused(capsys, pack_dir, files, tmp_path):
     assert rc == 2 and not target.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: photos with the same file name from different "
-                   "folders map to the same <folder>/<stem>.png; the second silently overwrites "
-                   "the first")
 def test_cli_same_stem_photos_do_not_overwrite(capsys, pack_dir, files, tmp_path):
     (tmp_path / "d1").mkdir()
     (tmp_path / "d2").mkdir()

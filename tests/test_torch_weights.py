@@ -136,9 +136,6 @@ def test_other_forbidden_globals(tmp_path):
         _check_refused(path, marker)
 
 
-@pytest.mark.xfail(strict=True, reason="SECURITY BUG: _load_legacy reads the magic number, "
-                   "protocol and sys-info records with plain pickle.load, so a file that is just "
-                   "a pickle runs its code before any check")
 def test_pickle_before_the_magic_number_runs_nothing(tmp_path):
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pth"
@@ -149,8 +146,6 @@ def test_pickle_before_the_magic_number_runs_nothing(tmp_path):
         marker.unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(strict=True, reason="SECURITY BUG: _load_legacy reads the storage-key list "
-                   "after the state dict with plain pickle.load, which runs any code in it")
 def test_pickle_in_the_storage_key_list_runs_nothing(tmp_path):
     marker = tmp_path / "ran"
     path = _legacy_checkpoint(tmp_path / "evil.pth", _LEGACY_MAGIC, 1001,
@@ -195,9 +190,6 @@ def test_crafted_tensor_within_its_storage_loads(tmp_path):
     np.testing.assert_array_equal(out["w"], [[0, 2], [1, 3]])
 
 
-@pytest.mark.xfail(strict=True, reason="SECURITY BUG: _PendingTensor.materialise calls "
-                   "np.lib.stride_tricks.as_strided with the file's size/stride/offset unchecked, "
-                   "so a tensor larger than its storage reads memory beyond the buffer")
 def test_tensor_larger_than_its_storage_is_refused(tmp_path):
     with pytest.raises(WeightsError):
         load_torch_file(_crafted(tmp_path / "oob.pt", _Tensor((5,), (1,))))

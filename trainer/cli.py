@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "cyclegan":  # its own flags: hand them over untouched
+        from .cyclegan import cyclegan_main
+
+        return cyclegan_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -137,10 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _add_style(args)
         if args.command == "eval":
             return _eval(args)
-        if args.command == "cyclegan":
-            from .cyclegan import cyclegan_main
 
-            return cyclegan_main(args.rest)
     except (ValueError, FileNotFoundError, StyleJAXError) as err:
         print(f"stylejax-train: error: {err}", file=sys.stderr)
         return 2

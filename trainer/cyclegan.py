@@ -18,6 +18,13 @@ it, and it would have to live in the checkpoint), and Adam's learning rate is co
 first half of the run and decays linearly to zero over the second, the paper's schedule in
 steps rather than epochs.
 
+One difference from the paper matters in practice: our generator starts as (nearly) the
+identity (its logit skip connection), where the cycle and identity losses are already zero, so
+only the adversarial term pulls the generators away. On a toy photo/stripes set, 400 steps with
+identity weight 5 stayed at the identity while the discriminators won outright; with 0 (or 0.5
+at cycle weight 1) G_ab turned the photos painting-coloured, so the identity weight defaults
+to 0 here.
+
 As in trainer/loop.py, the step is pure (all arrays in `CycleState`), batches are a function
 of (seed, step), so a run resumed from a checkpoint is exactly the uninterrupted one.
 """
@@ -74,7 +81,8 @@ class CycleConfig:
     seed: int = 0
     lr: float = 2e-4                     # Adam, β = (0.5, 0.999) as in the paper
     cycle_weight: float = 10.0
-    identity_weight: float = 5.0         # 0.5 × cycle_weight, the paper's ratio
+    identity_weight: float = 0.0         # our generators start as the identity already: the
+    # paper's 0.5 × cycle weight then pins them there (measured: no translation learned)
     adv_loss: str = "lsgan"              # hinge | lsgan | wgan-gp
     gp_weight: float = 10.0              # gradient penalty (wgan-gp only)
     channels: tuple[int, int, int] = (16, 32, 64)
@@ -277,10 +285,10 @@ class CycleTrainer:
     def __init__(self, cfg: CycleConfig):
         cfg.validate()
         self.cfg = cfg
-        self.out = Path(cfg.out)
-        self.out.mkdir(parents=True, exist_ok=True)
         self.photos = PhotoFolder(cfg.photos, cache_side=cfg.cache_side)
         self.paintings = PhotoFolder(cfg.paintings, cache_side=cfg.cache_side)
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
         self.models, template = init_state(cfg)
         self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
         self.state: CycleState = template
@@ -366,7 +374,7 @@ class CycleTrainer:
         fake_b, fake_a = self.translate(ab, a), self.translate(ba, b)
         rec_a, rec_b = self.translate(ba, fake_b), self.translate(ab, fake_a)
         rows = [list(r) for r in zip(a, fake_b, rec_a, b, fake_a, rec_b)]
-        return save_grid(path, rows, ["photo", "A→B", "A→B→A", "painting", "B→A", "B→A→B"])
+        return save_grid(path, rows, ["photo", "A->B", "A->B->A", "painting", "B->A", "B->A->B"])
 
 
 def train(cfg: CycleConfig, progress: bool = True) -> CycleTrainer:
@@ -379,7 +387,7 @@ def train(cfg: CycleConfig, progress: bool = True) -> CycleTrainer:
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-")[:40] or "painter"
+    return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:40] or "painter"
 
 
 def _first_picture(folder: Path, side: int = 256) -> np.ndarray | None:
@@ -448,7 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adv-loss", choices=ADV_LOSSES, default=d.adv_loss)
     p.add_argument("--cycle-weight", type=float, default=d.cycle_weight)
     p.add_argument("--identity-weight", type=float, default=d.identity_weight,
-                   help="default 5, half the cycle weight as in the paper; 0 turns it off")
+                   help="default 0: our generators start as the identity, so the paper's "
+                   "5 pins them there; raise it to keep more of the photo's colours")
+    p.add_argument("--channels", type=int, nargs=3, default=d.channels, metavar="C",
+                   help="generator widths at full, 1/2 and 1/4 resolution")
+    p.add_argument("--res-blocks", type=int, default=d.res_blocks)
+    p.add_argument("--disc-ch", type=int, default=d.disc_ch)
+    for name in ("log_every", "sample_every", "ckpt_every", "keep"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     p.add_argument("--export", metavar="PACK", help="export G_ab as a style pack when done")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -457,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cyclegan_main(argv: Sequence[str] | None = None) -> int:
     """Train (resuming if the run folder has checkpoints) and optionally export; exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `stylejax-train cyclegan -- --photos ...` hands on the separator
+        argv = argv[1:]
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse already printed usage and the error
@@ -466,7 +484,10 @@ def cyclegan_main(argv: Sequence[str] | None = None) -> int:
     cfg = CycleConfig(photos=args.photos, paintings=args.paintings, out=args.out,
                       steps=args.steps, batch=args.batch, size=args.size, seed=args.seed,
                       lr=args.lr, adv_loss=args.adv_loss, cycle_weight=args.cycle_weight,
-                      identity_weight=args.identity_weight)
+                      identity_weight=args.identity_weight, channels=tuple(args.channels),
+                      res_blocks=args.res_blocks, disc_ch=args.disc_ch,
+                      log_every=args.log_every, sample_every=args.sample_every,
+                      ckpt_every=args.ckpt_every, keep=args.keep)
     try:
         trainer = train(cfg, progress=not args.no_progress)
         print(f"trained to step {trainer.step}; checkpoints in {trainer.out / 'checkpoints'}")
