@@ -31,7 +31,8 @@ class CustomStyleConfig:
     steps: int = 120                     # total Adam steps over all scales
     scales: tuple[float, ...] = (0.5, 1.0)
     scale_steps: tuple[float, ...] = (0.6, 0.4)  # share of the steps per scale
-    time_budget_s: float = 30.0
+    time_budget_s: float = 30.0          # wall clock, start-up and compiling included…
+    min_steps: int = 10                  # …but never fewer steps than this (a cold start)
     learning_rate: float = 0.03
     style_weight: float = 1.0
     content_weight: float = 1.0
@@ -85,7 +86,8 @@ class _Objective:
         self.taps = taps
 
         style_feats = self._features(style)
-        self.style_grams = [losses.gram_matrix(self._smooth(style_feats[t])) for t in cfg.style_taps]
+        self.style_grams = [losses.gram_matrix(self._smooth(style_feats[t]))
+                            for t in cfg.style_taps]
         # Layers differ in scale by orders of magnitude; dividing by each target Gram's mean
         # square gives every layer an equal say and makes the weights independent of the net.
         self.style_layer_weights = [
@@ -94,10 +96,8 @@ class _Objective:
         ]
         photo_feats = self._features(photo)
         self.content_targets = [photo_feats[t] for t in cfg.content_taps]
-        self.content_scale = (
-            float(1.0 / (jnp.mean(jnp.stack([jnp.mean(f**2) for f in self.content_targets])) + 1e-12))
-            if cfg.normalise_layers else 1.0
-        )
+        energy = jnp.mean(jnp.stack([jnp.mean(f**2) for f in self.content_targets]))
+        self.content_scale = float(1.0 / (energy + 1e-12)) if cfg.normalise_layers else 1.0
         self.opt = optax.adam(cfg.learning_rate)
 
     def _features(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -119,7 +119,8 @@ class _Objective:
     def total(self, x: jax.Array) -> tuple[jax.Array, dict]:
         t = self.loss_terms(x)
         c = self.cfg
-        total = c.style_weight * t["style"] + c.content_weight * t["content"] + c.tv_weight * t["tv"]
+        total = (c.style_weight * t["style"] + c.content_weight * t["content"]
+                 + c.tv_weight * t["tv"])
         return total, t
 
     def make_step(self, shape: tuple[int, ...]):
@@ -133,8 +134,11 @@ class _Objective:
             if jitter:
                 # A strided net sees a shifted picture on a different sampling grid; averaging
                 # over shifts stops the optimiser from painting grid-aligned noise.
-                dy, dx = jax.random.randint(key, (2,), 0, jitter)
-                x = jnp.roll(x, (dy, dx), axis=(1, 2))
+                # Reflect-pad and crop (not roll: wrapping would add a seam to the Gram).
+                dy, dx = jax.random.randint(key, (2,), 0, jitter + 1)
+                padded = jnp.pad(x, ((0, 0), (jitter, jitter), (jitter, jitter), (0, 0)),
+                                 mode="reflect")
+                x = jax.lax.dynamic_slice(padded, (0, dy, dx, 0), x.shape)
             return self.total(x)
 
         @jax.jit
@@ -252,7 +256,7 @@ def stylize_with_image(
             if progress is not None:
                 progress(done / total_steps, record)
             if (should_stop is not None and should_stop()) or (
-                time.monotonic() - start > cfg.time_budget_s
+                time.monotonic() - start > cfg.time_budget_s and done >= cfg.min_steps
             ):
                 stopped = done < total_steps
                 break

@@ -70,8 +70,8 @@ class JaxBackend:
         self._state = state
 
         @jax.jit
-        def run(state, x, w):
-            return nnx.merge(graphdef, state)(x, w, return_stats=True)
+        def run(state, x, w, valid):
+            return nnx.merge(graphdef, state)(x, w, return_stats=True, valid=valid)
 
         @jax.jit
         def run_with_stats(state, x, w, stats):
@@ -80,9 +80,11 @@ class JaxBackend:
         self._run, self._run_with_stats = run, run_with_stats
 
     def __call__(self, x: np.ndarray, w: np.ndarray, stats: Stats | None = None,
-                 return_stats: bool = False):
+                 return_stats: bool = False, valid: np.ndarray | None = None):
         if stats is None:
-            y, st = self._run(self._state, x, w)
+            if valid is None:
+                valid = np.ones((*x.shape[:3], 1), np.float32)
+            y, st = self._run(self._state, x, w, valid)
             y = np.asarray(y)
             return (y, [(np.asarray(m), np.asarray(v)) for m, v in st]) if return_stats else y
         y = np.asarray(self._run_with_stats(self._state, x, w, stats))
@@ -140,7 +142,12 @@ class Engine:
         self.num_styles = generator.config.num_styles
         self.multiple = generator.config.multiple
         self.backend = make_backend(generator, backend)
-        self.tile, self.overlap, self.buckets = tile, overlap, tuple(buckets)
+        self.tile, self.overlap = tile, overlap
+        # ONNX Runtime takes any shape without compiling: pad only to the network's multiple of
+        # 4. XLA compiles per shape: pad up to a few buckets and mask the padding out of the
+        # instance-norm statistics.
+        self.masked = isinstance(self.backend, JaxBackend)
+        self.buckets = tuple(buckets) if self.masked else ()
         self.shapes_seen: set[tuple[int, int, int]] = set()
 
     # -- batches of same-bucket photos ---------------------------------------------------------
@@ -158,7 +165,14 @@ class Engine:
         if stats is not None and nb > 1:
             raise ValueError("shared statistics are for one photo's tiles at a time")
         self.shapes_seen.add((nb, hb, wb))
-        y = self.backend(batch, wpad, stats=stats)
+        if self.masked and stats is None:
+            valid = np.zeros((nb, hb, wb, 1), np.float32)
+            for i, p in enumerate(photos):
+                valid[i, : p.shape[0], : p.shape[1]] = 1.0
+            valid[len(photos):] = 1.0
+            y = self.backend(batch, wpad, valid=valid)
+        else:
+            y = self.backend(batch, wpad, stats=stats)
         return [y[i, : p.shape[0], : p.shape[1]] for i, p in enumerate(photos)]
 
     def whole_photo_stats(self, photo: np.ndarray, w: np.ndarray) -> Stats:
@@ -170,7 +184,13 @@ class Engine:
             "linear", antialias=True))
         hb = bucket_size(small.shape[0], self.buckets, self.multiple)
         wb = bucket_size(small.shape[1], self.buckets, self.multiple)
-        _, stats = self.backend(pad_to(small[None], hb, wb), w[None], return_stats=True)
+        kwargs = {}
+        if self.masked:
+            valid = np.zeros((1, hb, wb, 1), np.float32)
+            valid[:, : small.shape[0], : small.shape[1]] = 1.0
+            kwargs["valid"] = valid
+        _, stats = self.backend(pad_to(small[None], hb, wb), w[None], return_stats=True,
+                                **kwargs)
         return stats
 
     def _run_tiled(self, photo: np.ndarray, w: np.ndarray,

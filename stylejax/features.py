@@ -52,7 +52,7 @@ LITE0_STAGES: tuple[StageSpec, ...] = (
     StageSpec(1, 3, 1, 6, 320),
 )
 
-# Tap names: "stem", "block0".."block15", "stage1".."stage7" (alias of a stage's last block), "head".
+# Tap names: "stem", "block0".."block15", "stage1".."stage7" (a stage's last block), "head".
 _STAGE_LAST_BLOCK = {}
 _n = 0
 for _i, _s in enumerate(LITE0_STAGES, start=1):
@@ -109,7 +109,8 @@ def _resolve_tap(name: str) -> int:
         return _STAGE_LAST_BLOCK[name]
     if name.startswith("block") and name[5:].isdigit() and int(name[5:]) < NUM_BLOCKS:
         return int(name[5:])
-    raise ValueError(f"Unknown feature tap {name!r}; use stem, block0..block15, stage1..stage7, head")
+    raise ValueError(
+        f"Unknown feature tap {name!r}; use stem, block0..block15, stage1..stage7, head")
 
 
 class EfficientNetLite0(nnx.Module):
@@ -203,8 +204,8 @@ def _assign(layer: FoldedConv, kernel: np.ndarray, bias: np.ndarray, name: str) 
     expected = layer.conv.kernel.shape
     if kernel.shape != expected:
         raise WeightsError(f"Weights for {name} have shape {kernel.shape}, expected {expected}.")
-    layer.conv.kernel[...] = jnp.asarray(kernel)
-    layer.conv.bias[...] = jnp.asarray(bias)
+    layer.conv.kernel.set_value(jnp.asarray(kernel))
+    layer.conv.bias.set_value(jnp.asarray(bias))
 
 
 def load_state_dict(model: EfficientNetLite0, sd: dict[str, np.ndarray]) -> None:
@@ -219,8 +220,8 @@ def load_state_dict(model: EfficientNetLite0, sd: dict[str, np.ndarray]) -> None
                     f"{p}.depthwise")
             _assign(block.project, *_fold(sd, f"{p}._project_conv", f"{p}._bn2"), f"{p}.project")
         _assign(model.head, *_fold(sd, "_conv_head", "_bn1"), "head")
-        model.fc.kernel[...] = jnp.asarray(sd["_fc.weight"].T)
-        model.fc.bias[...] = jnp.asarray(sd["_fc.bias"])
+        model.fc.kernel.set_value(jnp.asarray(sd["_fc.weight"].T))
+        model.fc.bias.set_value(jnp.asarray(sd["_fc.bias"]))
     except KeyError as err:
         raise WeightsError(f"EfficientNet-Lite0 weights are missing tensor {err.args[0]}.") from None
 
@@ -228,7 +229,9 @@ def load_state_dict(model: EfficientNetLite0, sd: dict[str, np.ndarray]) -> None
 @functools.lru_cache(maxsize=2)
 def load_feature_net(path: str | None = None) -> EfficientNetLite0:
     """The pretrained network (cached per process: weights are read and folded once)."""
-    model = EfficientNetLite0(rngs=nnx.Rngs(0))
+    # Build the structure without running random initialisers (~9 s on 2 cores): every
+    # array is replaced by the pretrained weights right after.
+    model = nnx.eval_shape(lambda: EfficientNetLite0(rngs=nnx.Rngs(0)))
     load_state_dict(model, load_torch_file(path or default_weights_path()))
     return model
 

@@ -82,15 +82,21 @@ class CondInstanceNorm(nnx.Module):
         self.shift = nnx.Param(jnp.zeros((num_styles, channels)))
 
     def __call__(self, x: jax.Array, style_w: jax.Array,
-                 stats: tuple[jax.Array, jax.Array] | None = None):
+                 stats: tuple[jax.Array, jax.Array] | None = None,
+                 valid: jax.Array | None = None):
         """Normalise x (N,H,W,C); style_w (N,S) mixes the style rows.
 
         With `stats` (mean, var) given, those statistics are used instead of x's own: tiles of a
         large photo then share the whole photo's statistics and join without seams.
         """
-        if stats is None:
+        if stats is None and valid is None:
             mean = jnp.mean(x, axis=(1, 2), keepdims=True)
             var = jnp.var(x, axis=(1, 2), keepdims=True)
+        elif stats is None:
+            # Statistics of the photo only, not of the padding that fills its shape bucket.
+            count = jnp.sum(valid, axis=(1, 2), keepdims=True)
+            mean = jnp.sum(x * valid, axis=(1, 2), keepdims=True) / count
+            var = jnp.sum((x - mean) ** 2 * valid, axis=(1, 2), keepdims=True) / count
         else:
             mean, var = stats
         gamma = (style_w @ self.scale[...])[:, None, None, :]
@@ -114,10 +120,10 @@ class ResidualBlock(nnx.Module):
         self.conv2 = ReflectConv(ch, ch, rngs=rngs)
         self.norm2 = CondInstanceNorm(ch, num_styles)
 
-    def __call__(self, x, style_w, stats, out_stats):
-        h, s = self.norm1(self.conv1(x), style_w, next(stats, None))
+    def __call__(self, x, style_w, stats, out_stats, valid=None):
+        h, s = self.norm1(self.conv1(x), style_w, next(stats, None), valid)
         out_stats.append(s)
-        h, s = self.norm2(self.conv2(jax.nn.relu(h)), style_w, next(stats, None))
+        h, s = self.norm2(self.conv2(jax.nn.relu(h)), style_w, next(stats, None), valid)
         out_stats.append(s)
         return x + h
 
@@ -145,21 +151,26 @@ class Generator(nnx.Module):
 
     def __call__(self, x: jax.Array, style_w: jax.Array,
                  stats: Sequence[tuple[jax.Array, jax.Array]] | None = None,
-                 return_stats: bool = False):
+                 return_stats: bool = False, valid: jax.Array | None = None):
+        """`valid` (N,H,W,1) marks the photo inside a padded batch (1) vs padding (0)."""
         it = iter(stats) if stats is not None else iter(())
         collected: list[tuple[jax.Array, jax.Array]] = []
+        half = quarter = None
+        if valid is not None:  # the mask at each resolution: fraction of valid pixels
+            half = nnx.avg_pool(valid, (2, 2), strides=(2, 2))
+            quarter = nnx.avg_pool(half, (2, 2), strides=(2, 2))
 
-        def norm(layer, h):
-            y, st = layer(h, style_w, next(it, None))
+        def norm(layer, h, mask):
+            y, st = layer(h, style_w, next(it, None), mask)
             collected.append(st)
             return jax.nn.relu(y)
 
-        h = norm(self.norm_e1, self.enc1(space_to_depth(x * 2.0 - 1.0)))
-        h = norm(self.norm_e2, self.enc2(space_to_depth(h)))
+        h = norm(self.norm_e1, self.enc1(space_to_depth(x * 2.0 - 1.0)), half)
+        h = norm(self.norm_e2, self.enc2(space_to_depth(h)), quarter)
         for block in self.res:
-            h = block(h, style_w, it, collected)
-        h = norm(self.norm_d1, depth_to_space(self.dec1(h)))
-        h = norm(self.norm_d2, depth_to_space(self.dec2(h)))
+            h = block(h, style_w, it, collected, quarter)
+        h = norm(self.norm_d1, depth_to_space(self.dec1(h)), half)
+        h = norm(self.norm_d2, depth_to_space(self.dec2(h)), valid)
         # Skip connection in logit space: the network predicts a change to the photo, so it
         # starts as (nearly) the identity, keeps fine detail, and colour shifts are additive.
         y = jax.nn.sigmoid(self.out(h) + photo_logit(x))
