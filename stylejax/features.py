@@ -223,7 +223,8 @@ def load_state_dict(model: EfficientNetLite0, sd: dict[str, np.ndarray]) -> None
         model.fc.kernel.set_value(jnp.asarray(sd["_fc.weight"].T))
         model.fc.bias.set_value(jnp.asarray(sd["_fc.bias"]))
     except KeyError as err:
-        raise WeightsError(f"EfficientNet-Lite0 weights are missing tensor {err.args[0]}.") from None
+        missing = err.args[0]
+        raise WeightsError(f"EfficientNet-Lite0 weights are missing tensor {missing}.") from None
 
 
 @functools.lru_cache(maxsize=2)
