@@ -108,9 +108,17 @@ def test_should_stop_ends_early_at_full_size(photo, style):
     assert result.image.shape == _resize(photo, 64).shape
 
 
+def test_spent_budget_still_runs_min_steps(photo, style):
+    """A cold start can eat the whole budget: the user still gets a styled picture."""
+    cfg = CustomStyleConfig(size=64, steps=8, scales=(1.0,), scale_steps=(1.0,), jitter=0,
+                            time_budget_s=0.0, min_steps=3)
+    result = stylize_with_image(photo, style, cfg)
+    assert result.steps == 3 and result.stopped_early
+
+
 def test_zero_time_budget_stops_after_one_step_and_keeps_colors(photo, style):
     cfg = CustomStyleConfig(size=64, steps=8, scales=(1.0,), scale_steps=(1.0,), jitter=0,
-                            time_budget_s=0.0)
+                            time_budget_s=0.0, min_steps=1)
     result = stylize_with_image(photo, style, cfg, keep_colors=True)
     assert result.steps == 1 and result.stopped_early
     full = _resize(photo, 64).astype(np.float32) / 255

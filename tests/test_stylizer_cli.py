@@ -145,8 +145,22 @@ def test_style_index_out_of_range(stylizer, photo):
         stylizer.stylize(photo, 5)
 
 
-@pytest.mark.skipif((default_pack_dir() / "pack.json").is_file(), reason="a default pack exists")
-def test_no_default_pack_is_a_friendly_error():
+@pytest.fixture()
+def no_default_pack(monkeypatch, tmp_path):
+    """Pretend no pack is installed (a fresh checkout before the trainer ran)."""
+    import stylejax.stylizer
+
+    monkeypatch.setattr(stylejax.stylizer, "default_pack_dir", lambda: tmp_path / "none")
+
+
+def test_default_pack_is_installed_and_valid():
+    assert (default_pack_dir() / "pack.json").is_file()
+    styles = Stylizer(backend="onnx").styles
+    assert len(styles) >= 8 and len({s.id for s in styles}) == len(styles)
+    assert all(s.name("zh") != s.name("en") for s in styles)  # Chinese names present
+
+
+def test_no_default_pack_is_a_friendly_error(no_default_pack):
     with pytest.raises(WeightsError, match="No style pack is installed"):
         _ = Stylizer(backend="jax").styles
 
@@ -259,8 +273,7 @@ def test_cli_errors_exit_2_with_one_line(capsys, pack_dir, files, tmp_path, case
     assert not target.exists()
 
 
-@pytest.mark.skipif((default_pack_dir() / "pack.json").is_file(), reason="a default pack exists")
-def test_cli_without_installed_pack(capsys, files, tmp_path):
+def test_cli_without_installed_pack(capsys, files, tmp_path, no_default_pack):
     rc, _, err = _cli(capsys, files["photo"], "--style", "a", "-o", tmp_path / "x.png")
     _assert_cli_error(rc, err, "No style pack is installed")
     rc, _, err = _cli(capsys, "--list-styles")
@@ -336,3 +349,19 @@ def test_console_entry_point(tmp_path):
     assert not (tmp_path / "x.png").exists()
     helped = subprocess.run([*cmd, "--help"], **run)
     assert helped.returncode == 0 and "--style-image" in helped.stdout
+
+
+def test_default_pack_styles_differ_on_the_sample_photo():
+    """Every shipped style visibly changes the photo, and no two styles look alike."""
+    from pathlib import Path
+
+    sample = Path(__file__).parents[1] / "stylejax" / "assets" / "sample.jpg"
+    s = Stylizer(backend="onnx")
+    photo = s.stylize(sample, 0, strength=0.0, max_size=256).astype(np.float32)
+    outs = [s.stylize(sample, info.id, max_size=256).astype(np.float32) for info in s.styles]
+    for out in outs:
+        assert out.shape == photo.shape
+        assert np.abs(out - photo).mean() > 10  # of 255: clearly stylised
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert np.abs(outs[i] - outs[j]).mean() > 5, (s.styles[i].id, s.styles[j].id)
