@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -68,12 +69,16 @@ class JaxBackend:
     def __init__(self, generator: Generator):
         graphdef, state = nnx.split(generator)
         self._state = state
+        # jaxlib 0.10's default YNNPACK convolution fusions run this network 2-3x slower on
+        # CPU than Eigen does (docs/benchmarks.md); the option is ignored elsewhere.
+        options = ({"xla_cpu_experimental_ynn_fusion_type": ""}
+                   if jax.default_backend() == "cpu" else None)
 
-        @jax.jit
+        @functools.partial(jax.jit, compiler_options=options)
         def run(state, x, w, valid):
             return nnx.merge(graphdef, state)(x, w, return_stats=True, valid=valid)
 
-        @jax.jit
+        @functools.partial(jax.jit, compiler_options=options)
         def run_with_stats(state, x, w, stats):
             return nnx.merge(graphdef, state)(x, w, stats=stats)
 
