@@ -12,8 +12,36 @@ import tomllib
 from .steps import LossConfig, OptimConfig
 
 
+class JsonConfig:
+    """JSON round trip shared by the run configs (every run writes its config beside its
+    checkpoints, and resuming or exporting reads it back)."""
+
+    def to_json(self) -> str:
+        d = asdict(self)  # type: ignore[call-overload]
+        if "channels" in d:
+            d["channels"] = list(d["channels"])
+        return json.dumps(d, indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})  # type: ignore[arg-type]
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        d = dict(d)
+        if "channels" in d:
+            d["channels"] = tuple(int(c) for c in d["channels"])
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """A TOML or JSON file."""
+        text = Path(path).read_text(encoding="utf-8")
+        return cls.from_dict(json.loads(text) if str(path).endswith(".json")
+                             else tomllib.loads(text))
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     content: str = ""                    # folder of photos
     styles: list[str] = field(default_factory=list)   # style pictures, one style each
     out: str = "runs/pack"
@@ -67,26 +95,3 @@ class TrainConfig:
         for name in ("steps", "batch", "size", "log_every", "sample_every", "ckpt_every", "keep"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return json.dumps(d, indent=2)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-        d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(int(c) for c in d["channels"])
-        return cls(**d)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        """A TOML or JSON file (JSON is what every run writes next to its checkpoints)."""
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
-        return cls.from_dict(data)

@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +47,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx, struct
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from stylejax import losses
 from stylejax.discriminator import MultiScaleDiscriminator
@@ -59,9 +56,10 @@ from stylejax.imageio import decode_image, resize_max_side
 from stylejax.pack import StyleInfo, save_pack
 
 from .checkpoints import Checkpoints
+from .config import JsonConfig
 from .data import PHOTO_EXTENSIONS, PhotoFolder, PrefetchIterator, random_crop_batch
 from .grid import center_square, save_grid
-from .loop import StopFlag
+from .loop import StopFlag, data_mesh, resume, write_metrics
 from .steps import power_iteration
 
 log = logging.getLogger("stylejax.cyclegan")
@@ -71,7 +69,7 @@ ADV_LOSSES = ("hinge", "lsgan", "wgan-gp")
 
 
 @dataclass
-class CycleConfig:
+class CycleConfig(JsonConfig):
     photos: str = ""                     # domain A: a folder of photos
     paintings: str = ""                  # domain B: a folder of one painter's works
     out: str = "runs/cyclegan"
@@ -116,25 +114,6 @@ class CycleConfig:
             raise ValueError("lr must be positive")
         if min(self.cycle_weight, self.identity_weight, self.gp_weight) < 0:
             raise ValueError("loss weights must not be negative")
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return json.dumps(d, indent=2)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CycleConfig:
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-        d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(int(c) for c in d["channels"])
-        return cls(**d)
-
-    @classmethod
-    def load(cls, path: str | Path) -> CycleConfig:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 # --------------------------------------------------------------------------- the pure step
@@ -291,16 +270,8 @@ class CycleTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.models, template = init_state(cfg)
         self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
-        self.state: CycleState = template
-        if self.ckpt.latest_step() is not None:
-            self.state, _ = self.ckpt.restore(template)
-            log.info("resumed from step %d", int(self.state.step))
-        devices = np.array(jax.devices())
-        if cfg.batch % len(devices):
-            raise ValueError(f"batch {cfg.batch} does not split over {len(devices)} devices")
-        self.mesh = Mesh(devices, ("data",))
-        self.replicated = NamedSharding(self.mesh, P())
-        self.sharded = NamedSharding(self.mesh, P("data"))
+        self.state: CycleState = resume(self.ckpt, template)
+        self.mesh, self.replicated, self.sharded = data_mesh(cfg.batch)
         self.state = jax.device_put(self.state, self.replicated)
         self._step = jax.jit(functools.partial(cycle_step, self.models, cfg),
                              out_shardings=(self.replicated, self.replicated),
@@ -343,11 +314,7 @@ class CycleTrainer:
                 bar.update(1)
                 n = step + 1
                 if n % cfg.log_every == 0 or n == until:
-                    last = {k: float(v) for k, v in jax.device_get(m).items()}
-                    rate = steps_done / (time.monotonic() - t0)
-                    record = {"step": n, "steps_per_s": rate, "time": time.time(), **last}
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
+                    last = write_metrics(metrics_file, n, m, steps_done / (time.monotonic() - t0))
                     bar.set_postfix(cycle=f"{last['cycle']:.3f}", idt=f"{last['identity']:.3f}",
                                     adv=f"{last['g_adv']:.3f}", d_a=f"{last['d_a']:.3f}",
                                     d_b=f"{last['d_b']:.3f}")

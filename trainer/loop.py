@@ -82,6 +82,32 @@ def split_holdout(folder: PhotoFolder, n: int) -> tuple[PhotoFolder, list[np.nda
     return train, [folder.images[i] for i in sorted(held)]
 
 
+def write_metrics(file, step: int, metrics: dict, rate: float) -> dict[str, float]:
+    """Append one JSONL record (step, steps/s, wall time, losses); returns the losses."""
+    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    file.write(json.dumps({"step": step, "steps_per_s": rate, "time": time.time(), **last}) + "\n")
+    file.flush()
+    return last
+
+
+def resume(ckpt: Checkpoints, template: Any) -> Any:
+    """The latest checkpoint's state if there is one, else the fresh template."""
+    if ckpt.latest_step() is None:
+        return template
+    state, _ = ckpt.restore(template)
+    log.info("resumed from step %d", int(state.step))
+    return state
+
+
+def data_mesh(batch: int) -> tuple[Mesh, NamedSharding, NamedSharding]:
+    """A 1-D mesh over every visible device: (mesh, replicated, batch-sharded) shardings."""
+    devices = np.array(jax.devices())
+    if batch % len(devices):
+        raise ValueError(f"batch {batch} does not split over {len(devices)} devices")
+    mesh = Mesh(devices, ("data",))
+    return mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+
 class Trainer:
     """Holds everything a run needs; `run()` trains until cfg.steps or a stop signal."""
 
@@ -103,16 +129,8 @@ class Trainer:
                                      [jnp.asarray(self.styles.target(i)) for i in range(n)],
                                      self.loss_cfg)
         self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
-        self.state: TrainState = template
-        if self.ckpt.latest_step() is not None:
-            self.state, _ = self.ckpt.restore(template)
-            log.info("resumed from step %d", int(self.state.step))
-        devices = np.array(jax.devices())
-        if cfg.batch % len(devices):
-            raise ValueError(f"batch {cfg.batch} does not split over {len(devices)} devices")
-        self.mesh = Mesh(devices, ("data",))
-        self.replicated = NamedSharding(self.mesh, P())
-        self.sharded = NamedSharding(self.mesh, P("data"))
+        self.state: TrainState = resume(self.ckpt, template)
+        self.mesh, self.replicated, self.sharded = data_mesh(cfg.batch)
         self.state = jax.device_put(self.state, self.replicated)
         self.f_state = jax.device_put(self.f_state, self.replicated)
         self.targets = jax.device_put(self.targets, self.replicated)
@@ -152,11 +170,7 @@ class Trainer:
                 bar.update(1)
                 n = step + 1
                 if n % cfg.log_every == 0 or n == until:
-                    last = {k: float(v) for k, v in jax.device_get(m).items()}
-                    rate = steps_done / (time.monotonic() - t0)
-                    record = {"step": n, "steps_per_s": rate, "time": time.time(), **last}
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
+                    last = write_metrics(metrics_file, n, m, steps_done / (time.monotonic() - t0))
                     bar.set_postfix(content=f"{last['content']:.3f}", style=f"{last['style']:.3f}",
                                     adv=f"{last['g_adv']:.3f}", d=f"{last.get('d_loss', 0):.3f}")
                 if n % cfg.sample_every == 0 or n == until:
