@@ -87,6 +87,8 @@ def test_metrics_grid_and_export(tmp_path):
     lines = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4]
     assert all(np.isfinite(r["style"]) and np.isfinite(r["d_loss"]) for r in lines)
+    events = list((Path(cfg.out) / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0  # tensorboardX is in the test extras
     grid = Image.open(Path(cfg.out) / "samples" / "step_000004.png")
     assert grid.width > 3 * 128  # photo column + one per style
     pack = load_pack(export_pack(cfg.out, tmp_path / "pack"))

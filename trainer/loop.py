@@ -82,12 +82,28 @@ def split_holdout(folder: PhotoFolder, n: int) -> tuple[PhotoFolder, list[np.nda
     return train, [folder.images[i] for i in sorted(held)]
 
 
-def write_metrics(file, step: int, metrics: dict, rate: float) -> dict[str, float]:
-    """Append one JSONL record (step, steps/s, wall time, losses); returns the losses."""
+def write_metrics(file, step: int, metrics: dict, rate: float,
+                  board: Any = None) -> dict[str, float]:
+    """Append one JSONL record (step, steps/s, wall time, losses); returns the losses.
+
+    `board` is an optional TensorBoard writer (see `tensorboard_writer`).
+    """
     last = {k: float(v) for k, v in jax.device_get(metrics).items()}
     file.write(json.dumps({"step": step, "steps_per_s": rate, "time": time.time(), **last}) + "\n")
     file.flush()
+    if board is not None:
+        for k, v in {**last, "steps_per_s": rate}.items():
+            board.add_scalar(k, v, step)
     return last
+
+
+def tensorboard_writer(log_dir: Path) -> Any:
+    """A TensorBoard SummaryWriter when tensorboardX is installed, else None (JSONL only)."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir))
 
 
 def resume(ckpt: Checkpoints, template: Any) -> Any:
@@ -159,6 +175,7 @@ class Trainer:
         if start >= until:
             return last
         metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        board = tensorboard_writer(self.out / "tensorboard")
         bar = tqdm(total=until, initial=start, disable=not progress, unit="step",
                    dynamic_ncols=True)
         t0, steps_done = time.monotonic(), 0
@@ -170,7 +187,8 @@ class Trainer:
                 bar.update(1)
                 n = step + 1
                 if n % cfg.log_every == 0 or n == until:
-                    last = write_metrics(metrics_file, n, m, steps_done / (time.monotonic() - t0))
+                    last = write_metrics(metrics_file, n, m, steps_done / (time.monotonic() - t0),
+                                         board)
                     bar.set_postfix(content=f"{last['content']:.3f}", style=f"{last['style']:.3f}",
                                     adv=f"{last['g_adv']:.3f}", d=f"{last.get('d_loss', 0):.3f}")
                 if n % cfg.sample_every == 0 or n == until:
@@ -180,6 +198,8 @@ class Trainer:
                 if stop.set:
                     break
         self.ckpt.wait()
+        if board is not None:
+            board.close()
         return last
 
     def generator(self, ema: bool = True) -> Generator:
