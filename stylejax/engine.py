@@ -103,7 +103,10 @@ def make_backend(generator: Generator, backend: str = "auto"):
     if backend == "onnx":
         from .onnx_export import OnnxGenerator
 
-        return OnnxGenerator.from_generator(generator)
+        # On a host shared with other work, fewer threads than cores is faster
+        # (docs/benchmarks.md): operators can set STYLEJAX_ORT_THREADS.
+        threads = os.environ.get("STYLEJAX_ORT_THREADS")
+        return OnnxGenerator.from_generator(generator, threads=int(threads) if threads else None)
     if backend == "jax":
         return JaxBackend(generator)
     raise ValueError(f"unknown backend {backend!r}; use auto, jax or onnx")
