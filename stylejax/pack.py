@@ -66,6 +66,9 @@ class StylePack:
         if wanted in ids:
             return ids.index(wanted)
         matches = [i for i, s in enumerate(ids) if wanted and s.startswith(wanted)]
+        if not matches:  # then any word of the id: "wave" finds "great-wave"
+            matches = [i for i, s in enumerate(ids)
+                       if wanted and any(w.startswith(wanted) for w in re.split(r"[-_]", s))]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

@@ -121,7 +121,7 @@ def test_index_exact_and_unique_prefix(pack):
     assert pack.index("STARRY-W") == 1          # prefixes are case-insensitive
 
 
-@pytest.mark.parametrize("query", ["star", "s", "", "cubism", "wave", "starry-wave-2"])
+@pytest.mark.parametrize("query", ["star", "s", "", "cubism", "starry-wave-2"])
 def test_index_ambiguous_or_unknown_lists_ids(pack, query):
     with pytest.raises(UnknownStyleError) as err:
         pack.index(query)
@@ -131,6 +131,10 @@ def test_index_ambiguous_or_unknown_lists_ids(pack, query):
 
 def test_index_exact_id_case_insensitive(pack):
     assert pack.index("Starry") == 0
+
+
+def test_index_word_of_an_id(pack):
+    assert pack.index("wave") == 1  # a word of "starry-wave", as users write in captions
 
 
 def test_thumbnail_path_unknown_style(pack):
@@ -309,3 +313,20 @@ def test_training_not_an_object(pack_dir, tmp_path):
     root = _copy(pack_dir, tmp_path)
     _edit_meta(root, lambda m: m.update(training="abc"))
     _load_error(root)
+
+
+def test_index_finds_a_word_inside_the_id(tmp_path):
+    from flax import nnx
+
+    from stylejax.generator import Generator, GeneratorConfig
+    from stylejax.pack import StyleInfo, load_pack, save_pack
+
+    gen = Generator(GeneratorConfig(num_styles=3, channels=(4, 4, 8), res_blocks=0),
+                    rngs=nnx.Rngs(0))
+    pack = load_pack(save_pack(tmp_path / "p", gen, [
+        StyleInfo("great-wave", {"en": "W"}), StyleInfo("starry-night", {"en": "S"}),
+        StyleInfo("night-cafe", {"en": "N"})]))
+    assert pack.index("wave") == 0
+    assert pack.index("Star") == 1            # prefix wins, case-insensitive
+    assert pack.index("cafe") == 2
+    assert pack.index("night") == 2           # a prefix beats a word inside another id
