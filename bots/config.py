@@ -1,0 +1,103 @@
+"""Service configuration: environment variables (STYLEJAX_*) and an optional TOML file.
+
+Validated once at start-up so a typo fails loudly before any user is served. Bot tokens are
+`SecretStr`: printing the settings, logging them or putting them in an error shows `**********`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import tomllib
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+class Settings(BaseSettings):
+    """Everything `stylejax serve` needs; every field has a safe default but the tokens."""
+
+    model_config = SettingsConfigDict(env_prefix="STYLEJAX_", extra="forbid",
+                                      validate_default=True)
+
+    data_dir: Path = Path("stylejax-data")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=0, le=64)
+    queue: str = ""                       # "" = embedded SQLite under data_dir; or redis://…
+    pack: Path | None = None              # None = the built-in default pack
+    max_upload_bytes: int = Field(20_000_000, ge=1_000)
+    max_side: int = Field(2048, ge=64)    # photos are scaled down to this before stylising
+    rate_per_minute: float = Field(10.0, gt=0)
+    rate_burst: int = Field(5, ge=1)
+    max_active_jobs: int = Field(2, ge=1)
+    retention_days: float = Field(7.0, gt=0)
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
+    discord_bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN")
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_url(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://", "sqlite:///")):
+            raise ValueError("must be empty (embedded), sqlite:///path or redis://host:port/db")
+        return v
+
+    @field_validator("telegram_bot_token", "discord_bot_token")
+    @classmethod
+    def _token_shape(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and (len(v.get_secret_value()) < 20 or " " in v.get_secret_value()):
+            raise ValueError("does not look like a bot token")
+        return v
+
+    @property
+    def queue_url(self) -> str:
+        return self.queue or f"sqlite:///{(self.data_dir / 'queue.db').absolute()}"
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "settings"
+        lines.append(f"{where}: {e['msg']}")  # never the input value: it may be a token
+    return "invalid configuration: " + "; ".join(lines)
+
+
+# STYLEJAX_* variables read elsewhere (library, not service settings).
+_OTHER_ENV = {"STYLEJAX_CONFIG", "STYLEJAX_JAX_CACHE", "STYLEJAX_ORT_THREADS"}
+
+
+def _check_env_names() -> None:
+    """pydantic-settings ignores unknown variables; a misspelt one should not pass silently."""
+    known = {f"STYLEJAX_{name.upper()}" for name in Settings.model_fields} | _OTHER_ENV
+    unknown = sorted(k for k in os.environ if k.startswith("STYLEJAX_") and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: "
+                          + ", ".join(sorted(known - _OTHER_ENV)))
+
+
+def load_settings(toml_path: str | os.PathLike | None = None, **overrides: Any) -> Settings:
+    """TOML file < environment < explicit overrides (command-line flags)."""
+    _check_env_names()
+    file_values: dict[str, Any] = {}
+    path = toml_path or os.environ.get("STYLEJAX_CONFIG")
+    if path:
+        try:
+            file_values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {Path(path).name} is not valid TOML: {err}") from None
+    try:
+        env = Settings()  # environment only, to know which keys it set
+        env_set = env.model_fields_set
+        merged = {**file_values, **{k: getattr(env, k) for k in env_set},
+                  **{k: v for k, v in overrides.items() if v is not None}}
+        return Settings.model_validate(merged) if merged else env
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
