@@ -41,6 +41,7 @@ class CustomStyleConfig:
     content_taps: tuple[str, ...] = DEFAULT_CONTENT_TAPS
     use_swag: bool = False               # SWAG at T=1 over-saturated our results; see docs
     jitter: int = 4                      # random shift (px) per step against aliasing noise
+    fine_lr_mult: float = 0.3            # finest pyramid level moves slower: less speckle
     swag_temperature: float = 1.0
     normalise_layers: bool = True        # each style layer's loss divided by its target's scale
     style_size: int | None = None        # long side the style picture is viewed at (None: = size)
@@ -145,6 +146,7 @@ class _Objective:
         def step(levels, opt_state, key):
             (total, terms), grad = jax.value_and_grad(objective, has_aux=True)(levels, key)
             updates, opt_state = self.opt.update(grad, opt_state, levels)
+            updates = [updates[0] * self.cfg.fine_lr_mult, *updates[1:]]
             return optax.apply_updates(levels, updates), opt_state, dict(terms, total=total)
 
         return step, jax.jit(render)
