@@ -1,1 +1,62 @@
-"""Durable state: SQLite metadata, blob store, job queue. See issue "Service core and storage/"."""
+"""Durable state of the service: SQLite metadata, content-addressed blobs, the job queue.
+
+- `Store` (storage.db): users, jobs and their lifecycle, custom styles, deletion audit; the only
+  place SQL lives. Safe across threads and processes (SQLite WAL).
+- `BlobStore` (storage.blobs): photos and results on disk by sha256, atomic writes, per-user
+  quota, retention sweep.
+
+Typical retention pass (the two stores never call each other; the caller joins them)::
+
+    old = store.jobs_older_than(days=7)
+    for sha in store.delete_jobs(j.id for j in old):
+        blobs.delete(sha)
+    blobs.sweep(older_than_s=7 * 86400, keep=store.referenced_blobs())
+
+Nothing here knows about Telegram, Discord or HTTP: users are (platform, platform_user_id).
+"""
+
+from .blobs import DEFAULT_MAX_BYTES_PER_USER, BlobStore, check_sha
+from .db import (
+    LATEST_VERSION,
+    STYLE_SHA_PARAM,
+    CustomStyle,
+    DeletionReport,
+    Job,
+    JobKind,
+    JobState,
+    Store,
+    User,
+)
+from .errors import (
+    BlobNotFoundError,
+    InvalidBlobIdError,
+    InvalidTransitionError,
+    JobNotFound,
+    QuotaExceededError,
+    SchemaTooNewError,
+    StorageError,
+    TooManyActiveJobsError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BYTES_PER_USER",
+    "LATEST_VERSION",
+    "STYLE_SHA_PARAM",
+    "BlobNotFoundError",
+    "BlobStore",
+    "CustomStyle",
+    "DeletionReport",
+    "InvalidBlobIdError",
+    "InvalidTransitionError",
+    "Job",
+    "JobKind",
+    "JobNotFound",
+    "JobState",
+    "QuotaExceededError",
+    "SchemaTooNewError",
+    "StorageError",
+    "Store",
+    "TooManyActiveJobsError",
+    "User",
+    "check_sha",
+]
