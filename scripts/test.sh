@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+# The Redis queue tests start a real redis-server (Debian package); they fail under CI without it.
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q "$@"
