@@ -48,6 +48,25 @@ class StyleInfo:
                 "source": self.source, "author": self.author, "license": self.license}
 
 
+def find_style(styles: list[StyleInfo], style_id: str) -> int:
+    """Index of a style by id, or by an unambiguous id prefix (friendly for chat captions)."""
+    ids = [s.id for s in styles]
+    wanted = style_id.strip().lower()  # chat apps capitalise the first word
+    if wanted in ids:
+        return ids.index(wanted)
+    matches = [i for i, s in enumerate(ids) if wanted and s.startswith(wanted)]
+    if not matches:  # then any word of the id: "wave" finds "great-wave"
+        matches = [i for i, s in enumerate(ids)
+                   if wanted and any(w.startswith(wanted) for w in re.split(r"[-_]", s))]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        several = ", ".join(ids[i] for i in matches)
+        raise UnknownStyleError(f"'{style_id}' matches several styles: {several}.")
+    known = ", ".join(ids)
+    raise UnknownStyleError(f"Unknown style '{style_id}'. Available styles: {known}.")
+
+
 @dataclass
 class StylePack:
     """A loaded pack: the generator with weights, and its styles in index order."""
@@ -60,22 +79,8 @@ class StylePack:
     license_notes: str = ""
 
     def index(self, style_id: str) -> int:
-        """Index of a style by id, or by an unambiguous id prefix (friendly for chat captions)."""
-        ids = [s.id for s in self.styles]
-        wanted = style_id.strip().lower()  # chat apps capitalise the first word
-        if wanted in ids:
-            return ids.index(wanted)
-        matches = [i for i, s in enumerate(ids) if wanted and s.startswith(wanted)]
-        if not matches:  # then any word of the id: "wave" finds "great-wave"
-            matches = [i for i, s in enumerate(ids)
-                       if wanted and any(w.startswith(wanted) for w in re.split(r"[-_]", s))]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            several = ", ".join(ids[i] for i in matches)
-            raise UnknownStyleError(f"'{style_id}' matches several styles: {several}.")
-        known = ", ".join(ids)
-        raise UnknownStyleError(f"Unknown style '{style_id}'. Available styles: {known}.")
+        """Index of a style by id, unambiguous prefix or word of an id (chat captions)."""
+        return find_style(self.styles, style_id)
 
     def thumbnail_path(self, style_id: str) -> Path | None:
         info = self.styles[self.index(style_id)]

@@ -1,0 +1,163 @@
+"""Workers: take jobs from the queue, stylise, store the result, acknowledge.
+
+Delivery is at-least-once (a worker that dies mid-job leaves the job to be redelivered), and the
+result is recorded exactly once: `Store.mark_done` succeeds for one caller only, and a redelivered
+job that is already finished is simply acknowledged. Pack jobs claimed together that share a
+style and options run as one batch through the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from storage import STYLE_SHA_PARAM, Job, JobKind, JobState
+from storage.queue import Delivery, new_consumer_name
+from stylejax.errors import StyleJAXError
+from stylejax.imageio import encode_image
+from stylejax.stylizer import Stylizer
+
+from .core import StyleService
+
+log = logging.getLogger("stylejax.worker")
+
+GENERIC_ERROR = "Something went wrong on our side; please try again."
+
+
+class Worker:
+    """One consumer of the queue; `run()` loops until stopped (or `max_jobs` are handled)."""
+
+    def __init__(self, service: StyleService, *, stylizer: Stylizer | None = None,
+                 consumer: str | None = None, max_batch: int = 4):
+        self.service = service
+        self.stylizer = stylizer or Stylizer(service.settings.pack)
+        self.consumer = consumer or new_consumer_name()
+        self.max_batch = max_batch
+        self.stop = threading.Event()
+        self.handled = 0
+
+    # -- one job ----------------------------------------------------------------------------------
+    def _start(self, d: Delivery) -> Job | None:
+        """The job to run, or None when this delivery needs no work (finished, gone)."""
+        store = self.service.store
+        job = store.get_job(d.job_id)
+        if job is None or job.state.is_terminal:
+            self.service.queue.ack(d)  # redelivery of finished work: nothing to do
+            return None
+        if job.state is JobState.QUEUED:
+            job = store.set_state(job.id, JobState.RUNNING)
+        store.increment_attempts(job.id)
+        return job
+
+    def _finish(self, d: Delivery, job: Job, image) -> None:
+        sha = self.service.blobs.put(encode_image(image, "png"), owner=str(job.owner))
+        if self.service.store.mark_done(job.id, sha):
+            log.info("job %s done (attempt %d)", job.id, d.attempts)
+        self.service.queue.ack(d)
+
+    def _fail(self, d: Delivery, job: Job, err: BaseException) -> None:
+        store, queue = self.service.store, self.service.queue
+        if isinstance(err, StyleJAXError):
+            store.set_state(job.id, JobState.FAILED, error=str(err))
+            queue.ack(d)
+        elif d.attempts >= queue.max_attempts:
+            log.exception("job %s failed for good", job.id, exc_info=err)
+            store.set_state(job.id, JobState.FAILED, error=GENERIC_ERROR)
+            queue.ack(d)
+        else:
+            log.warning("job %s failed (attempt %d), will retry: %r", job.id, d.attempts, err)
+            store.set_state(job.id, JobState.QUEUED)
+            queue.release(d)
+
+    def _cancelled(self, job_id: str) -> Callable[[], bool]:
+        def check() -> bool:
+            job = self.service.store.get_job(job_id)
+            return job is None or job.state is JobState.CANCELLED
+        return check
+
+    def _run_custom(self, d: Delivery, job: Job) -> None:
+        blobs, store = self.service.blobs, self.service.store
+        try:
+            result = self.stylizer.stylize_with_image(
+                blobs.get(job.input_sha), blobs.get(job.params[STYLE_SHA_PARAM]),
+                strength=job.params["strength"], keep_colors=job.params["keep_colors"],
+                max_size=min(512, self.service.settings.max_side),
+                progress=lambda f, _losses: store.set_progress(job.id, 0.99 * f),
+                should_stop=self._cancelled(job.id))
+            if self._cancelled(job.id)():
+                self.service.queue.ack(d)
+                return
+            self._finish(d, job, result.image)
+        except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
+            self._fail(d, job, err)
+
+    def _run_pack_batch(self, items: list[tuple[Delivery, Job]]) -> None:
+        blobs, store = self.service.blobs, self.service.store
+        params = items[0][1].params
+        try:
+            photos = [blobs.get(job.input_sha) for _, job in items]
+            for _, job in items:
+                store.set_progress(job.id, 0.1)
+            images = self.stylizer.stylize_many(
+                photos, params["style"], strength=params["strength"],
+                keep_colors=params["keep_colors"], max_size=self.service.settings.max_side)
+        except Exception as err:  # noqa: BLE001 - one bad photo must not fail its batch mates
+            if len(items) > 1:
+                for item in items:
+                    self._run_pack_batch([item])
+            else:
+                self._fail(*items[0], err)
+            return
+        for (d, job), image in zip(items, images):
+            try:
+                self._finish(d, job, image)
+            except Exception as err:  # noqa: BLE001
+                self._fail(d, job, err)
+
+    def handle(self, deliveries: list[Delivery]) -> None:
+        """Run a claimed set: pack jobs grouped by style and options, custom jobs one by one."""
+        groups: dict[tuple, list[tuple[Delivery, Job]]] = defaultdict(list)
+        for d in deliveries:
+            job = self._start(d)
+            if job is None:
+                continue
+            if job.kind is JobKind.CUSTOM:
+                self._run_custom(d, job)
+            else:
+                p = job.params
+                groups[(p["style"], p["strength"], p["keep_colors"])].append((d, job))
+        for items in groups.values():
+            self._run_pack_batch(items)
+        self.handled += len(deliveries)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, *, max_jobs: int | None = None, idle_exit_s: float | None = None) -> int:
+        """Claim and handle jobs until `stop` is set; returns how many deliveries it handled."""
+        queue = self.service.queue
+        idle_since = time.monotonic()
+        while not self.stop.is_set():
+            if max_jobs is not None and self.handled >= max_jobs:
+                break
+            batch = queue.reclaim_stale(self.consumer, queue.visibility_s, self.max_batch)
+            if not batch:
+                batch = queue.claim(self.consumer, block_s=1.0, max_items=self.max_batch)
+            if batch:
+                self.handle(batch)
+                idle_since = time.monotonic()
+            elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                break
+        return self.handled
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: finish the current jobs, claim no more, exit the loop."""
+        def handler(signum, _frame):
+            log.info("worker %s: %s received, finishing current work", self.consumer,
+                     signal.Signals(signum).name)
+            self.stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
