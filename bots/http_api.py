@@ -1,0 +1,254 @@
+"""The HTTP API: a thin FastAPI front over `StyleService`.
+
+Every error answers JSON `{"error": message}` (never a stack trace or an HTML page): user errors
+(`StyleJAXError`) with their own message, anything else with a generic one. Blocking work (image
+decoding in `submit`, SQLite reads) runs in the threadpool: those endpoints are plain `def`s.
+
+Identity: with `settings.api_keys` set, every `/api/v1` call needs a valid `X-API-Key` header and
+the user is ("api", sha256 prefix of the key); otherwise the user is ("web", client address).
+
+No `from __future__ import annotations` here: FastAPI must see the real annotations of the
+endpoints, some of which name a dependency defined inside `create_app`.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from storage import Job, JobState, User
+from storage.errors import JobNotFound, TooManyActiveJobsError
+from stylejax.errors import ImageTooLargeError, InvalidRequestError, StyleJAXError
+from stylejax.pack import default_pack_dir
+
+from .core import JobNotFoundError, RateLimitedError, StyleService
+
+log = logging.getLogger("stylejax.http")
+
+API = "/api/v1"
+GENERIC_ERROR = "Something went wrong on our side; please try again."
+SSE_POLL_S = 0.2
+SSE_MAX_S = 300.0
+SSE_KEEPALIVE_S = 15.0
+_MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
+                ".webp": "image/webp"}
+
+
+class ApiError(Exception):
+    """An HTTP answer with a status and a user-facing message."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _BodyLimit:
+    """Pure ASGI middleware: refuse a body whose declared length is far past any valid upload.
+
+    Exact per-file limits are checked in the endpoint (413 too); this only spares the server
+    from parsing absurd bodies.
+    """
+
+    def __init__(self, app, max_body: int):
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length":
+                    try:
+                        too_big = int(value) > self.max_body
+                    except ValueError:
+                        too_big = False
+                    if too_big:
+                        resp = _error(413, "The upload is too large.")
+                        await resp(scope, receive, send)
+                        return
+        await self.app(scope, receive, send)
+
+
+def _job_json(job: Job) -> dict:
+    return {"id": job.id, "state": job.state.value, "progress": round(float(job.progress), 4),
+            "error": job.error}
+
+
+def _read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, f"The {what} is too large (limit {limit // 1000} kB).")
+    return data
+
+
+def create_app(service: StyleService) -> FastAPI:
+    settings = service.settings
+    pack_dir = Path(settings.pack) if settings.pack is not None else default_pack_dir()
+    key_users = {hashlib.sha256(k.get_secret_value().encode()).hexdigest()[:16]
+                 for k in settings.api_keys}
+    app = FastAPI(title="StyleJAX", version="1", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.add_middleware(_BodyLimit, max_body=2 * settings.max_upload_bytes + 1_000_000)
+
+    # -- errors -----------------------------------------------------------------------------------
+    @app.exception_handler(ApiError)
+    async def _api_error(_req: Request, err: ApiError):
+        return _error(err.status, err.message, err.headers)
+
+    @app.exception_handler(StyleJAXError)
+    async def _user_error(_req: Request, err: StyleJAXError):
+        if isinstance(err, RateLimitedError):
+            return _error(429, str(err), {"Retry-After": str(err.retry_after_s)})
+        if isinstance(err, TooManyActiveJobsError):
+            return _error(429, str(err), {"Retry-After": "10"})
+        if isinstance(err, JobNotFoundError | JobNotFound):
+            return _error(404, str(err))
+        if isinstance(err, ImageTooLargeError):
+            return _error(413, str(err))
+        if isinstance(err, InvalidRequestError):
+            return _error(422, str(err))
+        return _error(400, str(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, err: RequestValidationError):
+        parts = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else e.get("msg", ""))
+        return _error(422, "Invalid request: " + "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_req: Request, err: StarletteHTTPException):
+        message = err.detail if isinstance(err.detail, str) else "Request failed."
+        return _error(err.status_code, message, getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _bug(req: Request, err: Exception):
+        log.error("unhandled error on %s %s: %r", req.method, req.url.path, err)
+        return _error(500, GENERIC_ERROR)
+
+    # -- identity ---------------------------------------------------------------------------------
+    def current_user(request: Request,
+                     x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> User:
+        if key_users:
+            digest = hashlib.sha256((x_api_key or "").encode()).hexdigest()[:16]
+            ok = x_api_key is not None and any(hmac.compare_digest(digest, k) for k in key_users)
+            if not ok:
+                raise ApiError(401, "A valid X-API-Key header is required.",
+                               {"WWW-Authenticate": "X-API-Key"})
+            return service.user("api", digest)
+        host = request.client.host if request.client else "unknown"
+        return service.user("web", host)
+
+    ApiUser = Annotated[User, Depends(current_user)]
+
+    def language(request: Request) -> str:
+        accept = request.headers.get("accept-language", "")
+        return (accept.split(",")[0].split(";")[0].strip() or "en").lower()
+
+    # -- routes -----------------------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get(f"{API}/styles")
+    async def styles(request: Request):
+        lang = language(request)
+        return [{"id": s.id, "name": s.name(lang), "names": s.names,
+                 "thumbnail_url": f"{API}/styles/{s.id}/thumbnail" if s.thumbnail else None}
+                for s in service.styles]
+
+    @app.get(f"{API}/styles/{{style_id}}/thumbnail")
+    async def thumbnail(style_id: str):
+        info = next((s for s in service.styles if s.id == style_id), None)
+        if info is None or not info.thumbnail:
+            raise ApiError(404, "No such style thumbnail.")
+        root = pack_dir.resolve()
+        path = (root / info.thumbnail).resolve()
+        if root not in path.parents or not path.is_file():
+            raise ApiError(404, "No such style thumbnail.")
+        media = _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        return FileResponse(path, media_type=media,
+                            headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.post(f"{API}/jobs", status_code=202)
+    def submit(image: Annotated[UploadFile, File()], user: ApiUser,
+               style: Annotated[str | None, Form()] = None,
+               style_image: Annotated[UploadFile | None, File()] = None,
+               strength: Annotated[float | None, Form()] = None,
+               keep_colors: Annotated[bool | None, Form()] = None):
+        limit = settings.max_upload_bytes
+        photo = _read_upload(image, limit, "photo")
+        style_bytes = _read_upload(style_image, limit, "style picture") if style_image else None
+        if style is not None and not style.strip():
+            style = None
+        job = service.submit(user, photo, style=style, style_image=style_bytes,
+                             strength=strength, keep_colors=keep_colors)
+        return JSONResponse(
+            {"id": job.id, "state": job.state.value, "status_url": f"{API}/jobs/{job.id}",
+             "result_url": f"{API}/jobs/{job.id}/result"},
+            status_code=202, headers={"Location": f"{API}/jobs/{job.id}"})
+
+    @app.get(f"{API}/jobs/{{job_id}}")
+    def job_status(job_id: str, user: ApiUser):
+        return _job_json(service.job(job_id, user))
+
+    @app.get(f"{API}/jobs/{{job_id}}/result")
+    def job_result(job_id: str, user: ApiUser):
+        job = service.job(job_id, user)
+        if job.state is not JobState.DONE:
+            raise ApiError(409, f"The picture is not ready (state: {job.state.value}).")
+        return Response(service.result(job_id, user), media_type="image/png")
+
+    @app.delete(f"{API}/jobs/{{job_id}}")
+    def job_cancel(job_id: str, user: ApiUser):
+        return _job_json(service.cancel(job_id, user))
+
+    @app.get(f"{API}/jobs/{{job_id}}/events")
+    def job_events(job_id: str, request: Request, user: ApiUser):
+        service.job(job_id, user)  # 404 before the stream starts
+
+        async def stream():
+            deadline = time.monotonic() + SSE_MAX_S
+            last: tuple | None = None
+            last_sent = time.monotonic()
+            while time.monotonic() < deadline:
+                try:
+                    job = await anyio.to_thread.run_sync(service.job, job_id, user)
+                except JobNotFoundError:
+                    yield f"data: {json.dumps({'state': 'gone', 'progress': 0.0})}\n\n"
+                    return
+                now = (job.state.value, round(float(job.progress), 4))
+                if now != last:
+                    event = {"state": now[0], "progress": now[1]}
+                    if job.error:
+                        event["error"] = job.error
+                    yield f"data: {json.dumps(event)}\n\n"
+                    last, last_sent = now, time.monotonic()
+                elif time.monotonic() - last_sent > SSE_KEEPALIVE_S:
+                    yield ": keep-alive\n\n"
+                    last_sent = time.monotonic()
+                if job.state.is_terminal or await request.is_disconnected():
+                    return
+                await asyncio.sleep(SSE_POLL_S)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+
+    return app
