@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from photos import photo_png
 from PIL import Image
 
 from bots.config import Settings
@@ -27,13 +28,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _photo_png(w: int = 200, h: int = 150, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([xx * 2 % 256, yy * 2 % 256, (xx + yy) % 256], -1).astype(np.float32)
-    img += rng.normal(0, 8, img.shape)
-    buf = io.BytesIO()
-    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+    return photo_png(h, w, seed)
 
 
 def _free_port() -> int:
