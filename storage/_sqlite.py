@@ -25,6 +25,28 @@ from .errors import StorageError
 _ABANDONED_AFTER_FORK: list[sqlite3.Connection] = []
 
 
+def enable_wal(conn: sqlite3.Connection, busy_timeout_s: float, path: object) -> None:
+    """Switch the file to WAL (persistent: readers never block the writer, nor vice versa).
+
+    Changing the journal mode does not wait on the busy handler, so when several threads or
+    processes open a fresh file at once the loser retries here until the busy timeout.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    if mode.lower() != "wal":
+        raise StorageError(f"{path}: SQLite cannot use WAL here (journal mode {mode!r});"
+                           " put the database on a local filesystem")
+
+
 class ThreadConnections:
     """Hands each thread of each process its own configured connection to one database file."""
 
@@ -81,25 +103,7 @@ class ThreadConnections:
         return conn
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        """Switch the file to WAL (persistent: readers never block the writer, nor vice versa).
-
-        Changing the journal mode does not wait on the busy handler, so when several threads or
-        processes open a fresh file at once the loser retries here until the busy timeout.
-        """
-        deadline = time.monotonic() + self.busy_timeout_s
-        while True:
-            try:
-                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                if mode.lower() != "wal":
-                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                break
-            except sqlite3.OperationalError as err:
-                if "locked" not in str(err) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        if mode.lower() != "wal":
-            raise StorageError(f"{self.path}: SQLite cannot use WAL here (journal mode {mode!r});"
-                               " put the database on a local filesystem")
+        enable_wal(conn, self.busy_timeout_s, self.path)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

@@ -42,6 +42,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from storage._sqlite import enable_wal
+
 if TYPE_CHECKING:  # pragma: no cover
     from storage.queue_redis import RedisQueue
 
@@ -215,7 +217,8 @@ class SqliteQueue(JobQueue):
         self._db: sqlite3.Connection | None = sqlite3.connect(
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        if self.path != ":memory:":
+            enable_wal(self._db, busy_timeout_s, self.path)  # retries: workers start together
         self._db.execute("PRAGMA synchronous=FULL")  # an acked enqueue survives power loss
         with self._tx() as db:  # not executescript: it would COMMIT outside our transaction
             for stmt in filter(str.strip, _SCHEMA.split(";")):

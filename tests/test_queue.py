@@ -495,3 +495,24 @@ def _worker_main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_worker_main(sys.argv[1:]))
+
+
+def _open_and_close(path: str, barrier) -> None:
+    barrier.wait()
+    SqliteQueue(path).close()
+
+
+def test_workers_opening_a_fresh_sqlite_queue_together(tmp_path: Path) -> None:
+    """Switching a new file to WAL does not wait for locks: every opener must retry, not die."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    for r in range(4):
+        path = str(tmp_path / f"q{r}.db")
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_and_close, args=(path, barrier)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
