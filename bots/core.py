@@ -8,16 +8,14 @@ to the queue; workers (`bots.worker`) do the stylising.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from storage import STYLE_SHA_PARAM, BlobStore, Job, JobKind, JobState, Store, User
 from storage.queue import JobQueue, open_queue
 from stylejax.errors import InvalidRequestError, StyleJAXError
 from stylejax.imageio import ImageLimits, decode_image
-from stylejax.pack import StyleInfo, default_pack_dir, find_style
+from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_styles
 
 from .config import Settings
 from .ratelimit import TokenBucket
@@ -38,22 +36,6 @@ class JobNotFoundError(StyleJAXError):
         super().__init__("No such picture job (it may have expired or been deleted).")
 
 
-def pack_styles(pack_dir: Path | None) -> list[StyleInfo]:
-    """The pack's styles from pack.json alone: the service front needs ids, not weights."""
-    from stylejax.pack import _parse_styles
-
-    meta = json.loads(((pack_dir or default_pack_dir()) / "pack.json").read_text("utf-8"))
-    return _parse_styles(meta["styles"], int(meta["generator"]["num_styles"]))
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A validated request, ready to be stored."""
-
-    kind: JobKind
-    params: dict
-
-
 class StyleService:
     """Jobs, users and their data; shared by every front end of one deployment."""
 
@@ -65,7 +47,8 @@ class StyleService:
         self.store = store or Store(data / "meta.db")
         self.blobs = blobs or BlobStore(data / "blobs")
         self.queue = queue or open_queue(settings.queue_url)
-        self.styles = pack_styles(settings.pack)
+        # ids and names only: the service front never needs the weights
+        self.styles: list[StyleInfo] = read_pack_styles(settings.pack or default_pack_dir())
         self.limits = ImageLimits(max_bytes=settings.max_upload_bytes)
         self.rate = TokenBucket(settings.rate_per_minute / 60.0, settings.rate_burst)
 

@@ -142,9 +142,8 @@ class Worker:
         while not self.stop.is_set():
             if max_jobs is not None and self.handled >= max_jobs:
                 break
-            batch = queue.reclaim_stale(self.consumer, queue.visibility_s, self.max_batch)
-            if not batch:
-                batch = queue.claim(self.consumer, block_s=1.0, max_items=self.max_batch)
+            # claim() also takes over deliveries whose worker died (expired leases)
+            batch = queue.claim(self.consumer, block_s=1.0, max_items=self.max_batch)
             if batch:
                 self.handle(batch)
                 idle_since = time.monotonic()

@@ -9,7 +9,7 @@ a forward and backward pass of the feature net, and the coarse result already fi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jax
@@ -272,6 +272,3 @@ def stylize_with_image(
     return CustomStyleResult(image=image, seconds=time.monotonic() - start, steps=done,
                              stopped_early=stopped, history=history)
 
-
-def default_style_taps() -> Sequence[str]:
-    return DEFAULT_STYLE_TAPS

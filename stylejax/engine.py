@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -120,6 +119,15 @@ class Request:
     style_w: np.ndarray
 
 
+def _valid_mask(photos: Sequence[np.ndarray], nb: int, hb: int, wb: int) -> np.ndarray:
+    """1 over each photo inside its padded bucket, 0 over the padding (batch filler: all 1)."""
+    valid = np.ones((nb, hb, wb, 1), np.float32)
+    for i, p in enumerate(photos):
+        valid[i] = 0.0
+        valid[i, : p.shape[0], : p.shape[1]] = 1.0
+    return valid
+
+
 def _feather(n: int, overlap: int, first: bool, last: bool) -> np.ndarray:
     """1-D blend weights of a tile: linear ramps over the overlap, except at picture borders."""
     w = np.ones(n, np.float32)
@@ -174,11 +182,7 @@ class Engine:
             raise ValueError("shared statistics are for one photo's tiles at a time")
         self.shapes_seen.add((nb, hb, wb))
         if self.masked and stats is None:
-            valid = np.zeros((nb, hb, wb, 1), np.float32)
-            for i, p in enumerate(photos):
-                valid[i, : p.shape[0], : p.shape[1]] = 1.0
-            valid[len(photos):] = 1.0
-            y = self.backend(batch, wpad, valid=valid)
+            y = self.backend(batch, wpad, valid=_valid_mask(photos, nb, hb, wb))
         else:
             y = self.backend(batch, wpad, stats=stats)
         return [y[i, : p.shape[0], : p.shape[1]] for i, p in enumerate(photos)]
@@ -192,11 +196,7 @@ class Engine:
             "linear", antialias=True))
         hb = bucket_size(small.shape[0], self.buckets, self.multiple)
         wb = bucket_size(small.shape[1], self.buckets, self.multiple)
-        kwargs = {}
-        if self.masked:
-            valid = np.zeros((1, hb, wb, 1), np.float32)
-            valid[:, : small.shape[0], : small.shape[1]] = 1.0
-            kwargs["valid"] = valid
+        kwargs = {"valid": _valid_mask([small], 1, hb, wb)} if self.masked else {}
         _, stats = self.backend(pad_to(small[None], hb, wb), w[None], return_stats=True,
                                 **kwargs)
         return stats
@@ -261,6 +261,3 @@ class Engine:
                                 "sum, one per style.")
         return w / w.sum()
 
-
-def to_jnp(x: np.ndarray) -> jax.Array:
-    return jnp.asarray(x)

@@ -181,9 +181,8 @@ def _parse_styles(raw: Any, n: int) -> list[StyleInfo]:
     return styles
 
 
-def load_pack(pack_dir: str | Path) -> StylePack:
-    """Load and validate a pack folder."""
-    root = Path(pack_dir)
+def _read_meta(root: Path) -> tuple[GeneratorConfig, list[StyleInfo], dict, dict]:
+    """pack.json validated: generator config, styles, training record, the raw metadata."""
     meta_path = root / "pack.json"
     if not meta_path.is_file():
         raise WeightsError(f"No style pack at '{root.name}': pack.json is missing.")
@@ -212,6 +211,18 @@ def load_pack(pack_dir: str | Path) -> StylePack:
             if root.resolve() not in thumb.parents or not thumb.is_file():
                 raise WeightsError(f"pack.json: thumbnail of '{s.id}' is missing or outside "
                                    "the pack.")
+    return config, styles, training, meta
+
+
+def read_pack_styles(pack_dir: str | Path) -> list[StyleInfo]:
+    """The pack's styles without loading its weights (style lists, menus, id lookups)."""
+    return _read_meta(Path(pack_dir))[1]
+
+
+def load_pack(pack_dir: str | Path) -> StylePack:
+    """Load and validate a pack folder."""
+    root = Path(pack_dir)
+    config, styles, training, meta = _read_meta(root)
     weights_path = root / "weights.safetensors"
     if not weights_path.is_file():
         raise WeightsError("Style pack has no weights.safetensors.")

@@ -19,8 +19,9 @@ import numpy as np
 from .custom_style import CustomStyleConfig, CustomStyleResult, stylize_with_image
 from .engine import Engine, Request
 from .errors import InvalidRequestError, StyleJAXError, WeightsError
+from .generator import apply_controls
 from .imageio import DecodedImage, decode_image, resize_max_side, to_float, to_uint8
-from .pack import StyleInfo, StylePack, default_pack_dir, load_pack
+from .pack import StyleInfo, StylePack, default_pack_dir, load_pack, read_pack_styles
 
 PhotoInput = np.ndarray | bytes | str | os.PathLike
 StyleChoice = str | int | Mapping[str, float]
@@ -35,18 +36,6 @@ def load_photo(photo: PhotoInput) -> np.ndarray:
     if isinstance(photo, DecodedImage):
         return photo.rgb
     return decode_image(photo).rgb
-
-
-def _controls(photo: np.ndarray, styled: np.ndarray, strength: float, keep_colors: bool,
-              mask: np.ndarray | None) -> np.ndarray:
-    """NumPy twin of generator.apply_controls (runs after any backend)."""
-    if keep_colors:
-        lum = np.array([0.299, 0.587, 0.114], np.float32)
-        styled = np.clip((styled @ lum)[..., None] + (photo - (photo @ lum)[..., None]), 0, 1)
-    alpha = np.float32(strength)
-    if mask is not None:
-        alpha = alpha * mask
-    return photo + alpha * (styled - photo)
 
 
 def _mask_for(mask: PhotoInput | None, shape: tuple[int, int]) -> np.ndarray | None:
@@ -79,14 +68,17 @@ class Stylizer:
         self._engine: Engine | None = None
 
     # -- the pack ---------------------------------------------------------------------------------
+    def _pack_dir(self) -> Path:
+        path = Path(self._pack_arg) if self._pack_arg is not None else default_pack_dir()
+        if self._pack_arg is None and not (path / "pack.json").is_file():
+            raise WeightsError("No style pack is installed yet: use a style picture "
+                               "(--style-image) or give a pack (--pack DIR).")
+        return path
+
     @property
     def pack(self) -> StylePack:
         if self._pack is None:
-            path = Path(self._pack_arg) if self._pack_arg is not None else default_pack_dir()
-            if self._pack_arg is None and not (path / "pack.json").is_file():
-                raise WeightsError("No style pack is installed yet: use a style picture "
-                                   "(--style-image) or give a pack (--pack DIR).")
-            self._pack = load_pack(path)
+            self._pack = load_pack(self._pack_dir())
         return self._pack
 
     @property
@@ -97,7 +89,10 @@ class Stylizer:
 
     @property
     def styles(self) -> list[StyleInfo]:
-        return list(self.pack.styles)
+        """The pack's styles; read from pack.json alone until the weights are needed."""
+        if self._pack is not None:
+            return list(self._pack.styles)
+        return read_pack_styles(self._pack_dir())
 
     def style_weights(self, style: StyleChoice) -> np.ndarray:
         """A style id (or unambiguous prefix), index, or {id: weight} blend → weights."""
@@ -135,8 +130,8 @@ class Stylizer:
         raw = self.engine.run([Request(f, w) for f in floats], progress)
         out = []
         for f, y in zip(floats, raw):
-            out.append(to_uint8(_controls(f, y, strength, keep_colors,
-                                          _mask_for(mask, f.shape[:2]))))
+            out.append(to_uint8(np.asarray(apply_controls(
+                f, y, strength, keep_colors, _mask_for(mask, f.shape[:2])))))
         return out
 
     def stylize_with_image(self, photo: PhotoInput, style_image: PhotoInput, *,
@@ -157,5 +152,6 @@ class Stylizer:
 
             base = np.asarray(Image.fromarray(rgb).resize(
                 (result.image.shape[1], result.image.shape[0]), Image.LANCZOS), np.float32) / 255
-            result.image = to_uint8(_controls(base, to_float(result.image), strength, False, None))
+            result.image = to_uint8(np.asarray(apply_controls(base, to_float(result.image),
+                                                              strength)))
         return result
