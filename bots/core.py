@@ -22,6 +22,8 @@ from .ratelimit import TokenBucket
 
 log = logging.getLogger("stylejax.service")
 
+GENERIC_ERROR = "Something went wrong on our side; please try again."
+
 
 class RateLimitedError(StyleJAXError):
     """Too many requests: `retry_after_s` says when the next one will be accepted."""
@@ -61,37 +63,101 @@ class StyleService:
         """A style id, unambiguous prefix or word of an id → the id (UnknownStyleError else)."""
         return self.styles[find_style(self.styles, query)].id
 
+    def style_name(self, style_id: str, lang: str | None = "en") -> str:
+        """The display name of a pack style in the user's language (the id if unknown)."""
+        info = next((s for s in self.styles if s.id == style_id), None)
+        return info.name(lang or "en") if info is not None else style_id
+
+    def default_strength(self, owner: User) -> float:
+        return owner.default_strength if owner.default_strength is not None else 1.0
+
     # -- jobs -------------------------------------------------------------------------------------
-    def submit(self, owner: User, photo: bytes, *, style: str | None = None,
-               style_image: bytes | None = None, strength: float | None = None,
+    def stage_photo(self, owner: User, photo: bytes) -> str:
+        """Check and keep a photo before its style is chosen; returns its sha for `submit`.
+
+        Lets a chat front end show a style keyboard without holding the photo in memory: the
+        button carries the sha, and a bot restart in between loses nothing.
+        """
+        decode_image(photo, limits=self.limits)
+        return self.blobs.put(photo, owner=str(owner.id))
+
+    def submit(self, owner: User, photo: bytes | None = None, *, photo_sha: str | None = None,
+               style: str | None = None, style_image: bytes | None = None,
+               style_sha: str | None = None, strength: float | None = None,
                keep_colors: bool | None = None) -> Job:
-        """Validate, store and queue one request; raises a StyleJAXError a user can read."""
+        """Validate, store and queue one request; raises a StyleJAXError a user can read.
+
+        The photo comes as bytes or as the sha of a staged/earlier upload (`stage_photo`);
+        likewise a custom style picture (`style_image` or `style_sha`).
+        """
         wait = self.rate.try_acquire(f"user:{owner.id}")
         if wait:
             raise RateLimitedError(max(1, round(wait + 0.5)))
-        if (style is None) == (style_image is None):
+        custom = style_image is not None or style_sha is not None
+        if (style is None) == (not custom):
             raise InvalidRequestError("Choose either a style or a style picture.")
+        if (photo is None) == (photo_sha is None):
+            raise InvalidRequestError("Send one photo.")
         if strength is None:
-            strength = owner.default_strength if owner.default_strength is not None else 1.0
+            strength = self.default_strength(owner)
         if not 0.0 <= float(strength) <= 1.0:
             raise InvalidRequestError(f"Strength must be between 0 and 1, got {strength}.")
         if keep_colors is None:
             keep_colors = bool(owner.settings.get("keep_colors", False))
-        decode_image(photo, limits=self.limits)  # refuse bad input before anything is stored
+        # refuse bad input before anything is stored
+        input_sha = self._known_blob(photo_sha) if photo is None else None
+        if photo is not None:
+            decode_image(photo, limits=self.limits)
         params: dict = {"strength": float(strength), "keep_colors": bool(keep_colors)}
         if style is not None:
             kind = JobKind.PACK
             params["style"] = self.style_id(style)
         else:
             kind = JobKind.CUSTOM
-            decode_image(style_image, limits=self.limits)
-            params[STYLE_SHA_PARAM] = self.blobs.put(style_image, owner=str(owner.id))
-        input_sha = self.blobs.put(photo, owner=str(owner.id))
+            if style_image is not None:
+                decode_image(style_image, limits=self.limits)
+                style_sha = self.blobs.put(style_image, owner=str(owner.id))
+            params[STYLE_SHA_PARAM] = self._known_blob(style_sha)
+        if input_sha is None:
+            input_sha = self.blobs.put(photo, owner=str(owner.id))
         job = self.store.create_job(owner.id, kind, params, input_sha,
                                     max_active=self.settings.max_active_jobs)
         self.queue.enqueue(job.id, {"kind": kind.value})
         log.info("job %s queued (%s) for user %d", job.id, kind.value, owner.id)
         return job
+
+    def _known_blob(self, sha: str | None) -> str:
+        try:
+            if sha is not None and self.blobs.exists(sha):
+                return sha
+        except ValueError:  # not a sha at all
+            pass
+        raise InvalidRequestError("That picture is no longer available; please send it again.")
+
+    def resubmit(self, owner: User, job_id: str, *, style: str | None = None,
+                 strength: float | None = None, keep_colors: bool | None = None) -> Job:
+        """The same photo again with some options changed (stronger, another style, …).
+
+        A new style turns a custom-style job into a pack-style one; otherwise the previous
+        job's style (pack id or custom picture) is kept. Options left out are kept too.
+        """
+        prev = self.job(job_id, owner)
+        p = prev.params
+        strength = p["strength"] if strength is None else strength
+        keep_colors = p["keep_colors"] if keep_colors is None else keep_colors
+        if style is None and prev.kind is JobKind.CUSTOM:
+            return self.submit(owner, photo_sha=prev.input_sha, style_sha=p[STYLE_SHA_PARAM],
+                               strength=strength, keep_colors=keep_colors)
+        return self.submit(owner, photo_sha=prev.input_sha, style=style or p["style"],
+                           strength=strength, keep_colors=keep_colors)
+
+    def delete_job(self, job_id: str, owner: User) -> None:
+        """Remove one job and the pictures nothing else refers to (a chat's "delete" button)."""
+        job = self.job(job_id, owner)
+        if not job.state.is_terminal:
+            self.store.set_state(job.id, JobState.CANCELLED)
+        for sha in self.store.delete_jobs([job.id]):
+            self.blobs.delete(sha)
 
     def job(self, job_id: str, owner: User | None = None) -> Job:
         job = self.store.get_job(job_id)
@@ -124,6 +190,20 @@ class StyleService:
             self.blobs.delete(sha)
         self.blobs.release(str(owner.id))
         return dict(report.counts)
+
+    def reap_dead_letters(self) -> int:
+        """Fail the jobs the queue gave up on (they crashed every worker), so users hear of it."""
+        n = 0
+        for dead in self.queue.dead_letters():
+            job = self.store.get_job(dead.job_id)
+            if job is not None and not job.state.is_terminal:
+                if job.state is JobState.QUEUED:
+                    job = self.store.set_state(job.id, JobState.RUNNING)
+                self.store.set_state(job.id, JobState.FAILED, error=GENERIC_ERROR)
+                log.error("job %s failed for good after %d deliveries", job.id, dead.attempts)
+                n += 1
+            self.queue.remove_dead(dead)
+        return n
 
     def close(self) -> None:
         self.queue.close()

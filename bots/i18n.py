@@ -11,17 +11,88 @@ from typing import Any
 SUPPORTED = ("en", "zh")
 
 MESSAGES: dict[str, dict[str, str]] = {
+    # -- greeting and help --
     "welcome": {
         "en": "Hi! Send me a photo and pick a style — I'll paint it for you in seconds.",
         "zh": "你好！发给我一张照片并选择一种风格，几秒钟就能为你生成艺术画。",
     },
+    "help": {
+        "en": ("Send a photo (or an image file for full resolution) and choose a style.\n"
+               "Caption shortcut: a style name and a strength, e.g. \"starry 0.8\".\n"
+               "/styles — the style gallery\n/custom — use your own style picture\n"
+               "/settings — default strength, colours, output, language\n"
+               "/history — your last pictures\n/forget — delete your data\n"
+               "/cancel — stop the current picture"),
+        "zh": ("发送一张照片（或以文件形式发送以保留原始分辨率），然后选择风格。\n"
+               "快捷方式：在图片说明中写风格名和强度，例如 \"starry 0.8\"。\n"
+               "/styles — 风格画廊\n/custom — 使用你自己的风格图片\n"
+               "/settings — 默认强度、颜色、输出方式、语言\n"
+               "/history — 最近的图片\n/forget — 删除你的数据\n/cancel — 停止当前任务"),
+    },
+    "cmd_start": {"en": "Start and see what I can do", "zh": "开始使用"},
+    "cmd_help": {"en": "How to use the bot", "zh": "使用帮助"},
+    "cmd_styles": {"en": "Show the style gallery", "zh": "查看风格画廊"},
+    "cmd_custom": {"en": "Stylize with your own style picture", "zh": "使用自定义风格图片"},
+    "cmd_settings": {"en": "Your preferences", "zh": "偏好设置"},
+    "cmd_history": {"en": "Your last pictures", "zh": "最近的图片"},
+    "cmd_forget": {"en": "Delete all your data", "zh": "删除你的所有数据"},
+    "cmd_cancel": {"en": "Stop the current picture", "zh": "停止当前任务"},
+    "cmd_stylize": {"en": "Stylize a picture", "zh": "为图片添加艺术风格"},
+    # -- the stylize flow --
     "choose_style": {"en": "Choose a style:", "zh": "请选择一种风格："},
+    "gallery": {"en": "The styles I know:", "zh": "可用的风格："},
     "queued": {"en": "⏳ In the queue…", "zh": "⏳ 排队中……"},
     "progress": {"en": "⏳ {percent}%", "zh": "⏳ {percent}%"},
-    "done": {"en": "Here is your picture in the style of {style}.",
-             "zh": "这是你的照片，风格：{style}。"},
+    "still_working": {"en": "⏳ Still working on it…", "zh": "⏳ 仍在处理中……"},
+    "done": {"en": "Here is your picture in the style of {style} ({strength}%).",
+             "zh": "这是你的照片，风格：{style}（强度 {strength}%）。"},
+    "your_style": {"en": "your picture", "zh": "你的图片"},
     "failed": {"en": "Sorry, that did not work: {reason}", "zh": "抱歉，处理失败：{reason}"},
     "cancelled": {"en": "Cancelled.", "zh": "已取消。"},
+    "nothing_to_cancel": {"en": "Nothing to cancel.", "zh": "没有可取消的任务。"},
+    "deleted": {"en": "Deleted.", "zh": "已删除。"},
+    "btn_stronger": {"en": "➕ Stronger", "zh": "➕ 更强"},
+    "btn_weaker": {"en": "➖ Weaker", "zh": "➖ 更弱"},
+    "btn_another": {"en": "🎨 Another style", "zh": "🎨 换一种风格"},
+    "btn_keep_colors": {"en": "🌈 Keep colours", "zh": "🌈 保留原色"},
+    "btn_style_colors": {"en": "🌈 Style colours", "zh": "🌈 风格颜色"},
+    "btn_delete": {"en": "🗑 Delete", "zh": "🗑 删除"},
+    "btn_prev": {"en": "◀", "zh": "◀"},
+    "btn_next": {"en": "▶", "zh": "▶"},
+    "btn_yes_forget": {"en": "Yes, delete everything", "zh": "是的，全部删除"},
+    "btn_no": {"en": "No, keep it", "zh": "不，保留"},
+    "not_yours": {"en": "Those buttons belong to someone else's picture.",
+                  "zh": "这些按钮属于别人的图片。"},
+    "expired_button": {"en": "That button has expired; please send the photo again.",
+                       "zh": "该按钮已失效，请重新发送照片。"},
+    # -- custom style --
+    "custom_send_photo": {"en": "Send the photo to stylize.", "zh": "请发送要处理的照片。"},
+    "custom_send_style": {"en": "Now send the style picture (a painting, a texture…).",
+                          "zh": "现在请发送风格图片（一幅画、一种纹理……）。"},
+    "custom_working": {"en": "🎨 Learning your style… this takes about half a minute.",
+                       "zh": "🎨 正在学习你的风格……大约需要半分钟。"},
+    # -- settings and data --
+    "settings": {
+        "en": ("Your settings:\nDefault strength: {strength}%\nKeep colours: {keep}\n"
+               "Output: {output}\nLanguage: {language}"),
+        "zh": ("你的设置：\n默认强度：{strength}%\n保留原色：{keep}\n"
+               "输出方式：{output}\n语言：{language}"),
+    },
+    "settings_saved": {"en": "Saved.", "zh": "已保存。"},
+    "yes": {"en": "yes", "zh": "是"},
+    "no": {"en": "no", "zh": "否"},
+    "output_photo": {"en": "photo", "zh": "图片"},
+    "output_file": {"en": "file", "zh": "文件"},
+    "history_empty": {"en": "No pictures yet. Send me a photo!",
+                      "zh": "还没有图片。发一张照片给我吧！"},
+    "history": {"en": "Your last pictures:", "zh": "你最近的图片："},
+    "history_line": {"en": "{when} — {style}, {strength}% — {state}",
+                     "zh": "{when} — {style}，{strength}% — {state}"},
+    "forget_confirm": {"en": "Delete all your pictures and settings? This cannot be undone.",
+                       "zh": "删除你的所有图片和设置？此操作无法撤销。"},
+    "forgotten": {"en": "Done: your data has been deleted.", "zh": "完成：你的数据已删除。"},
+    "forget_kept": {"en": "Nothing was deleted.", "zh": "没有删除任何内容。"},
+    # -- errors --
     "rate_limited": {
         "en": "You are sending pictures faster than I can paint. Try again in {seconds} s.",
         "zh": "发送太快了，请在 {seconds} 秒后再试。",
@@ -34,9 +105,20 @@ MESSAGES: dict[str, dict[str, str]] = {
              "zh": "服务繁忙，请一分钟后再试。"},
     "not_an_image": {"en": "That is not a picture I can read. Send a JPEG, PNG or WebP photo.",
                      "zh": "无法读取该文件。请发送 JPEG、PNG 或 WebP 格式的照片。"},
-    "forget_confirm": {"en": "Delete all your pictures and settings? This cannot be undone.",
-                       "zh": "删除你的所有图片和设置？此操作无法撤销。"},
-    "forgotten": {"en": "Done: your data has been deleted.", "zh": "完成：你的数据已删除。"},
+    "not_a_photo_message": {
+        "en": "I can only paint photos. Send me a picture (a photo or an image file).",
+        "zh": "我只能处理照片。请发送一张图片（照片或图片文件）。",
+    },
+    "file_too_big": {"en": "That file is too big ({size_mb} MB); the limit is {limit_mb} MB.",
+                     "zh": "文件太大（{size_mb} MB），上限为 {limit_mb} MB。"},
+    "too_large": {"en": "That picture is too large: {detail}", "zh": "图片太大：{detail}"},
+    "too_small": {"en": "That picture is too small; send one at least 32 pixels wide.",
+                  "zh": "图片太小，请发送宽度至少 32 像素的图片。"},
+    "unknown_style": {"en": "{detail} Use /styles to see them.",
+                      "zh": "{detail} 用 /styles 查看全部风格。"},
+    "quota": {"en": "Your storage is full; /forget old pictures or wait for them to expire.",
+              "zh": "你的存储空间已满；请用 /forget 删除旧图片，或等待其过期。"},
+    "job_gone": {"en": "That picture is no longer available.", "zh": "该图片已不存在。"},
 }
 
 

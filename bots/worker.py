@@ -21,11 +21,12 @@ from stylejax.errors import StyleJAXError
 from stylejax.imageio import encode_image
 from stylejax.stylizer import Stylizer
 
-from .core import StyleService
+from .core import GENERIC_ERROR, StyleService
 
 log = logging.getLogger("stylejax.worker")
 
-GENERIC_ERROR = "Something went wrong on our side; please try again."
+REAP_EVERY_S = 10.0
+__all__ = ["GENERIC_ERROR", "Worker"]
 
 
 class Worker:
@@ -139,7 +140,11 @@ class Worker:
         """Claim and handle jobs until `stop` is set; returns how many deliveries it handled."""
         queue = self.service.queue
         idle_since = time.monotonic()
+        reaped_at = 0.0
         while not self.stop.is_set():
+            if time.monotonic() - reaped_at > REAP_EVERY_S:
+                self.service.reap_dead_letters()
+                reaped_at = time.monotonic()
             if max_jobs is not None and self.handled >= max_jobs:
                 break
             # claim() also takes over deliveries whose worker died (expired leases)

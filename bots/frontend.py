@@ -1,0 +1,214 @@
+"""What the chat front ends (Telegram, Discord) share: parsing, buttons, errors, job following.
+
+Adapters keep only what is truly platform-specific (how a button or an upload looks); the rules
+(how much "stronger" is, what a caption means, which error text a user sees, how a job is
+followed to its end without blocking the event loop) live here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from storage import Job, JobState, QuotaExceededError, TooManyActiveJobsError
+from stylejax.errors import (
+    CorruptImageError,
+    ImageTooLargeError,
+    ImageTooSmallError,
+    InvalidRequestError,
+    NotAnImageError,
+    StyleJAXError,
+    UnknownStyleError,
+    UnsupportedImageError,
+)
+
+from .core import GENERIC_ERROR, JobNotFoundError, RateLimitedError, StyleService
+from .i18n import t
+
+STRENGTH_STEP = 0.25
+MAX_CALLBACK_BYTES = 64  # Telegram's limit on callback data; Discord allows 100 for custom_id
+
+
+def next_strength(current: float, direction: int) -> float:
+    """One step stronger (+1) or weaker (-1), kept inside [0.25, 1] so a step always shows."""
+    value = round(current + direction * STRENGTH_STEP, 2)
+    return min(1.0, max(STRENGTH_STEP, value))
+
+
+# -- captions ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaptionRequest:
+    style: str | None        # a pack style id, or None: ask which style
+    strength: float | None   # None: the user's default
+
+
+_NUMBER = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)%?$")
+
+
+def parse_caption(service: StyleService, text: str | None, *,
+                  mention: str | None = None) -> CaptionRequest:
+    """`"starry 0.8"`, `"0.8"`, `"@bot wave"`, `"great wave 60%"` → style id and strength.
+
+    Raises UnknownStyleError (a readable message) for words that name no style, and
+    InvalidRequestError for a strength outside 0–1.
+    """
+    words = (text or "").split()
+    if mention:
+        words = [w for w in words if w.lower() != "@" + mention.lower().lstrip("@")]
+    strength = None
+    if words and _NUMBER.match(words[-1]):
+        raw = words.pop()
+        value = float(raw.rstrip("%"))
+        if raw.endswith("%") or value > 1.0:
+            value /= 100.0
+        if not 0.0 <= value <= 1.0:
+            raise InvalidRequestError("Strength must be between 0 and 1 (or 0–100%).")
+        strength = value
+    style = None
+    if words:
+        query = "-".join(words)
+        style = service.style_id(query)
+    return CaptionRequest(style, strength)
+
+
+# -- buttons -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Action:
+    """A button press: `verb` says what, `job` (a job id or a staged photo token) on what."""
+
+    verb: str
+    job: str
+    arg: str = ""
+
+
+# stronger, weaker, another style (arg = style index or "" for the menu), keep colours,
+# delete, pick a style for a staged photo (job = photo token), forget-confirm, cancel, page
+VERBS = ("up", "down", "style", "keep", "del", "pick", "forget", "cancel", "page", "set")
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{0,48}$")
+
+
+def encode_action(action: Action) -> str:
+    data = f"{action.verb}:{action.job}:{action.arg}"
+    if action.verb not in VERBS or len(data.encode()) > MAX_CALLBACK_BYTES:
+        raise ValueError(f"cannot encode {action!r}")
+    return data
+
+
+def decode_action(data: str | None) -> Action | None:
+    """Parse button data; None for anything we did not make (forged, old, truncated)."""
+    if not data or len(data.encode()) > MAX_CALLBACK_BYTES:
+        return None
+    parts = data.split(":")
+    if len(parts) != 3 or parts[0] not in VERBS:
+        return None
+    verb, job, arg = parts
+    if not _TOKEN.match(job) or not _TOKEN.match(arg):
+        return None
+    return Action(verb, job, arg)
+
+
+def photo_token(sha: str) -> str:
+    """A staged photo's sha256 (64 hex) → 43 url-safe characters, to fit in button data."""
+    return base64.urlsafe_b64encode(bytes.fromhex(sha)).decode().rstrip("=")
+
+
+def photo_sha(token: str) -> str | None:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+def style_page(service: StyleService, lang: str, page: int,
+               per_page: int = 8) -> tuple[list[tuple[int, str]], int]:
+    """(index, name) of the styles on one page, and the number of pages."""
+    styles = service.styles
+    pages = max(1, -(-len(styles) // per_page))
+    page = min(max(page, 0), pages - 1)
+    chunk = range(page * per_page, min(len(styles), (page + 1) * per_page))
+    return [(i, styles[i].name(lang)) for i in chunk], pages
+
+
+def style_by_index(service: StyleService, arg: str) -> str | None:
+    if not arg.isdigit() or int(arg) >= len(service.styles):
+        return None
+    return service.styles[int(arg)].id
+
+
+# -- errors ------------------------------------------------------------------------------------
+def error_message(err: BaseException, lang: str) -> str:
+    """The text a user sees for an error; internal errors never leak their details."""
+    if isinstance(err, RateLimitedError):
+        return t("rate_limited", lang, seconds=err.retry_after_s)
+    if isinstance(err, TooManyActiveJobsError):
+        return t("too_many_jobs", lang, count=getattr(err, "limit", 2))
+    if isinstance(err, NotAnImageError | CorruptImageError | UnsupportedImageError):
+        return t("not_an_image", lang)
+    if isinstance(err, ImageTooLargeError):
+        return t("too_large", lang, detail=str(err))
+    if isinstance(err, ImageTooSmallError):
+        return t("too_small", lang)
+    if isinstance(err, UnknownStyleError):
+        return t("unknown_style", lang, detail=str(err))
+    if isinstance(err, QuotaExceededError):
+        return t("quota", lang)
+    if isinstance(err, JobNotFoundError):
+        return t("job_gone", lang)
+    if isinstance(err, StyleJAXError):
+        return t("failed", lang, reason=str(err))
+    return t("failed", lang, reason=GENERIC_ERROR)
+
+
+# -- following a job ---------------------------------------------------------------------------
+ProgressCallback = Callable[[Job], Awaitable[None]]
+
+
+async def follow_job(service: StyleService, job_id: str, on_progress: ProgressCallback, *,
+                     poll_s: float = 0.5, min_update_s: float = 1.5,
+                     timeout_s: float = 900.0) -> Job:
+    """Wait for a job to end, calling `on_progress` when its state or percent changes.
+
+    Store reads run in a thread, so the event loop stays free. Updates are throttled to one
+    per `min_update_s` (chat platforms rate-limit message edits); the final state is returned,
+    not reported. On timeout the last seen job is returned (still active).
+    """
+    deadline = time.monotonic() + timeout_s
+    last_key: tuple | None = None
+    last_sent = 0.0
+    job = await asyncio.to_thread(service.job, job_id)
+    while True:
+        if job.state.is_terminal or time.monotonic() > deadline:
+            return job
+        key = (job.state, int(job.progress * 100) // 10)
+        if key != last_key and time.monotonic() - last_sent >= min_update_s:
+            await on_progress(job)
+            last_key, last_sent = key, time.monotonic()
+        await asyncio.sleep(poll_s)
+        job = await asyncio.to_thread(service.job, job_id)
+
+
+def progress_text(job: Job, lang: str) -> str:
+    if job.state is JobState.QUEUED:
+        return t("queued", lang)
+    return t("progress", lang, percent=int(round(job.progress * 100)))
+
+
+def outcome_text(service: StyleService, job: Job, lang: str) -> str:
+    """The caption for a finished job, or why it did not finish."""
+    if job.state is JobState.DONE:
+        if "style" in job.params:
+            style = service.style_name(job.params["style"], lang)
+        else:
+            style = t("your_style", lang)
+        return t("done", lang, style=style, strength=int(round(job.params["strength"] * 100)))
+    if job.state is JobState.CANCELLED:
+        return t("cancelled", lang)
+    if job.state is JobState.FAILED:
+        return t("failed", lang, reason=job.error or GENERIC_ERROR)
+    return t("still_working", lang)
