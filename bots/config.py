@@ -38,8 +38,19 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(2, ge=1)
     retention_days: float = Field(7.0, gt=0)
     api_keys: list[SecretStr] = Field(default_factory=list)
+    queue_visibility_s: float = Field(60.0, gt=0)  # a silent worker's jobs go back after this
     telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
+    # A self-hosted Bot API server (or a test double); "" = Telegram's own.
+    telegram_api_url: str = ""
+    # Webhook mode when set (the public HTTPS URL Telegram posts to); polling otherwise.
+    telegram_webhook_url: str = ""
+    telegram_webhook_listen: str = "127.0.0.1"
+    telegram_webhook_port: int = Field(8443, ge=1, le=65535)
     discord_bot_token: SecretStr | None = Field(None, validation_alias="DISCORD_BOT_TOKEN")
+    # Discord REST base (a test double); "" = Discord's own.
+    discord_api_url: str = ""
+    # Sync slash commands to this guild only (instant, for testing); None = globally.
+    discord_guild_id: int | None = None
 
     @field_validator("queue")
     @classmethod
