@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomllib
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     retention_days: float = Field(7.0, gt=0)
     api_keys: list[SecretStr] = Field(default_factory=list)
     queue_visibility_s: float = Field(60.0, gt=0)  # a silent worker's jobs go back after this
+    worker_mode: Literal["process", "thread"] = "process"
+    max_batch: int = Field(4, ge=1, le=64)
+    custom_style_seconds: float = Field(30.0, gt=0)  # time budget of one custom-style job
+    custom_style_size: int = Field(512, ge=64)       # long side of a custom-style result
     telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
     # A self-hosted Bot API server (or a test double); "" = Telegram's own.
     telegram_api_url: str = ""

@@ -33,9 +33,22 @@ class RateLimitedError(StyleJAXError):
         self.retry_after_s = retry_after_s
 
 
+class ServiceBusyError(StyleJAXError):
+    """The queue cannot take jobs right now (e.g. Redis unreachable); nothing was kept."""
+
+    def __init__(self) -> None:
+        super().__init__("The service is busy right now; please try again in a minute.")
+
+
 class JobNotFoundError(StyleJAXError):
     def __init__(self) -> None:
         super().__init__("No such picture job (it may have expired or been deleted).")
+
+
+def _queue_options(settings: Settings) -> dict:
+    """Settings the queue URL does not already carry (the URL's own query wins)."""
+    return {} if "visibility_s=" in settings.queue_url else {
+        "visibility_s": settings.queue_visibility_s}
 
 
 class StyleService:
@@ -48,7 +61,7 @@ class StyleService:
         data.mkdir(parents=True, exist_ok=True)
         self.store = store or Store(data / "meta.db")
         self.blobs = blobs or BlobStore(data / "blobs")
-        self.queue = queue or open_queue(settings.queue_url)
+        self.queue = queue or open_queue(settings.queue_url, **_queue_options(settings))
         # ids and names only: the service front never needs the weights
         self.styles: list[StyleInfo] = read_pack_styles(settings.pack or default_pack_dir())
         self.limits = ImageLimits(max_bytes=settings.max_upload_bytes)
@@ -122,7 +135,13 @@ class StyleService:
             input_sha = self.blobs.put(photo, owner=str(owner.id))
         job = self.store.create_job(owner.id, kind, params, input_sha,
                                     max_active=self.settings.max_active_jobs)
-        self.queue.enqueue(job.id, {"kind": kind.value})
+        try:
+            self.queue.enqueue(job.id, {"kind": kind.value})
+        except Exception as err:  # noqa: BLE001 - an unqueued job must not linger as "queued"
+            log.error("queue unavailable, job %s dropped: %r", job.id, err)
+            for sha in self.store.delete_jobs([job.id]):
+                self.blobs.delete(sha)
+            raise ServiceBusyError() from None
         log.info("job %s queued (%s) for user %d", job.id, kind.value, owner.id)
         return job
 

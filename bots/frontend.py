@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from storage import Job, JobState, QuotaExceededError, TooManyActiveJobsError
 from stylejax.errors import (
@@ -26,8 +27,15 @@ from stylejax.errors import (
     UnknownStyleError,
     UnsupportedImageError,
 )
+from stylejax.pack import default_pack_dir
 
-from .core import GENERIC_ERROR, JobNotFoundError, RateLimitedError, StyleService
+from .core import (
+    GENERIC_ERROR,
+    JobNotFoundError,
+    RateLimitedError,
+    ServiceBusyError,
+    StyleService,
+)
 from .i18n import t
 
 STRENGTH_STEP = 0.25
@@ -141,11 +149,38 @@ def style_by_index(service: StyleService, arg: str) -> str | None:
     return service.styles[int(arg)].id
 
 
+def matching_styles(service: StyleService, query: str, lang: str,
+                    limit: int = 25) -> list[tuple[str, str]]:
+    """(id, name) of the styles whose id or display name contains `query` (autocomplete)."""
+    q = query.strip().lower()
+    hits = [(s.id, s.name(lang)) for s in service.styles
+            if not q or q in s.id or q in s.name(lang).lower() or q in s.name("en").lower()]
+    return hits[:limit]
+
+
+def style_thumbnail(service: StyleService, style_id: str) -> Path | None:
+    """The thumbnail file of a pack style (for galleries), or None when the pack has none."""
+    info = next((s for s in service.styles if s.id == style_id), None)
+    if info is None or info.thumbnail is None:
+        return None
+    path = Path(service.settings.pack or default_pack_dir()) / info.thumbnail
+    return path if path.is_file() else None
+
+
+def upload_refusal(size: int, limit: int, lang: str) -> str | None:
+    """The message for an upload too big to download (from its announced size), else None."""
+    if size <= limit:
+        return None
+    return t("file_too_big", lang, size_mb=f"{size / 1e6:.1f}", limit_mb=f"{limit / 1e6:.0f}")
+
+
 # -- errors ------------------------------------------------------------------------------------
 def error_message(err: BaseException, lang: str) -> str:
     """The text a user sees for an error; internal errors never leak their details."""
     if isinstance(err, RateLimitedError):
         return t("rate_limited", lang, seconds=err.retry_after_s)
+    if isinstance(err, ServiceBusyError):
+        return t("busy", lang)
     if isinstance(err, TooManyActiveJobsError):
         return t("too_many_jobs", lang, count=getattr(err, "limit", 2))
     if isinstance(err, NotAnImageError | CorruptImageError | UnsupportedImageError):

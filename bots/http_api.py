@@ -25,13 +25,14 @@ from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from storage import Job, JobState, User
 from storage.errors import JobNotFound, TooManyActiveJobsError
 from stylejax.errors import ImageTooLargeError, InvalidRequestError, StyleJAXError
 from stylejax.pack import default_pack_dir
 
-from .core import JobNotFoundError, RateLimitedError, StyleService
+from .core import JobNotFoundError, RateLimitedError, ServiceBusyError, StyleService
 
 log = logging.getLogger("stylejax.http")
 
@@ -42,6 +43,15 @@ SSE_MAX_S = 300.0
 SSE_KEEPALIVE_S = 15.0
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                 ".webp": "image/webp"}
+WEB_DIR = Path(__file__).resolve().with_name("web")  # the web page: index.html + /static assets
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' blob: data:; "
+                                "object-src 'none'; base-uri 'none'; form-action 'self'; "
+                                "frame-ancestors 'none'"),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class ApiError(Exception):
@@ -114,6 +124,8 @@ def create_app(service: StyleService) -> FastAPI:
     async def _user_error(_req: Request, err: StyleJAXError):
         if isinstance(err, RateLimitedError):
             return _error(429, str(err), {"Retry-After": str(err.retry_after_s)})
+        if isinstance(err, ServiceBusyError):
+            return _error(503, str(err), {"Retry-After": "30"})
         if isinstance(err, TooManyActiveJobsError):
             return _error(429, str(err), {"Retry-After": "10"})
         if isinstance(err, JobNotFoundError | JobNotFound):
@@ -165,6 +177,17 @@ def create_app(service: StyleService) -> FastAPI:
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
+
+    @app.get("/")
+    async def web_page():
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html; charset=utf-8",
+                            headers=_PAGE_HEADERS)
+
+    @app.get(f"{API}/config")
+    async def public_config():
+        """What the web page checks before uploading (no secrets here)."""
+        return {"max_upload_bytes": settings.max_upload_bytes,
+                "api_key_required": bool(key_users)}
 
     @app.get(f"{API}/styles")
     async def styles(request: Request):
@@ -251,4 +274,5 @@ def create_app(service: StyleService) -> FastAPI:
                                  headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})
 
+    app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
     return app

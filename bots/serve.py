@@ -1,6 +1,12 @@
-"""`stylejax serve`: the HTTP API plus N background worker threads in one process.
+"""`stylejax serve`: the whole service from one command; `stylejax worker`: one more worker.
 
     stylejax serve [--host H] [--port P] [--data-dir D] [--workers N] [--config TOML]
+    stylejax worker [--data-dir D] [--config TOML]
+
+`serve` runs the HTTP API (and its web page), the Telegram and Discord bots whose tokens are
+configured, and N worker processes (or threads, `STYLEJAX_WORKER_MODE=thread`) that it restarts
+if they die. `worker` runs one worker alone: point several machines at one Redis queue
+(`STYLEJAX_QUEUE=redis://…`) and shared storage to scale out.
 
 Settings come from the TOML file < STYLEJAX_* environment < flags. Ctrl-C or SIGTERM stops the
 server, lets the workers finish their current jobs (bounded wait) and closes the service.
@@ -9,11 +15,16 @@ server, lets the workers finish their current jobs (bounded wait) and closes the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import ConfigError, Settings, load_settings
 
@@ -34,11 +45,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML settings file")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
+    worker = sub.add_parser("worker", help="run one stylization worker",
+                            description="Claim and run jobs until SIGTERM/Ctrl-C.")
+    worker.add_argument("--data-dir", help="where jobs and pictures are kept")
+    worker.add_argument("--config", help="TOML settings file")
+    worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    worker.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
     return parser
 
 
-class _WorkerPool:
-    """N `Worker`s sharing one Stylizer, each in its own thread."""
+class _ThreadWorkers:
+    """N `Worker`s sharing one Stylizer in this process (`STYLEJAX_WORKER_MODE=thread`)."""
 
     def __init__(self, service, n: int):
         from stylejax.stylizer import Stylizer
@@ -46,7 +64,8 @@ class _WorkerPool:
         from .worker import Worker
 
         self.stylizer = Stylizer(service.settings.pack)
-        self.workers = [Worker(service, stylizer=self.stylizer) for _ in range(n)]
+        self.workers = [Worker(service, stylizer=self.stylizer,
+                               max_batch=service.settings.max_batch) for _ in range(n)]
         self.threads: list[threading.Thread] = []
         self._init_lock = threading.Lock()
 
@@ -71,43 +90,192 @@ class _WorkerPool:
 
     def join(self, timeout_s: float) -> bool:
         """True when every worker thread ended within the (shared) timeout."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self.threads)
 
 
-def serve(settings: Settings, log_level: str = "info") -> int:
+class _ProcessWorkers:
+    """N `stylejax worker` subprocesses, restarted when one dies (the default).
+
+    Processes use every core (no GIL between them) and a crash, even a SIGKILL, costs only the
+    jobs in flight, which the queue redelivers after their lease.
+    """
+
+    RESTART_BACKOFF_S = (1.0, 30.0)
+
+    def __init__(self, settings: Settings, n: int, config_path: str | None):
+        self.settings = settings
+        self.n = n
+        self.config_path = config_path
+        self.procs: list[subprocess.Popen | None] = [None] * n
+        self._stopping = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="stylejax-supervisor",
+                                            daemon=True)
+
+    def _command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "bots.serve", "worker",
+               "--data-dir", str(Path(self.settings.data_dir).absolute()),
+               "--parent-pid", str(os.getpid()),
+               "--log-level", logging.getLevelName(log.getEffectiveLevel()).lower()]
+        if self.config_path:
+            cmd += ["--config", str(self.config_path)]
+        return cmd
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # N processes × all cores each would oversubscribe the CPU
+        env.setdefault("STYLEJAX_ORT_THREADS", str(max(1, (os.cpu_count() or 1) // self.n)))
+        # the workers read the same settings; flags given to `serve` travel as environment
+        for name in ("queue", "pack", "max_side", "max_batch", "custom_style_seconds",
+                     "custom_style_size", "queue_visibility_s"):
+            env[f"STYLEJAX_{name.upper()}"] = str(getattr(self.settings, name) or "")
+        env.pop("TELEGRAM_BOT_TOKEN", None)  # workers never talk to the platforms
+        env.pop("DISCORD_BOT_TOKEN", None)
+        return {k: v for k, v in env.items() if v != ""}
+
+    def _spawn(self, i: int) -> None:
+        self.procs[i] = subprocess.Popen(self._command(), env=self._env())
+        log.info("worker process %d started (pid %d)", i, self.procs[i].pid)
+
+    def _supervise(self) -> None:
+        backoff = [self.RESTART_BACKOFF_S[0]] * self.n
+        while not self._stopping.wait(0.5):
+            for i, proc in enumerate(self.procs):
+                if proc is None or proc.poll() is None:
+                    continue
+                log.warning("worker process %d (pid %d) exited with %s; restarting in %.0f s",
+                            i, proc.pid, proc.returncode, backoff[i])
+                if self._stopping.wait(backoff[i]):
+                    return
+                backoff[i] = min(self.RESTART_BACKOFF_S[1], backoff[i] * 2)
+                self._spawn(i)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p is not None]
+
+    def start(self) -> None:
+        for i in range(self.n):
+            self._spawn(i)
+        self._supervisor.start()
+
+    def stop(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # finish the current jobs, claim no more
+
+    def join(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        clean = True
+        for proc in self.procs:
+            if proc is None:
+                continue
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()  # its jobs are redelivered to the next worker to start
+                proc.wait()
+                clean = False
+        return clean
+
+
+class _FrontEnds:
+    """The chat bots whose tokens are configured, each on its own asyncio loop in a thread."""
+
+    def __init__(self, service, settings: Settings):
+        self.service, self.settings = service, settings
+        self.threads: list[threading.Thread] = []
+        self._stops: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._lock = threading.Lock()
+
+    def configured(self) -> list[str]:
+        names = []
+        if self.settings.telegram_bot_token is not None:
+            names.append("telegram")
+        if self.settings.discord_bot_token is not None:
+            names.append("discord")
+        return names
+
+    def _run(self, name: str) -> None:
+        if name == "telegram":
+            from .telegram_bot import run_telegram as run_bot
+        else:
+            from .discord_bot import run_discord as run_bot
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            with self._lock:
+                self._stops.append((asyncio.get_running_loop(), stop))
+            await run_bot(self.service, self.settings, stop)
+
+        try:
+            asyncio.run(main())
+        except Exception as err:  # noqa: BLE001 - one broken bot must not stop the others
+            # the repr of a platform error never holds the token (adapters use SecretStr)
+            log.error("%s bot stopped on an error: %s", name, type(err).__name__)
+
+    def start(self) -> None:
+        for name in self.configured():
+            t = threading.Thread(target=self._run, args=(name,), name=f"stylejax-{name}",
+                                 daemon=True)
+            t.start()
+            self.threads.append(t)
+            log.info("started the %s bot", name)
+
+    def stop(self) -> None:
+        with self._lock:
+            for loop, stop in self._stops:
+                loop.call_soon_threadsafe(stop.set)
+
+    def join(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def serve(settings: Settings, log_level: str = "info", config_path: str | None = None) -> int:
     import uvicorn
 
     from .core import StyleService
     from .http_api import create_app
 
     service = StyleService(settings)
-    pool = _WorkerPool(service, settings.workers)
+    if settings.worker_mode == "thread":
+        pool = _ThreadWorkers(service, settings.workers)
+    else:
+        pool = _ProcessWorkers(settings, settings.workers, config_path)
+    bots = _FrontEnds(service, settings)
 
     def on_signal(signum, _frame):  # also what uvicorn re-raises after its own shutdown
         log.info("%s received, shutting down", signal.Signals(signum).name)
         pool.stop()
+        bots.stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         pool.start()
-        log.info("started %d worker thread(s); data in %s", settings.workers,
-                 settings.data_dir.absolute())
+        log.info("started %d worker %s(s); data in %s", settings.workers,
+                 settings.worker_mode, settings.data_dir.absolute())
+        bots.start()
         config = uvicorn.Config(create_app(service), host=settings.host, port=settings.port,
                                 log_config=None, log_level=log_level, lifespan="off",
                                 server_header=False, timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
-        log.info("serving the HTTP API on http://%s:%d", settings.host, settings.port)
+        log.info("serving the web page and HTTP API on http://%s:%d/", settings.host,
+                 settings.port)
         server.run()
         started = server.started
     finally:
         pool.stop()
+        bots.stop()
+        bots.join(10.0)
         if not pool.join(WORKER_JOIN_S):
-            log.warning("workers still busy after %.0f s; leaving them", WORKER_JOIN_S)
+            log.warning("workers still busy after %.0f s; stopped them", WORKER_JOIN_S)
         service.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -115,19 +283,47 @@ def serve(settings: Settings, log_level: str = "info") -> int:
     return 0 if started else 1
 
 
+def run_worker(settings: Settings, parent_pid: int | None = None) -> int:
+    """One worker process: claim, stylise, store, until SIGTERM (or its parent is gone)."""
+    from .core import StyleService
+    from .worker import Worker
+
+    service = StyleService(settings)
+    worker = Worker(service, max_batch=settings.max_batch)
+    worker.install_signal_handlers()
+    if parent_pid:
+        def watch_parent() -> None:  # an orphaned worker would hold jobs nobody asked for
+            while not worker.stop.wait(1.0):
+                if os.getppid() != parent_pid:
+                    log.warning("worker %s: parent %d gone, stopping", worker.consumer,
+                                parent_pid)
+                    worker.stop.set()
+        threading.Thread(target=watch_parent, daemon=True).start()
+    log.info("worker %s ready (queue %s)", worker.consumer, settings.queue or "embedded")
+    try:
+        _ = worker.stylizer.engine  # load the pack before the first claim
+        worker.run()
+    finally:
+        service.close()
+    log.info("worker %s stopped after %d job(s)", worker.consumer, worker.handled)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"data_dir": args.data_dir}
     if args.command == "serve":
-        try:
-            settings = load_settings(args.config, host=args.host, port=args.port,
-                                     data_dir=args.data_dir, workers=args.workers)
-        except ConfigError as err:
-            print(f"stylejax: {err}", file=sys.stderr)
-            return 2
-        return serve(settings, args.log_level)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+        overrides.update(host=args.host, port=args.port, workers=args.workers)
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as err:
+        print(f"stylejax: {err}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return serve(settings, args.log_level, args.config)
+    return run_worker(settings, args.parent_pid)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from storage import STYLE_SHA_PARAM, Job, JobKind, JobState
 from storage.queue import Delivery, new_consumer_name
+from stylejax.custom_style import CustomStyleConfig
 from stylejax.errors import StyleJAXError
 from stylejax.imageio import encode_image
 from stylejax.stylizer import Stylizer
@@ -26,6 +27,35 @@ from .core import GENERIC_ERROR, StyleService
 log = logging.getLogger("stylejax.worker")
 
 REAP_EVERY_S = 10.0
+QUEUE_RETRY_S = (0.5, 10.0)  # back-off range while the queue (e.g. Redis) is unreachable
+
+
+class _Heartbeat:
+    """Renews the leases of the deliveries being worked on, so long jobs are not redelivered.
+
+    A worker that dies stops renewing: its jobs go back to the queue one lease later.
+    """
+
+    def __init__(self, queue, deliveries: list[Delivery], every_s: float):
+        self.queue, self.deliveries, self.every_s = queue, deliveries, every_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stylejax-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every_s):
+            for d in self.deliveries:
+                try:
+                    self.queue.touch(d)
+                except Exception as err:  # noqa: BLE001 - a missed beat only risks a redelivery
+                    log.warning("heartbeat for job %s failed: %r", d.job_id, err)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 __all__ = ["GENERIC_ERROR", "Worker"]
 
 
@@ -47,7 +77,7 @@ class Worker:
         store = self.service.store
         job = store.get_job(d.job_id)
         if job is None or job.state.is_terminal:
-            self.service.queue.ack(d)  # redelivery of finished work: nothing to do
+            self._ack(d)  # redelivery of finished work: nothing to do
             return None
         if job.state is JobState.QUEUED:
             job = store.set_state(job.id, JobState.RUNNING)
@@ -58,17 +88,28 @@ class Worker:
         sha = self.service.blobs.put(encode_image(image, "png"), owner=str(job.owner))
         if self.service.store.mark_done(job.id, sha):
             log.info("job %s done (attempt %d)", job.id, d.attempts)
-        self.service.queue.ack(d)
+        self._ack(d)
+
+    def _ack(self, d: Delivery) -> None:
+        """Ack, tolerating a queue outage: the job is recorded, so a redelivery is a no-op."""
+        try:
+            self.service.queue.ack(d)
+        except Exception as err:  # noqa: BLE001
+            log.warning("could not ack job %s (%r); its redelivery will be skipped",
+                        d.job_id, err)
 
     def _fail(self, d: Delivery, job: Job, err: BaseException) -> None:
         store, queue = self.service.store, self.service.queue
-        if isinstance(err, StyleJAXError):
+        now = store.get_job(job.id)
+        if now is None or now.state.is_terminal:  # cancelled, deleted or finished meanwhile
+            self._ack(d)
+        elif isinstance(err, StyleJAXError):
             store.set_state(job.id, JobState.FAILED, error=str(err))
-            queue.ack(d)
+            self._ack(d)
         elif d.attempts >= queue.max_attempts:
             log.exception("job %s failed for good", job.id, exc_info=err)
             store.set_state(job.id, JobState.FAILED, error=GENERIC_ERROR)
-            queue.ack(d)
+            self._ack(d)
         else:
             log.warning("job %s failed (attempt %d), will retry: %r", job.id, d.attempts, err)
             store.set_state(job.id, JobState.QUEUED)
@@ -83,14 +124,16 @@ class Worker:
     def _run_custom(self, d: Delivery, job: Job) -> None:
         blobs, store = self.service.blobs, self.service.store
         try:
+            settings = self.service.settings
+            size = min(settings.custom_style_size, settings.max_side)
             result = self.stylizer.stylize_with_image(
                 blobs.get(job.input_sha), blobs.get(job.params[STYLE_SHA_PARAM]),
                 strength=job.params["strength"], keep_colors=job.params["keep_colors"],
-                max_size=min(512, self.service.settings.max_side),
+                config=CustomStyleConfig(size=size, time_budget_s=settings.custom_style_seconds),
                 progress=lambda f, _losses: store.set_progress(job.id, 0.99 * f),
                 should_stop=self._cancelled(job.id))
             if self._cancelled(job.id)():
-                self.service.queue.ack(d)
+                self._ack(d)
                 return
             self._finish(d, job, result.image)
         except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
@@ -121,6 +164,12 @@ class Worker:
 
     def handle(self, deliveries: list[Delivery]) -> None:
         """Run a claimed set: pack jobs grouped by style and options, custom jobs one by one."""
+        every = max(0.2, self.service.queue.visibility_s / 3)
+        with _Heartbeat(self.service.queue, deliveries, every):
+            self._handle(deliveries)
+        self.handled += len(deliveries)
+
+    def _handle(self, deliveries: list[Delivery]) -> None:
         groups: dict[tuple, list[tuple[Delivery, Job]]] = defaultdict(list)
         for d in deliveries:
             job = self._start(d)
@@ -133,7 +182,6 @@ class Worker:
                 groups[(p["style"], p["strength"], p["keep_colors"])].append((d, job))
         for items in groups.values():
             self._run_pack_batch(items)
-        self.handled += len(deliveries)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, *, max_jobs: int | None = None, idle_exit_s: float | None = None) -> int:
@@ -141,16 +189,29 @@ class Worker:
         queue = self.service.queue
         idle_since = time.monotonic()
         reaped_at = 0.0
+        backoff = QUEUE_RETRY_S[0]
         while not self.stop.is_set():
-            if time.monotonic() - reaped_at > REAP_EVERY_S:
-                self.service.reap_dead_letters()
-                reaped_at = time.monotonic()
             if max_jobs is not None and self.handled >= max_jobs:
                 break
-            # claim() also takes over deliveries whose worker died (expired leases)
-            batch = queue.claim(self.consumer, block_s=1.0, max_items=self.max_batch)
+            try:
+                if time.monotonic() - reaped_at > REAP_EVERY_S:
+                    self.service.reap_dead_letters()
+                    reaped_at = time.monotonic()
+                # claim() also takes over deliveries whose worker died (expired leases)
+                batch = queue.claim(self.consumer, block_s=1.0, max_items=self.max_batch)
+            except Exception as err:  # noqa: BLE001 - e.g. Redis restarting: wait, then retry
+                log.warning("worker %s: queue unavailable (%r); retrying in %.1f s",
+                            self.consumer, err, backoff)
+                self.stop.wait(backoff)
+                backoff = min(QUEUE_RETRY_S[1], backoff * 2)
+                continue
+            backoff = QUEUE_RETRY_S[0]
             if batch:
-                self.handle(batch)
+                try:
+                    self.handle(batch)
+                except Exception as err:  # noqa: BLE001 - leases expire: the jobs come back
+                    log.warning("worker %s: batch interrupted (%r); its jobs will be "
+                                "redelivered", self.consumer, err)
                 idle_since = time.monotonic()
             elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                 break

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -230,8 +231,14 @@ def load_pack(pack_dir: str | Path) -> StylePack:
         arrays = load_file(str(weights_path))
     except Exception as err:  # safetensors raises several types for damaged files
         raise WeightsError(f"weights.safetensors is damaged ({err.__class__.__name__}).") from None
-    generator = Generator(config, rngs=nnx.Rngs(0))
+    # Structure only: running the random initialisers compiled ~40 tiny XLA programs (~5 s of a
+    # worker's start-up) for arrays the file replaces at once.
+    generator = nnx.eval_shape(lambda: Generator(config, rngs=nnx.Rngs(0)))
     _load_params(generator, arrays, "weights.safetensors")
+    leftovers = [p for p, v in nnx.to_flat_state(nnx.state(generator))
+                 if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
+    if leftovers:  # a variable that is not a parameter would stay without a value
+        raise WeightsError(f"weights.safetensors leaves {leftovers[0]} unset.")
     return StylePack(config, styles, generator, root, dict(training),
                      str(meta.get("license_notes", "")))
 
