@@ -5,82 +5,23 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from photos import photo_png
 from PIL import Image
+from service_process import MAX_UPLOAD, Server, assert_json_error, post_photo, wait_done
 
 from bots.config import Settings
 from bots.core import StyleService
 from bots.http_api import create_app
 
-ROOT = Path(__file__).resolve().parents[1]
-MAX_UPLOAD = 300_000
 pytestmark = pytest.mark.timeout(180)
 
 
 def _photo_png(w: int = 200, h: int = 150, seed: int = 0) -> bytes:
     return photo_png(h, w, seed)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, tmp: Path, workers: int, **env: str):
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / "server.log"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("STYLEJAX_")}
-        clean.update(JAX_PLATFORMS="cpu", STYLEJAX_ORT_THREADS="2",
-                     STYLEJAX_MAX_UPLOAD_BYTES=str(MAX_UPLOAD), STYLEJAX_MAX_SIDE="256", **env)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bots.serve", "serve", "--port", str(self.port),
-             "--data-dir", str(tmp / "data"), "--workers", str(workers)],
-            cwd=ROOT, env=clean, stdout=self._log, stderr=subprocess.STDOUT)
-        self.client = httpx.Client(base_url=self.base, timeout=30)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                if self.client.get("/healthz", timeout=2).json() == {"status": "ok"}:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout_s: float = 45) -> int | None:
-        """SIGTERM, then wait; returns the exit code (None if it had to be killed)."""
-        self.client.close()
-        code = self.proc.poll()
-        if code is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                code = None
-        self._log.close()
-        return code
 
 
 @pytest.fixture(scope="module")
@@ -90,31 +31,6 @@ def server(tmp_path_factory):
     yield srv
     code = srv.stop()
     assert code == 0, srv.log()
-
-
-def _post(client: httpx.Client, photo: bytes, name: str = "photo.png", **form):
-    return client.post("/api/v1/jobs", files={"image": (name, photo, "image/png")},
-                       data={k: str(v) for k, v in form.items()})
-
-
-def _assert_json_error(resp: httpx.Response, status: int | tuple[int, ...]) -> str:
-    statuses = status if isinstance(status, tuple) else (status,)
-    assert resp.status_code in statuses, (resp.status_code, resp.text)
-    assert resp.headers["content-type"].startswith("application/json")
-    body = resp.json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert "Traceback" not in resp.text and "File \"" not in resp.text
-    return body["error"]
-
-
-def _wait_done(client: httpx.Client, job_id: str, timeout_s: float = 60) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.get(f"/api/v1/jobs/{job_id}").json()
-        if status["state"] in ("done", "failed", "cancelled"):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished in {timeout_s} s")
 
 
 def test_health_and_styles(server):
@@ -127,17 +43,17 @@ def test_health_and_styles(server):
         thumb = c.get(s["thumbnail_url"])
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
         assert Image.open(io.BytesIO(thumb.content)).size[0] > 0
-    _assert_json_error(c.get("/api/v1/styles/nope/thumbnail"), 404)
+    assert_json_error(c.get("/api/v1/styles/nope/thumbnail"), 404)
 
 
 def test_submit_poll_and_fetch_result(server):
     c = server.client
     photo = _photo_png()
-    resp = _post(c, photo, style="wave", strength=0.9)
+    resp = post_photo(c, photo, style="wave", strength=0.9)
     assert resp.status_code == 202, resp.text
     body = resp.json()
     assert body["state"] == "queued" and body["status_url"].endswith(body["id"])
-    status = _wait_done(c, body["id"])
+    status = wait_done(c, body["id"])
     assert status == {"id": body["id"], "state": "done", "progress": 1.0, "error": None}
     result = c.get(body["result_url"])
     assert result.status_code == 200 and result.headers["content-type"] == "image/png"
@@ -149,7 +65,7 @@ def test_submit_poll_and_fetch_result(server):
 
 def test_events_stream_until_done(server):
     c = server.client
-    job_id = _post(c, _photo_png(seed=1), style="starry").json()["id"]
+    job_id = post_photo(c, _photo_png(seed=1), style="starry").json()["id"]
     events = []
     with c.stream("GET", f"/api/v1/jobs/{job_id}/events", timeout=60) as resp:
         assert resp.status_code == 200
@@ -162,27 +78,27 @@ def test_events_stream_until_done(server):
     assert all(set(e) >= {"state", "progress"} for e in events)
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress)
-    _assert_json_error(c.get("/api/v1/jobs/nope/events"), 404)
+    assert_json_error(c.get("/api/v1/jobs/nope/events"), 404)
 
 
 def test_bad_requests(server):
     c = server.client
     photo = _photo_png(seed=2)
     text = b"hello, not a picture\n" * 5
-    err = _assert_json_error(_post(c, text, "notes.txt", style="wave"), 400)
+    err = assert_json_error(post_photo(c, text, "notes.txt", style="wave"), 400)
     assert "image" in err.lower()
-    err = _assert_json_error(_post(c, photo, style="no-such-style"), 400)
+    err = assert_json_error(post_photo(c, photo, style="no-such-style"), 400)
     assert "no-such-style" in err
-    _assert_json_error(_post(c, photo, style="wave", strength=2), (400, 422))
-    _assert_json_error(_post(c, photo, style="wave", strength="lots"), (400, 422))
-    _assert_json_error(_post(c, photo), (400, 422))  # neither style nor style picture
-    _assert_json_error(c.post("/api/v1/jobs", data={"style": "wave"}), (400, 422))  # no image
+    assert_json_error(post_photo(c, photo, style="wave", strength=2), (400, 422))
+    assert_json_error(post_photo(c, photo, style="wave", strength="lots"), (400, 422))
+    assert_json_error(post_photo(c, photo), (400, 422))  # neither style nor style picture
+    assert_json_error(c.post("/api/v1/jobs", data={"style": "wave"}), (400, 422))  # no image
     too_big = os.urandom(MAX_UPLOAD + 50_000)
-    _assert_json_error(_post(c, too_big, style="wave"), 413)
-    _assert_json_error(c.get("/api/v1/jobs/unknown-job"), 404)
-    _assert_json_error(c.get("/api/v1/jobs/unknown-job/result"), 404)
-    _assert_json_error(c.delete("/api/v1/jobs/unknown-job"), 404)
-    _assert_json_error(c.get("/no/such/page"), 404)
+    assert_json_error(post_photo(c, too_big, style="wave"), 413)
+    assert_json_error(c.get("/api/v1/jobs/unknown-job"), 404)
+    assert_json_error(c.get("/api/v1/jobs/unknown-job/result"), 404)
+    assert_json_error(c.delete("/api/v1/jobs/unknown-job"), 404)
+    assert_json_error(c.get("/no/such/page"), 404)
 
 
 def test_api_only_server_rate_limit_conflict_and_sigterm(tmp_path):
@@ -192,18 +108,18 @@ def test_api_only_server_rate_limit_conflict_and_sigterm(tmp_path):
     try:
         c = srv.client
         photo = _photo_png(seed=3)
-        first = _post(c, photo, style="kandinsky")
+        first = post_photo(c, photo, style="kandinsky")
         assert first.status_code == 202, first.text
         job_id = first.json()["id"]
-        _assert_json_error(c.get(f"/api/v1/jobs/{job_id}/result"), 409)
-        assert _post(c, photo, style="wave").status_code == 202
-        limited = _post(c, photo, style="wave")
-        _assert_json_error(limited, 429)
+        assert_json_error(c.get(f"/api/v1/jobs/{job_id}/result"), 409)
+        assert post_photo(c, photo, style="wave").status_code == 202
+        limited = post_photo(c, photo, style="wave")
+        assert_json_error(limited, 429)
         assert int(limited.headers["retry-after"]) >= 1
         cancelled = c.delete(f"/api/v1/jobs/{job_id}")
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
         assert c.get(f"/api/v1/jobs/{job_id}").json()["state"] == "cancelled"
-        _assert_json_error(c.get(f"/api/v1/jobs/{job_id}/result"), 409)
+        assert_json_error(c.get(f"/api/v1/jobs/{job_id}/result"), 409)
     finally:
         t0 = time.monotonic()
         code = srv.stop(timeout_s=30)
@@ -220,10 +136,10 @@ def test_api_key_required_when_configured(tmp_path):
         with TestClient(create_app(service)) as client:
             files = {"image": ("p.png", _photo_png(seed=4), "image/png")}
             assert client.get("/healthz").status_code == 200
-            _assert_json_error(client.post("/api/v1/jobs", files=files, data={"style": "wave"}),
+            assert_json_error(client.post("/api/v1/jobs", files=files, data={"style": "wave"}),
                                401)
             wrong = {"X-API-Key": "wrong-key"}
-            _assert_json_error(client.post("/api/v1/jobs", files=files, data={"style": "wave"},
+            assert_json_error(client.post("/api/v1/jobs", files=files, data={"style": "wave"},
                                            headers=wrong), 401)
             ok = client.post("/api/v1/jobs", files=files, data={"style": "wave"},
                              headers={"X-API-Key": key})
@@ -231,7 +147,7 @@ def test_api_key_required_when_configured(tmp_path):
             job_id = ok.json()["id"]
             assert client.get(f"/api/v1/jobs/{job_id}",
                               headers={"X-API-Key": key}).json()["state"] == "queued"
-            _assert_json_error(client.get(f"/api/v1/jobs/{job_id}"), 401)
+            assert_json_error(client.get(f"/api/v1/jobs/{job_id}"), 401)
             custom = client.post(  # a style picture instead of a pack style
                 "/api/v1/jobs", headers={"X-API-Key": key},
                 files={"image": ("p.png", _photo_png(seed=5), "image/png"),

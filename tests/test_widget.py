@@ -1,0 +1,270 @@
+"""The notebook widget's logic, driven from Python the way a browser would drive it."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from notebooks import CUSTOM, StylizeWidget, widget
+from stylejax.custom_style import CustomStyleConfig
+from stylejax.errors import StyleJAXError, UnknownStyleError
+from stylejax.generator import preserve_colors
+from stylejax.imageio import to_float, to_uint8
+from stylejax.stylizer import Stylizer
+
+TINY_CUSTOM = CustomStyleConfig(size=48, steps=4, min_steps=1, time_budget_s=120)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _jax_cache_in_tmp(tmp_path_factory):
+    """Stylizer enables XLA's persistent cache; keep it out of the user's home during tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STYLEJAX_JAX_CACHE", str(tmp_path_factory.mktemp("jax-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def stylizer() -> Stylizer:
+    return Stylizer()  # the bundled pack: real thumbnails and eight styles
+
+
+@pytest.fixture(scope="module")
+def photo(make_photo) -> np.ndarray:
+    """96×128 uint8."""
+    return to_uint8(make_photo(96, 128, seed=3, noise=0.03))
+
+
+@pytest.fixture(scope="module")
+def style_png() -> bytes:
+    yy, xx = np.mgrid[0:64, 0:64]
+    stripes = np.stack([(np.sin(xx / 2.0 + yy / 3.0) > 0) * 230,
+                        (np.sin(yy / 2.5) > 0) * 200, np.full_like(xx, 60)], -1)
+    return _png(stripes.astype(np.uint8))
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _upload(name: str, content: bytes, kind: str = "image/png") -> tuple[dict, ...]:
+    """What ipywidgets 8's FileUpload holds after the browser sent a file."""
+    return ({"name": name, "type": kind, "size": len(content), "content": memoryview(content),
+             "last_modified": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)},)
+
+
+def _w(stylizer, **kw) -> StylizeWidget:
+    kw.setdefault("sync", True)
+    return StylizeWidget(stylizer=stylizer, custom_config=TINY_CUSTOM, **kw)
+
+
+def _diff(a, b) -> float:
+    return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).mean())
+
+
+def test_gallery_has_every_style_with_its_thumbnail(stylizer):
+    w = _w(stylizer)
+    ids = [s.id for s in stylizer.styles]
+    assert list(w.style_buttons) == ids + [CUSTOM]
+    thumbs = [card.children[0].value for card in w.gallery.children[:-1]]
+    assert all(t[:2] == b"\xff\xd8" for t in thumbs)  # JPEG thumbnails from the pack
+    assert len(set(thumbs)) == len(ids)
+    assert w.style_buttons["starry-night"].description == "Starry Night"
+    assert w._custom_card.layout.display == "none"  # until a custom style exists
+    assert w.result is None and "Upload a photo" in w.status.value
+    assert w.run() is None
+    bundle = w._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_result_is_a_full_size_pil_image_and_follows_strength(stylizer, photo):
+    w = widget(photo, stylizer=stylizer, sync=True)
+    assert isinstance(w.result, Image.Image)
+    assert w.result.size == (128, 96) and w.result.mode == "RGB"
+    assert w._style_id == "starry-night"  # the first style until one is chosen
+    w.select_style("great")  # unambiguous word of an id, like the chat front ends
+    assert w._style_id == "great-wave"
+    assert w.style_buttons["great-wave"].button_style == "primary"
+    assert w.style_buttons["starry-night"].button_style == ""
+    w.strength.value = 0.25
+    weak = np.asarray(w.result)
+    w.strength.value = 1.0
+    full = np.asarray(w.result)
+    assert _diff(weak, full) > 8.0
+    assert _diff(weak, photo) < 0.5 * _diff(full, photo)
+    # the same pixels as the library's own path (the widget adds no model logic of its own)
+    ref = stylizer.stylize(photo, "great-wave", strength=0.25)
+    w.strength.value = 0.25
+    assert np.abs(np.asarray(w.result).astype(int) - ref).max() <= 1
+    assert "Great Wave" in w.status.value and "strength 0.25" in w.status.value
+
+
+def test_keep_colours_changes_the_result_and_keeps_the_photo_chroma(stylizer, photo):
+    w = _w(stylizer, image=photo)
+    w.select_style("kandinsky")
+    plain = np.asarray(w.result)
+    w.keep_colors.value = True
+    kept = np.asarray(w.result)
+    assert _diff(plain, kept) > 3.0
+    expected = to_uint8(np.asarray(preserve_colors(to_float(photo), to_float(plain))))
+    assert np.abs(kept.astype(int) - expected).max() <= 2
+    assert "photo colours" in w.status.value
+
+
+def test_blending_two_styles(stylizer, photo):
+    w = _w(stylizer, image=photo)
+    w.select_style("starry-night")
+    a = np.asarray(w.result)
+    assert w.mix.disabled
+    w.blend_with.value = "wood"
+    assert not w.mix.disabled and w.style_buttons["wood"].button_style == "info"
+    assert w.style_choice == {"starry-night": 0.5, "wood": 0.5}
+    half = np.asarray(w.result)
+    w.mix.value = 1.0
+    b = np.asarray(w.result)
+    assert w.style_choice == "wood"
+    assert _diff(a, b) > 8 and _diff(half, a) > 3 and _diff(half, b) > 3
+    ref = stylizer.stylize(photo, {"starry-night": 0.5, "wood": 0.5})
+    w.mix.value = 0.5
+    assert np.abs(np.asarray(w.result).astype(int) - ref).max() <= 1
+    assert w.file_name == "photo_starry-night+wood.png"
+    w.mix.value = 0.0
+    assert np.array_equal(np.asarray(w.result), a)
+
+
+def test_accepts_paths_bytes_pil_and_arrays(stylizer, photo, tmp_path):
+    w = _w(stylizer)
+    path = tmp_path / "holiday.jpg"
+    Image.fromarray(photo).save(path, quality=95)
+    w.set_image(path)
+    assert w.result.size == (128, 96) and w.file_name == "holiday_starry-night.png"
+    w.set_image(_png(photo[:40, :50]))
+    assert w.result.size == (50, 40)
+    rgba = Image.fromarray(np.dstack([photo, np.full(photo.shape[:2], 128, np.uint8)]))
+    w.set_image(rgba)
+    assert w.result.size == (128, 96)
+    w.set_image(photo.mean(axis=2).astype(np.uint8))  # greyscale array
+    assert w.result.mode == "RGB"
+    w.set_image(to_float(photo))  # float array in [0, 1]
+    assert w.result.size == (128, 96)
+
+
+def test_large_photos_are_shrunk_and_previewed_small(stylizer, make_photo):
+    big = to_uint8(make_photo(300, 400, seed=5))
+    w = _w(stylizer, image=big, max_size=200, preview_size=64)
+    assert w.result.size == (200, 150)
+    preview = w.run(full=False)
+    assert preview.size == (64, 48) and w.preview_array.shape == (48, 64, 3)
+    assert w.result.size == (200, 150)  # the result stays the full-resolution one
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"this is not a picture\n", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "damaged"),
+    ("tiny", "too small"),
+])
+def test_bad_uploads_are_reported_in_the_status_line(stylizer, photo, content, expected):
+    w = _w(stylizer, image=photo)
+    before = w.result_array
+    if content == "tiny":
+        content = _png(np.zeros((8, 8, 3), np.uint8))
+    w.upload.value = _upload("bad.png", content)  # must not raise
+    assert expected in w.status.value.lower()
+    assert w.status.style.text_color == "#c62828"
+    assert w.last_error and expected in w.last_error.lower()
+    assert w.result_array is before  # the previous photo and result are kept
+    assert w.upload.value == ()      # ready for the next try
+    w.upload.value = _upload("good.png", _png(photo[:64, :80]))
+    assert w.result.size == (80, 64) and "Done" in w.status.value
+    with pytest.raises(StyleJAXError):
+        w.set_image(b"nope")  # the Python API raises, after showing the message
+    with pytest.raises(UnknownStyleError):
+        w.select_style("no-such-style")
+    w.style_upload.value = _upload("style.txt", b"not a picture", "text/plain")
+    assert "not an image" in w.status.value.lower()
+
+
+def test_background_rendering_is_debounced_preview_then_full(stylizer, photo):
+    w = _w(stylizer, sync=False, debounce=0.3, preview_size=64)
+    w.set_image(photo)
+    for s in (0.2, 0.4, 0.6):
+        w.strength.value = s
+    assert w.wait(60)
+    assert w.renders == {"preview": 1, "full": 1}  # one burst of changes, one render each
+    ref = stylizer.stylize(photo, "starry-night", strength=0.6)
+    assert np.abs(np.asarray(w.result).astype(int) - ref).max() <= 1
+    assert w.preview_array.shape == (48, 64, 3)
+    assert w.after.value[:2] == b"\xff\xd8" and "Done" in w.status.value
+
+
+def test_download_link_holds_the_result_as_png(stylizer, photo, tmp_path):
+    w = _w(stylizer, image=photo)
+    w.strength.value = 0.7
+    link = w.download.value
+    m = re.search(r'download="([^"]+)" href="data:image/png;base64,([A-Za-z0-9+/=]+)"', link)
+    assert m and m.group(1) == "photo_starry-night.png"
+    png = base64.b64decode(m.group(2))
+    assert png.startswith(b"\x89PNG")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), w.result_array)
+    assert "128×96" in link
+    saved = w.save(tmp_path / "out.png")
+    assert np.array_equal(np.asarray(Image.open(saved)), w.result_array)
+
+
+def test_custom_style_runs_to_100_percent(stylizer, photo, style_png):
+    w = _w(stylizer, image=photo)
+    assert w.custom_button.disabled  # no style picture yet
+    with pytest.raises(StyleJAXError):
+        w.start_custom()
+    w.style_upload.value = _upload("stripes.png", style_png)  # starts at once (sync here)
+    assert w.progress.value == 100 and w.progress.bar_style == "success"
+    assert w._style_id == CUSTOM and w.style_buttons[CUSTOM].button_style == "primary"
+    assert w._custom_card.layout.display == "" and w.blend_with.disabled
+    assert "Custom style done" in w.status.value
+    full = np.asarray(w.result)
+    assert full.shape == (32, 48, 3)  # the optimisation's size (TINY_CUSTOM.size = 48)
+    w.strength.value = 0.3
+    assert _diff(np.asarray(w.result), full) > 2
+    w.select_style("wood")  # back to the pack, and back to the custom picture
+    assert w.result.size == (128, 96)
+    w.select_style(CUSTOM)
+    assert w.result.size == (48, 32)
+
+
+def test_custom_style_in_a_background_thread_and_cancel(stylizer, photo, style_png):
+    w = _w(stylizer, image=photo, sync=False, debounce=0.05)
+    w.set_style_image(style_png, "stripes.png")
+    assert not w.custom_button.disabled
+    seen = []
+    w.progress.observe(lambda c: seen.append(c["new"]), "value")
+    w.start_custom()
+    assert w.wait(120)
+    assert w.progress.value == 100 and seen[-1] == 100 and len(set(seen)) >= 3
+    assert w.result.size == (48, 32) and "Custom style done" in w.status.value
+
+    slow = CustomStyleConfig(size=48, steps=400, min_steps=1, time_budget_s=120)
+    w.custom_config = slow
+    w.progress.observe(lambda c: w.cancel_custom() if 0 < c["new"] < 100 else None, "value")
+    w.start_custom()
+    assert w.wait(120)
+    assert 0 < w.progress.value < 100 and w.progress.bar_style == "warning"
+    assert "cancelled" in w.status.value and w.result is not None
+    assert w.cancel_button.disabled and not w.custom_button.disabled
+
+
+def test_library_does_not_import_the_notebook_front_end():
+    code = ("import sys, stylejax, stylejax.stylizer, stylejax.cli; "
+            "bad = [m for m in ('notebooks', 'ipywidgets') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
