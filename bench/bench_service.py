@@ -1,16 +1,20 @@
 """Service throughput and latency: jobs/s and p50/p95 for 1 and 2 workers, SQLite and Redis.
 
-    python bench/bench_service.py --jobs 40 --json out/service.json
+    python bench/bench_service.py --jobs 40 --size 512 --json out/service.json
 
-Runs the real service core, queue and workers (threads in this process, as `stylejax serve`
-runs them, sharing one ONNX Runtime generator) on 256-px photos in one pack style. Latency is
-submit → result stored, as a client polling the job would see it.
+Runs the real service core and queue with `stylejax worker` processes (what `stylejax serve`
+starts by default; `--mode thread` runs Worker threads in this process instead) on photos of
+`--size` px (long side) in one pack style, all submitted at once after a warm-up job per worker.
+Latency is submit → result stored, as a client polling the job would see it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -31,51 +35,81 @@ from storage import JobState  # noqa: E402
 from stylejax.stylizer import Stylizer  # noqa: E402
 
 
-def run_case(queue_url: str, workers: int, jobs: int, stylizer: Stylizer, data: Path) -> dict:
-    settings = Settings(data_dir=data, queue=queue_url, rate_per_minute=1e6, rate_burst=10_000,
-                        max_active_jobs=10_000, max_side=256)
-    service = StyleService(settings)
-    pool = [Worker(service, stylizer=stylizer, max_batch=4) for _ in range(workers)]
-    threads = [threading.Thread(target=w.run, daemon=True) for w in pool]
-    user = service.user("bench", 1)
-    photos = [photo_png(192, 256, seed=i) for i in range(8)]
-    # warm-up: compile/load outside the measurement
-    warm = service.submit(user, photos[0], style="starry-night")
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 120
-    while service.job(warm.id).state is not JobState.DONE and time.monotonic() < deadline:
+class _Workers:
+    """`workers` Worker threads here, or `stylejax worker` processes (as `serve` runs them)."""
+
+    def __init__(self, mode: str, n: int, service: StyleService, stylizer: Stylizer | None):
+        self.mode, self.procs, self.pool, self.threads = mode, [], [], []
+        if mode == "thread":
+            self.pool = [Worker(service, stylizer=stylizer, max_batch=4) for _ in range(n)]
+            self.threads = [threading.Thread(target=w.run, daemon=True) for w in self.pool]
+            for t in self.threads:
+                t.start()
+            return
+        s = service.settings
+        env = {**os.environ, "STYLEJAX_QUEUE": s.queue, "STYLEJAX_MAX_SIDE": str(s.max_side),
+               "STYLEJAX_MAX_BATCH": "4",
+               "STYLEJAX_ORT_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
+        cmd = [sys.executable, "-m", "bots.serve", "worker", "--data-dir", str(s.data_dir),
+               "--log-level", "warning"]
+        self.procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
+
+    def stop(self) -> None:
+        for w in self.pool:
+            w.stop.set()
+        for t in self.threads:
+            t.join(30)
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            p.wait(30)
+
+
+def _wait_all(service: StyleService, ids: list[str], deadline: float) -> dict[str, float]:
+    done: dict[str, float] = {}
+    while len(done) < len(ids) and time.monotonic() < deadline:
+        for jid in set(ids) - done.keys():
+            job = service.job(jid)
+            if job.state is JobState.DONE:
+                done[jid] = job.finished_at or time.time()
         time.sleep(0.01)
+    return done
+
+
+def run_case(queue_url: str, workers: int, jobs: int, data: Path, *, mode: str, size: int,
+             stylizer: Stylizer | None) -> dict:
+    settings = Settings(data_dir=data, queue=queue_url, rate_per_minute=1e6, rate_burst=10_000,
+                        max_active_jobs=10_000, max_side=size)
+    service = StyleService(settings)
+    user = service.user("bench", 1)
+    photos = [photo_png(size * 3 // 4, size, seed=i) for i in range(8)]
+    pool = _Workers(mode, workers, service, stylizer)
+    # warm-up: start-up, model load and first-run costs stay outside the measurement
+    warm = [service.submit(user, photos[0], style="starry-night").id for _ in range(2 * workers)]
+    _wait_all(service, warm, time.monotonic() + 180)
     start = time.monotonic()
     submitted = {}
     for i in range(jobs):
         job = service.submit(user, photos[i % len(photos)], style="starry-night")
         submitted[job.id] = time.time()
-    done: dict[str, float] = {}
-    while len(done) < jobs and time.monotonic() < deadline + 600:
-        for jid in submitted.keys() - done.keys():
-            job = service.job(jid)
-            if job.state is JobState.DONE:
-                done[jid] = job.finished_at or time.time()
-        time.sleep(0.01)
+    done = _wait_all(service, list(submitted), time.monotonic() + 900)
     wall = time.monotonic() - start
-    for w in pool:
-        w.stop.set()
-    for t in threads:
-        t.join(30)
+    pool.stop()
     service.close()
     lat = np.array([done[j] - submitted[j] for j in done])
-    return {"queue": queue_url.split(":")[0], "workers": workers, "jobs": len(done),
-            "jobs_per_s": len(done) / wall, "p50_s": float(np.percentile(lat, 50)),
-            "p95_s": float(np.percentile(lat, 95))}
+    return {"queue": queue_url.split(":")[0], "mode": mode, "workers": workers,
+            "size": size, "jobs": len(done), "jobs_per_s": len(done) / wall,
+            "p50_s": float(np.percentile(lat, 50)), "p95_s": float(np.percentile(lat, 95))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=40)
+    ap.add_argument("--size", type=int, default=512, help="photo long side (px)")
+    ap.add_argument("--mode", choices=["process", "thread"], default="process")
     ap.add_argument("--json")
     args = ap.parse_args()
-    stylizer = Stylizer(backend="onnx")
+    stylizer = Stylizer(backend="onnx") if args.mode == "thread" else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -86,13 +120,14 @@ def main() -> None:
                     url = f"sqlite:///{data / 'queue.db'}" if qname == "sqlite" else redis.url
                     if qname == "redis":  # a fresh Redis database per case
                         url = url.rsplit("/", 1)[0] + f"/{workers}"
-                    rows.append(run_case(url, workers, args.jobs, stylizer, data))
+                    rows.append(run_case(url, workers, args.jobs, data, mode=args.mode,
+                                         size=args.size, stylizer=stylizer))
                     print(json.dumps(rows[-1]), flush=True)
-    print("\n| queue | workers | jobs | jobs/s | p50 latency (s) | p95 latency (s) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| queue | workers | photo | jobs | jobs/s | p50 latency (s) | p95 latency (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['queue']} | {r['workers']} | {r['jobs']} | {r['jobs_per_s']:.2f} | "
-              f"{r['p50_s']:.2f} | {r['p95_s']:.2f} |")
+        print(f"| {r['queue']} | {r['workers']} {r['mode']} | {r['size']} px | {r['jobs']} | "
+              f"{r['jobs_per_s']:.2f} | {r['p50_s']:.2f} | {r['p95_s']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
