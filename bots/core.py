@@ -210,6 +210,21 @@ class StyleService:
         self.blobs.release(str(owner.id))
         return dict(report.counts)
 
+    def sweep_expired(self) -> dict[str, int]:
+        """Retention: finished jobs older than `retention_days` go, with their pictures, and so
+        do stored pictures no job refers to (e.g. photos staged but never stylized)."""
+        days = self.settings.retention_days
+        jobs = 0
+        while old := self.store.jobs_older_than(days, limit=500):
+            for sha in self.store.delete_jobs(j.id for j in old):
+                self.blobs.delete(sha)
+            jobs += len(old)
+        blobs = self.blobs.sweep(days * 86400.0, keep=self.store.referenced_blobs())
+        if jobs or blobs:
+            log.info("retention: removed %d job(s) and %d picture(s) older than %g days",
+                     jobs, blobs, days)
+        return {"jobs": jobs, "blobs": blobs}
+
     def reap_dead_letters(self) -> int:
         """Fail the jobs the queue gave up on (they crashed every worker), so users hear of it."""
         n = 0

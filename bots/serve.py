@@ -238,6 +238,32 @@ class _FrontEnds:
             t.join(max(0.0, deadline - time.monotonic()))
 
 
+class _Janitor:
+    """Runs the retention sweep now and then (hourly), off the request path."""
+
+    EVERY_S = 3600.0
+
+    def __init__(self, service):
+        self.service = service
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stylejax-janitor", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.service.sweep_expired()
+            except Exception:  # noqa: BLE001 - retry at the next round
+                log.exception("retention sweep failed")
+            if self._stop.wait(self.EVERY_S):
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def serve(settings: Settings, log_level: str = "info", config_path: str | None = None) -> int:
     import uvicorn
 
@@ -250,6 +276,7 @@ def serve(settings: Settings, log_level: str = "info", config_path: str | None =
     else:
         pool = _ProcessWorkers(settings, settings.workers, config_path)
     bots = _FrontEnds(service, settings)
+    janitor = _Janitor(service)
 
     def on_signal(signum, _frame):  # also what uvicorn re-raises after its own shutdown
         log.info("%s received, shutting down", signal.Signals(signum).name)
@@ -262,6 +289,7 @@ def serve(settings: Settings, log_level: str = "info", config_path: str | None =
         log.info("started %d worker %s(s); data in %s", settings.workers,
                  settings.worker_mode, settings.data_dir.absolute())
         bots.start()
+        janitor.start()
         config = uvicorn.Config(create_app(service), host=settings.host, port=settings.port,
                                 log_config=None, log_level=log_level, lifespan="off",
                                 server_header=False, timeout_graceful_shutdown=5)
@@ -271,6 +299,7 @@ def serve(settings: Settings, log_level: str = "info", config_path: str | None =
         server.run()
         started = server.started
     finally:
+        janitor.stop()
         pool.stop()
         bots.stop()
         bots.join(10.0)

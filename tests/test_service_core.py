@@ -110,3 +110,61 @@ def test_worker_records_a_clear_error_and_goes_on(service, stylizer):
     assert failed.state is JobState.FAILED     # retried max_attempts times, then given up
     assert failed.attempts == service.queue.max_attempts
     assert failed.error == GENERIC_ERROR       # no internals shown to the user
+
+
+def test_staged_photo_resubmit_and_delete(service, stylizer):
+    gina = service.user("test", 7)
+    sha = service.stage_photo(gina, _png(seed=3))
+    with pytest.raises(NotAnImageError):
+        service.stage_photo(gina, b"not a picture")
+    first = service.submit(gina, photo_sha=sha, style="wave", strength=0.5)
+    assert first.input_sha == sha
+    Worker(service, stylizer=stylizer).run(max_jobs=1)
+    stronger = service.resubmit(gina, first.id, strength=0.75)
+    assert stronger.params == {**first.params, "strength": 0.75}
+    other = service.resubmit(gina, first.id, style="kandinsky")
+    assert other.params["style"] == "kandinsky" and other.input_sha == sha
+    with pytest.raises(JobNotFoundError):
+        service.resubmit(service.user("test", 8), first.id, strength=1.0)  # not hers
+    with pytest.raises(InvalidRequestError):
+        service.submit(gina, photo_sha="0" * 64, style="wave")  # nothing stored under it
+    service.delete_job(first.id, gina)
+    with pytest.raises(JobNotFoundError):
+        service.job(first.id)
+    assert service.blobs.exists(sha)  # still used by the other two jobs
+
+
+def test_custom_job_resubmit_keeps_the_style_picture(service):
+    hana = service.user("test", 9)
+    job = service.submit(hana, _png(seed=4), style_image=_png(64, 64, seed=5))
+    again = service.resubmit(hana, job.id, strength=0.5)
+    assert again.kind.value == "custom" and again.params["strength"] == 0.5
+    assert again.params["style_sha"] == job.params["style_sha"]
+
+
+def test_retention_sweep_removes_old_jobs_and_stray_pictures(tmp_path, stylizer):
+    import os
+    import time as _time
+
+    from storage import Store
+
+    now = [_time.time()]
+    (tmp_path / "d").mkdir()
+    store = Store(tmp_path / "d" / "meta.db", clock=lambda: now[0])
+    svc = StyleService(Settings(data_dir=tmp_path / "d", retention_days=7), store=store)
+    try:
+        ida = svc.user("test", 10)
+        old = svc.submit(ida, _png(seed=6), style="wave")
+        Worker(svc, stylizer=stylizer).run(max_jobs=1)
+        staged = svc.stage_photo(ida, _png(seed=7))
+        ancient = _time.time() - 8 * 86400
+        for sha in (old.input_sha, svc.job(old.id).result_sha, staged):
+            os.utime(svc.blobs.path(sha), (ancient, ancient))
+        now[0] += 8 * 86400  # a week and a day later…
+        fresh = svc.submit(ida, _png(seed=8), style="wave")  # …a new job arrives
+        assert svc.sweep_expired() == {"jobs": 1, "blobs": 1}  # old job (2 pictures) + staged
+        with pytest.raises(JobNotFoundError):
+            svc.job(old.id)
+        assert not svc.blobs.exists(staged) and svc.blobs.exists(fresh.input_sha)
+    finally:
+        svc.close()

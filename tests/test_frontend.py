@@ -1,0 +1,120 @@
+"""The rules both chat adapters share (bots/frontend.py), tested once, without a platform."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+from photos import photo_png
+
+from bots import frontend as fe
+from bots.config import Settings
+from bots.core import RateLimitedError, ServiceBusyError, StyleService
+from storage import JobState, TooManyActiveJobsError
+from stylejax.errors import (
+    ImageTooLargeError,
+    InvalidRequestError,
+    NotAnImageError,
+    UnknownStyleError,
+)
+
+
+@pytest.fixture()
+def service(tmp_path):
+    svc = StyleService(Settings(data_dir=tmp_path / "d", rate_per_minute=600, rate_burst=20))
+    yield svc
+    svc.close()
+
+
+@pytest.mark.parametrize("text, style, strength", [
+    ("starry 0.8", "starry-night", 0.8),
+    ("Great Wave", "great-wave", None),
+    ("@StyleBot wave 60%", "great-wave", 0.6),
+    ("75", None, 0.75),
+    ("", None, None),
+    (None, None, None),
+])
+def test_captions(service, text, style, strength):
+    req = fe.parse_caption(service, text, mention="StyleBot")
+    assert req.style == style and req.strength == pytest.approx(strength)
+
+
+def test_bad_captions_are_readable_errors(service):
+    with pytest.raises(UnknownStyleError):
+        fe.parse_caption(service, "cubism 0.5")
+    with pytest.raises(InvalidRequestError):
+        fe.parse_caption(service, "wave 250")
+
+
+def test_strength_steps_stay_visible():
+    assert fe.next_strength(1.0, +1) == 1.0
+    assert fe.next_strength(0.75, +1) == 1.0
+    assert fe.next_strength(1.0, -1) == 0.75
+    assert fe.next_strength(0.25, -1) == 0.25  # never down to "no style at all"
+
+
+def test_button_data_round_trip_and_forgeries():
+    token = fe.photo_token(hashlib.sha256(b"x").hexdigest())
+    for action in (fe.Action("up", "tI6W582eL-aFXXCZBFFgHg"), fe.Action("pick", token, "7"),
+                   fe.Action("page", "", "2")):
+        data = fe.encode_action(action)
+        assert len(data.encode()) <= fe.MAX_CALLBACK_BYTES
+        assert fe.decode_action(data) == action
+    assert fe.photo_sha(token) == hashlib.sha256(b"x").hexdigest()
+    for forged in ("", "rm:job:", "up:../../etc:", "up:a:b:c", "up:" + "a" * 70 + ":",
+                   "pick:job:;drop"):
+        assert fe.decode_action(forged) is None
+    assert fe.photo_sha("not base64!") is None and fe.photo_sha("abcd") is None
+    with pytest.raises(ValueError):
+        fe.encode_action(fe.Action("up", "x" * 70))
+
+
+def test_style_pages_cover_every_style_once(service):
+    seen = []
+    items, pages = fe.style_page(service, "en", 0, per_page=3)
+    for page in range(pages):
+        items, _ = fe.style_page(service, "en", page, per_page=3)
+        seen += [i for i, _name in items]
+    assert seen == list(range(len(service.styles)))
+    assert fe.style_by_index(service, "0") == service.styles[0].id
+    assert fe.style_by_index(service, "99") is None and fe.style_by_index(service, "x") is None
+
+
+@pytest.mark.parametrize("err, needle", [
+    (RateLimitedError(7), "7 s"),
+    (TooManyActiveJobsError(2), "2 pictures"),
+    (NotAnImageError("x"), "JPEG"),
+    (ImageTooLargeError("50 megapixels"), "50 megapixels"),
+    (ServiceBusyError(), "busy"),
+    (RuntimeError("secret internals at 0xdead"), "went wrong"),
+])
+def test_error_texts(err, needle):
+    text = fe.error_message(err, "en")
+    assert needle in text and "0xdead" not in text
+    assert fe.error_message(err, "zh") != text  # every error has a Chinese text too
+
+
+def test_follow_job_reports_progress_then_returns_the_end(service):
+    user = service.user("test", 1)
+    job = service.submit(user, photo_png(64, 64, seed=1), style="wave")
+    seen: list[tuple[str, float]] = []
+
+    async def on_progress(j):
+        seen.append((j.state.value, j.progress))
+
+    async def scenario():
+        follower = asyncio.create_task(
+            fe.follow_job(service, job.id, on_progress, poll_s=0.02, min_update_s=0.0))
+        await asyncio.sleep(0.1)
+        service.store.set_state(job.id, JobState.RUNNING)
+        service.store.set_progress(job.id, 0.4)
+        await asyncio.sleep(0.1)
+        service.cancel(job.id, user)
+        return await asyncio.wait_for(follower, 5)
+
+    final = asyncio.run(scenario())
+    assert final.state is JobState.CANCELLED
+    assert seen[0] == ("queued", 0.0) and ("running", 0.4) in seen
+    assert fe.outcome_text(service, final, "en") == "Cancelled."
+    assert fe.progress_text(service.job(job.id), "en")
