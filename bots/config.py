@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(2, ge=1)
     retention_days: float = Field(7.0, gt=0)
     api_keys: list[SecretStr] = Field(default_factory=list)
+    # Shared secret of workers on other machines (`stylejax worker --server URL`); unset = the
+    # internal worker endpoints are off.
+    worker_key: SecretStr | None = None
     queue_visibility_s: float = Field(60.0, gt=0)  # a silent worker's jobs go back after this
     worker_mode: Literal["process", "thread"] = "process"
     max_batch: int = Field(4, ge=1, le=64)

@@ -45,7 +45,7 @@ class JobNotFoundError(StyleJAXError):
         super().__init__("No such picture job (it may have expired or been deleted).")
 
 
-def _queue_options(settings: Settings) -> dict:
+def queue_options(settings: Settings) -> dict:
     """Settings the queue URL does not already carry (the URL's own query wins)."""
     return {} if "visibility_s=" in settings.queue_url else {
         "visibility_s": settings.queue_visibility_s}
@@ -61,7 +61,7 @@ class StyleService:
         data.mkdir(parents=True, exist_ok=True)
         self.store = store or Store(data / "meta.db")
         self.blobs = blobs or BlobStore(data / "blobs")
-        self.queue = queue or open_queue(settings.queue_url, **_queue_options(settings))
+        self.queue = queue or open_queue(settings.queue_url, **queue_options(settings))
         # ids and names only: the service front never needs the weights
         self.styles: list[StyleInfo] = read_pack_styles(settings.pack or default_pack_dir())
         self.limits = ImageLimits(max_bytes=settings.max_upload_bytes)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage import Job, JobState, QuotaExceededError, TooManyActiveJobsError
+from storage import Job, JobState, QuotaExceededError, TooManyActiveJobsError, User
 from stylejax.errors import (
     CorruptImageError,
     ImageTooLargeError,
@@ -36,7 +36,7 @@ from .core import (
     ServiceBusyError,
     StyleService,
 )
-from .i18n import t
+from .i18n import SUPPORTED, t
 
 STRENGTH_STEP = 0.25
 MAX_CALLBACK_BYTES = 64  # Telegram's limit on callback data; Discord allows 100 for custom_id
@@ -247,3 +247,118 @@ def outcome_text(service: StyleService, job: Job, lang: str) -> str:
     if job.state is JobState.FAILED:
         return t("failed", lang, reason=job.error or GENERIC_ERROR)
     return t("still_working", lang)
+
+
+# -- keyboards: rows of (label, Action); each platform only draws them ----------------------------
+Button = tuple[str, Action]
+Keyboard = list[list[Button]]
+SETTING_STRENGTHS = (25, 50, 75, 100)
+OUTPUTS = ("photo", "file")
+_PAGE_ARG = re.compile(r"^(pick|style)(\d{1,3})$")
+
+
+def result_keyboard(job: Job, lang: str) -> Keyboard:
+    """Under a finished picture: stronger/weaker, another style, colours toggle, delete."""
+    keep = bool(job.params.get("keep_colors"))
+    return [[(t("btn_stronger", lang), Action("up", job.id)),
+             (t("btn_weaker", lang), Action("down", job.id))],
+            [(t("btn_another", lang), Action("style", job.id)),
+             (t("btn_style_colors" if keep else "btn_keep_colors", lang), Action("keep", job.id))],
+            [(t("btn_delete", lang), Action("del", job.id))]]
+
+
+def cancel_keyboard(job: Job, lang: str) -> Keyboard:
+    return [[(t("btn_cancel", lang), Action("cancel", job.id))]]
+
+
+def style_keyboard(service: StyleService, lang: str, verb: str, target: str, page: int = 0,
+                   per_row: int = 2, per_page: int = 8) -> Keyboard:
+    """The style picker: `verb` "pick" for a staged photo (target = its token) or "style" for
+    a finished job (target = job id); ◀ ▶ buttons when the styles fill several pages."""
+    items, pages = style_page(service, lang, page, per_page)
+    page = min(max(page, 0), pages - 1)
+    rows: Keyboard = [[(name, Action(verb, target, str(i))) for i, name in items[k:k + per_row]]
+                      for k in range(0, len(items), per_row)]
+    nav: list[Button] = []
+    if page > 0:
+        nav.append((t("btn_prev", lang), Action("page", target, f"{verb}{page - 1}")))
+    if page < pages - 1:
+        nav.append((t("btn_next", lang), Action("page", target, f"{verb}{page + 1}")))
+    return rows + [nav] if nav else rows
+
+
+def page_target(action: Action) -> tuple[str, int] | None:
+    """A "page" button → (the picker's verb, the page to show); None if malformed."""
+    m = _PAGE_ARG.match(action.arg)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def output_of(user: User) -> str:
+    """How a user wants results: "photo" (compressed preview) or "file" (full resolution)."""
+    value = user.settings.get("output")
+    return value if value in OUTPUTS else "photo"
+
+
+def settings_text(service: StyleService, user: User, lang: str) -> str:
+    keep = bool(user.settings.get("keep_colors", False))
+    return t("settings", lang, strength=int(round(service.default_strength(user) * 100)),
+             keep=t("yes" if keep else "no", lang), output=t(f"output_{output_of(user)}", lang),
+             language=t("language_name", lang))
+
+
+def settings_keyboard(service: StyleService, user: User, lang: str) -> Keyboard:
+    """One row per setting; the current choice is marked, a press sets it ("set" actions)."""
+    def mark(label: str, current: bool) -> str:
+        return f"✓ {label}" if current else label
+
+    strength = int(round(service.default_strength(user) * 100))
+    keep = bool(user.settings.get("keep_colors", False))
+    return [
+        [(mark(f"{s}%", s == strength), Action("set", "strength", str(s)))
+         for s in SETTING_STRENGTHS],
+        [(t("set_keep", lang, value=t("yes" if keep else "no", lang)),
+          Action("set", "keep", "0" if keep else "1"))],
+        [(mark(t(f"output_{o}", lang), o == output_of(user)), Action("set", "output", o))
+         for o in OUTPUTS],
+        [(mark(t("language_name", code), code == lang), Action("set", "lang", code))
+         for code in SUPPORTED],
+    ]
+
+
+def apply_setting(service: StyleService, user: User, action: Action) -> User:
+    """Store the choice of a "set" button; InvalidRequestError for anything we did not offer."""
+    key, value = action.job, action.arg
+    if key == "strength" and value.isdigit() and int(value) in SETTING_STRENGTHS:
+        return service.update_settings(user, default_strength=int(value) / 100)
+    if key == "keep" and value in ("0", "1"):
+        return service.update_settings(user, settings={"keep_colors": value == "1"})
+    if key == "output" and value in OUTPUTS:
+        return service.update_settings(user, settings={"output": value})
+    if key == "lang" and value in SUPPORTED:
+        return service.update_settings(user, language=value)
+    raise InvalidRequestError("Unknown setting.")
+
+
+def confirm_keyboard(verb: str, lang: str) -> Keyboard:
+    """Yes / no for something that cannot be undone (e.g. "forget")."""
+    return [[(t("btn_yes_forget", lang), Action(verb, "", "yes")),
+             (t("btn_no", lang), Action(verb, "", "no"))]]
+
+
+_STATE_MARK = {JobState.DONE: "✅", JobState.FAILED: "❌", JobState.CANCELLED: "✖",
+               JobState.QUEUED: "⏳", JobState.RUNNING: "⏳"}
+
+
+def history_text(service: StyleService, jobs: list[Job], lang: str) -> str:
+    """The /history list, newest first (UTC times: chat platforms do not tell us the zone)."""
+    if not jobs:
+        return t("history_empty", lang)
+    lines = [t("history", lang)]
+    for job in jobs:
+        style = (service.style_name(job.params["style"], lang) if "style" in job.params
+                 else t("your_style", lang))
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(job.created_at))
+        lines.append(t("history_line", lang, when=when, style=style,
+                       strength=int(round(job.params["strength"] * 100)),
+                       state=_STATE_MARK[job.state]))
+    return "\n".join(lines)

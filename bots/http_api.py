@@ -173,12 +173,17 @@ def create_app(service: StyleService) -> FastAPI:
         accept = request.headers.get("accept-language", "")
         return (accept.split(",")[0].split(";")[0].strip() or "en").lower()
 
+    if settings.worker_key is not None:  # workers on other machines (bots/worker_api.py)
+        from .worker_api import worker_router
+
+        app.include_router(worker_router(service))
+
     # -- routes -----------------------------------------------------------------------------------
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/")
+    @app.api_route("/", methods=["GET", "HEAD"])
     async def web_page():
         return FileResponse(WEB_DIR / "index.html", media_type="text/html; charset=utf-8",
                             headers=_PAGE_HEADERS)

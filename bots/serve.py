@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                             description="Claim and run jobs until SIGTERM/Ctrl-C.")
     worker.add_argument("--data-dir", help="where jobs and pictures are kept")
     worker.add_argument("--config", help="TOML settings file")
+    worker.add_argument("--server", metavar="URL",
+                        help="on another machine: the serving machine's URL (jobs come from "
+                             "the shared Redis queue; needs STYLEJAX_WORKER_KEY)")
     worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     worker.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
@@ -239,9 +242,11 @@ class _FrontEnds:
 
 
 class _Janitor:
-    """Runs the retention sweep now and then (hourly), off the request path."""
+    """Off the request path: fails the jobs the queue gave up on (every 10 s, also for workers
+    on other machines) and runs the retention sweep (hourly)."""
 
-    EVERY_S = 3600.0
+    REAP_EVERY_S = 10.0
+    SWEEP_EVERY_S = 3600.0
 
     def __init__(self, service):
         self.service = service
@@ -249,12 +254,16 @@ class _Janitor:
         self._thread = threading.Thread(target=self._run, name="stylejax-janitor", daemon=True)
 
     def _run(self) -> None:
+        swept_at = -self.SWEEP_EVERY_S
         while True:
             try:
-                self.service.sweep_expired()
-            except Exception:  # noqa: BLE001 - retry at the next round
-                log.exception("retention sweep failed")
-            if self._stop.wait(self.EVERY_S):
+                self.service.reap_dead_letters()
+                if time.monotonic() - swept_at >= self.SWEEP_EVERY_S:
+                    swept_at = time.monotonic()
+                    self.service.sweep_expired()
+            except Exception as err:  # noqa: BLE001 - retry at the next round
+                log.warning("janitor round failed: %r", err)
+            if self._stop.wait(self.REAP_EVERY_S):
                 return
 
     def start(self) -> None:
@@ -312,13 +321,26 @@ def serve(settings: Settings, log_level: str = "info", config_path: str | None =
     return 0 if started else 1
 
 
-def run_worker(settings: Settings, parent_pid: int | None = None) -> int:
+def run_worker(settings: Settings, parent_pid: int | None = None,
+               server_url: str | None = None) -> int:
     """One worker process: claim, stylise, store, until SIGTERM (or its parent is gone)."""
     from .core import StyleService
     from .worker import Worker
 
-    service = StyleService(settings)
-    worker = Worker(service, max_batch=settings.max_batch)
+    if server_url:
+        if not settings.queue.startswith(("redis://", "rediss://")):
+            print("stylejax: a worker on another machine needs the shared queue: set "
+                  "STYLEJAX_QUEUE=redis://…", file=sys.stderr)
+            return 2
+        if settings.worker_key is None:
+            print("stylejax: set STYLEJAX_WORKER_KEY to the serving machine's worker key",
+                  file=sys.stderr)
+            return 2
+        service = None
+        worker = Worker.remote(settings, server_url, max_batch=settings.max_batch)
+    else:
+        service = StyleService(settings)
+        worker = Worker(service, max_batch=settings.max_batch)
     worker.install_signal_handlers()
     if parent_pid:
         def watch_parent() -> None:  # an orphaned worker would hold jobs nobody asked for
@@ -333,7 +355,11 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> int:
         _ = worker.stylizer.engine  # load the pack before the first claim
         worker.run()
     finally:
-        service.close()
+        if service is not None:
+            service.close()
+        else:
+            worker.queue.close()
+            worker.book.close()
     log.info("worker %s stopped after %d job(s)", worker.consumer, worker.handled)
     return 0
 
@@ -352,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings, args.log_level, args.config)
-    return run_worker(settings, args.parent_pid)
+    return run_worker(settings, args.parent_pid, args.server)
 
 
 if __name__ == "__main__":

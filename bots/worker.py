@@ -4,6 +4,9 @@ Delivery is at-least-once (a worker that dies mid-job leaves the job to be redel
 result is recorded exactly once: `Store.mark_done` succeeds for one caller only, and a redelivered
 job that is already finished is simply acknowledged. Pack jobs claimed together that share a
 style and options run as one batch through the engine.
+
+A worker reads and records jobs through a job book (`bots.jobbook`): the local stores next to
+the service, or the serving machine's internal API for workers on other machines.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from storage import STYLE_SHA_PARAM, Job, JobKind, JobState
-from storage.queue import Delivery, new_consumer_name
+from storage import Job, JobKind
+from storage.queue import Delivery, JobQueue, new_consumer_name, open_queue
 from stylejax.custom_style import CustomStyleConfig
 from stylejax.errors import StyleJAXError
 from stylejax.imageio import encode_image
 from stylejax.stylizer import Stylizer
 
-from .core import GENERIC_ERROR, StyleService
+from .config import Settings
+from .core import GENERIC_ERROR, StyleService, queue_options
+from .jobbook import JobBook, LocalJobBook, RemoteJobBook
 
 log = logging.getLogger("stylejax.worker")
 
@@ -62,75 +67,76 @@ __all__ = ["GENERIC_ERROR", "Worker"]
 class Worker:
     """One consumer of the queue; `run()` loops until stopped (or `max_jobs` are handled)."""
 
-    def __init__(self, service: StyleService, *, stylizer: Stylizer | None = None,
-                 consumer: str | None = None, max_batch: int = 4):
+    def __init__(self, service: StyleService | None = None, *, stylizer: Stylizer | None = None,
+                 consumer: str | None = None, max_batch: int = 4, book: JobBook | None = None,
+                 queue: JobQueue | None = None, settings: Settings | None = None):
+        """Next to the service: `Worker(service)`. Elsewhere: see `Worker.remote`."""
         self.service = service
-        self.stylizer = stylizer or Stylizer(service.settings.pack)
+        self.settings = settings or service.settings
+        self.queue = queue or service.queue
+        self.book = book or LocalJobBook(service.store, service.blobs)
+        self.stylizer = stylizer or Stylizer(self.settings.pack)
         self.consumer = consumer or new_consumer_name()
         self.max_batch = max_batch
         self.stop = threading.Event()
         self.handled = 0
 
+    @classmethod
+    def remote(cls, settings: Settings, server_url: str, **kwargs) -> Worker:
+        """A worker on another machine: jobs from the shared (Redis) queue, job records and
+        pictures through the serving machine's internal API."""
+        if settings.worker_key is None:
+            raise ValueError("a remote worker needs STYLEJAX_WORKER_KEY (the server's too)")
+        book = RemoteJobBook(server_url, settings.worker_key.get_secret_value())
+        queue = open_queue(settings.queue_url, **queue_options(settings))
+        return cls(book=book, queue=queue, settings=settings, **kwargs)
+
     # -- one job ----------------------------------------------------------------------------------
     def _start(self, d: Delivery) -> Job | None:
         """The job to run, or None when this delivery needs no work (finished, gone)."""
-        store = self.service.store
-        job = store.get_job(d.job_id)
-        if job is None or job.state.is_terminal:
+        job = self.book.begin(d.job_id)
+        if job is None:
             self._ack(d)  # redelivery of finished work: nothing to do
-            return None
-        if job.state is JobState.QUEUED:
-            job = store.set_state(job.id, JobState.RUNNING)
-        store.increment_attempts(job.id)
         return job
 
     def _finish(self, d: Delivery, job: Job, image) -> None:
-        sha = self.service.blobs.put(encode_image(image, "png"), owner=str(job.owner))
-        if self.service.store.mark_done(job.id, sha):
+        if self.book.finish(job, encode_image(image, "png")):
             log.info("job %s done (attempt %d)", job.id, d.attempts)
         self._ack(d)
 
     def _ack(self, d: Delivery) -> None:
         """Ack, tolerating a queue outage: the job is recorded, so a redelivery is a no-op."""
         try:
-            self.service.queue.ack(d)
+            self.queue.ack(d)
         except Exception as err:  # noqa: BLE001
             log.warning("could not ack job %s (%r); its redelivery will be skipped",
                         d.job_id, err)
 
     def _fail(self, d: Delivery, job: Job, err: BaseException) -> None:
-        store, queue = self.service.store, self.service.queue
-        now = store.get_job(job.id)
-        if now is None or now.state.is_terminal:  # cancelled, deleted or finished meanwhile
+        if isinstance(err, StyleJAXError):
+            self.book.fail(job.id, str(err))
             self._ack(d)
-        elif isinstance(err, StyleJAXError):
-            store.set_state(job.id, JobState.FAILED, error=str(err))
-            self._ack(d)
-        elif d.attempts >= queue.max_attempts:
+        elif d.attempts >= self.queue.max_attempts:
             log.exception("job %s failed for good", job.id, exc_info=err)
-            store.set_state(job.id, JobState.FAILED, error=GENERIC_ERROR)
+            self.book.fail(job.id, GENERIC_ERROR)
             self._ack(d)
         else:
             log.warning("job %s failed (attempt %d), will retry: %r", job.id, d.attempts, err)
-            store.set_state(job.id, JobState.QUEUED)
-            queue.release(d)
+            self.book.requeue(job.id)
+            self.queue.release(d)
 
     def _cancelled(self, job_id: str) -> Callable[[], bool]:
-        def check() -> bool:
-            job = self.service.store.get_job(job_id)
-            return job is None or job.state is JobState.CANCELLED
-        return check
+        return lambda: self.book.is_cancelled(job_id)
 
     def _run_custom(self, d: Delivery, job: Job) -> None:
-        blobs, store = self.service.blobs, self.service.store
         try:
-            settings = self.service.settings
+            settings = self.settings
             size = min(settings.custom_style_size, settings.max_side)
             result = self.stylizer.stylize_with_image(
-                blobs.get(job.input_sha), blobs.get(job.params[STYLE_SHA_PARAM]),
+                self.book.photo(job), self.book.style_picture(job),
                 strength=job.params["strength"], keep_colors=job.params["keep_colors"],
                 config=CustomStyleConfig(size=size, time_budget_s=settings.custom_style_seconds),
-                progress=lambda f, _losses: store.set_progress(job.id, 0.99 * f),
+                progress=lambda f, _losses: self.book.progress(job.id, 0.99 * f),
                 should_stop=self._cancelled(job.id))
             if self._cancelled(job.id)():
                 self._ack(d)
@@ -140,15 +146,14 @@ class Worker:
             self._fail(d, job, err)
 
     def _run_pack_batch(self, items: list[tuple[Delivery, Job]]) -> None:
-        blobs, store = self.service.blobs, self.service.store
         params = items[0][1].params
         try:
-            photos = [blobs.get(job.input_sha) for _, job in items]
+            photos = [self.book.photo(job) for _, job in items]
             for _, job in items:
-                store.set_progress(job.id, 0.1)
+                self.book.progress(job.id, 0.1)
             images = self.stylizer.stylize_many(
                 photos, params["style"], strength=params["strength"],
-                keep_colors=params["keep_colors"], max_size=self.service.settings.max_side)
+                keep_colors=params["keep_colors"], max_size=self.settings.max_side)
         except Exception as err:  # noqa: BLE001 - one bad photo must not fail its batch mates
             if len(items) > 1:
                 for item in items:
@@ -164,8 +169,8 @@ class Worker:
 
     def handle(self, deliveries: list[Delivery]) -> None:
         """Run a claimed set: pack jobs grouped by style and options, custom jobs one by one."""
-        every = max(0.2, self.service.queue.visibility_s / 3)
-        with _Heartbeat(self.service.queue, deliveries, every):
+        every = max(0.2, self.queue.visibility_s / 3)
+        with _Heartbeat(self.queue, deliveries, every):
             self._handle(deliveries)
         self.handled += len(deliveries)
 
@@ -186,7 +191,7 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, *, max_jobs: int | None = None, idle_exit_s: float | None = None) -> int:
         """Claim and handle jobs until `stop` is set; returns how many deliveries it handled."""
-        queue = self.service.queue
+        queue = self.queue
         idle_since = time.monotonic()
         reaped_at = 0.0
         backoff = QUEUE_RETRY_S[0]
@@ -194,7 +199,7 @@ class Worker:
             if max_jobs is not None and self.handled >= max_jobs:
                 break
             try:
-                if time.monotonic() - reaped_at > REAP_EVERY_S:
+                if self.service is not None and time.monotonic() - reaped_at > REAP_EVERY_S:
                     self.service.reap_dead_letters()
                     reaped_at = time.monotonic()
                 # claim() also takes over deliveries whose worker died (expired leases)

@@ -83,6 +83,7 @@ class FakeDiscord:
         self.synced = asyncio.Event()
         self.downloads: list[str] = []              # attachment files the bot fetched
         self._original: dict[str, int] = {}         # interaction token → @original message
+        self._source: dict[str, int] = {}           # … → the message a pressed button is on
         self._files: dict[str, tuple[bytes, str]] = {}
         self._ids = itertools.count(10_000)
         self._seq = itertools.count(1)
@@ -164,6 +165,29 @@ class FakeDiscord:
         """A message a user posted in the channel (for the message context menu)."""
         return self._message(author.payload(), content=content, attachments=attachments, type=0)
 
+    def _command_id(self, name: str) -> int:
+        for c in self.commands:
+            if c["name"] == name:
+                return int(c["id"])
+        raise AssertionError(f"the bot did not sync a command named {name!r}")
+
+    def _command_data(self, name: str, options: dict[str, Any]) -> dict:
+        opts, attachments = [], {}
+        for key, value in options.items():
+            if isinstance(value, dict):
+                attachments[value["id"]] = value
+                opts.append({"name": key, "type": ATTACHMENT, "value": value["id"]})
+            elif isinstance(value, bool):
+                opts.append({"name": key, "type": BOOLEAN, "value": value})
+            elif isinstance(value, int | float):
+                opts.append({"name": key, "type": NUMBER, "value": value})
+            else:
+                opts.append({"name": key, "type": STRING, "value": value})
+        data = {"id": str(self._command_id(name)), "name": name, "type": 1, "options": opts}
+        if attachments:
+            data["resolved"] = {"attachments": attachments}
+        return data
+
     async def interact(self, user: FakeUser, itype: int, data: dict, *,
                        message: dict | None = None) -> Sent:
         iid = self.snowflake()
@@ -183,7 +207,7 @@ class FakeDiscord:
         }
         if message is not None:
             payload["message"] = message
-            self._original[token] = int(message["id"])
+            self._source[token] = int(message["id"])
         await self.dispatch("INTERACTION_CREATE", payload)
         return Sent(iid, token, payload)
 
@@ -239,6 +263,22 @@ class FakeDiscord:
                     return body["content"]
             return None
         return await self.wait_for(find, timeout)
+
+    def transcript(self, sent: Sent) -> list[dict]:
+        """One exchange, readable: the interaction Discord sent, then each call the bot made.
+
+        Uploaded files appear as their name and size; the interaction token is shortened.
+        """
+        short = sent.token[:8] + "…"
+        rows: list[dict] = [{"gateway": "INTERACTION_CREATE",
+                             "d": {k: sent.payload[k] for k in ("type", "data", "locale")}}]
+        for c in self.calls_for(sent):
+            body = {k: v for k, v in (c.json or {}).items() if not k.startswith("_")}
+            row = {"request": f"{c.method} {c.path.replace(sent.token, short)}", "json": body}
+            if c.files:
+                row["files"] = {name: f"<{len(data)} bytes>" for name, data in c.files.items()}
+            rows.append(row)
+        return json.loads(json.dumps(rows).replace(sent.token, short))
 
     def file(self, attachment: dict) -> bytes:
         """The bytes of a file the bot uploaded (or a test upload)."""
@@ -322,7 +362,8 @@ class FakeDiscord:
                     "flags": 0, "team": None, "interactions_endpoint_url": None})
             case ("PUT", "applications", a, "commands") | (
                     "PUT", "applications", a, "guilds", _, "commands") if a == app:
-                self.commands = [{**c, "id": str(self.snowflake()), "application_id": app,
+                self.commands = [{"description": "", "options": [], **c,
+                                  "id": str(self.snowflake()), "application_id": app,
                                   "version": "1"} for c in call.json]
                 self.synced.set()
                 return _json(self.commands)
@@ -364,9 +405,10 @@ class FakeDiscord:
                                          response_message_loading=kind != CHANNEL_MESSAGE,
                                          response_message_ephemeral=bool(msg["flags"] & 64))
             answer["resource"] = {"type": kind, "message": msg}
-        elif kind == UPDATE_MESSAGE:
+        elif kind in (DEFERRED_UPDATE, UPDATE_MESSAGE) and token in self._source:
+            self._original[token] = self._source[token]  # @original: the button's message
             msg = self._message_of(token, "@original")
-            if msg is not None:
+            if msg is not None and kind == UPDATE_MESSAGE:
                 self._edit(msg, Call("PATCH", "", {}, data, call.files))
                 answer["resource"] = {"type": kind, "message": msg}
         return answer

@@ -55,6 +55,10 @@ class Call:
                 return data
         raise AssertionError(f"no button {label_part!r} in {self.buttons()}")
 
+    def upload_media(self, index: int) -> bytes:
+        """The bytes of the `index`-th picture of a sendMediaGroup album."""
+        return self.files[self.params["media"][index]["media"].removeprefix("attach://")]
+
     def upload(self, field_name: str) -> bytes:
         """The bytes uploaded for a photo/document, whether sent directly or via attach://."""
         value = self.params.get(field_name)
@@ -64,6 +68,9 @@ class Call:
 
 
 def _parse_value(value: str) -> Any:
+    """Form fields are strings: numbers (ids) and JSON objects (markup, media) are decoded."""
+    if value.lstrip("-").isdigit():
+        return int(value)
     if value[:1] in "[{":
         try:
             return json.loads(value)

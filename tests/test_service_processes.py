@@ -187,3 +187,46 @@ def test_corrupt_uploads_fail_clearly_and_others_go_through(tmp_path):
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
         _stop_clean(srv)
+
+
+def test_worker_on_another_machine_shares_only_redis_and_http(tmp_path):
+    """Scale-out: the serving machine runs no worker; a worker with its own (empty) disk gets
+    jobs from Redis and pictures over the internal API, authorised by the worker key."""
+    require_redis_server()
+    redis = RedisServer(tmp_path / "redis").start()
+    key = "worker-key-0123456789abcdef"
+    srv = Server(tmp_path, workers=0, STYLEJAX_QUEUE=redis.url, STYLEJAX_WORKER_KEY=key,
+                 STYLEJAX_RATE_PER_MINUTE="600", STYLEJAX_RATE_BURST="30",
+                 STYLEJAX_MAX_ACTIVE_JOBS="30")
+    elsewhere = tmp_path / "other-machine"
+    remote = None
+    try:
+        assert_json_error(srv.client.post("/internal/v1/jobs/x/begin"), 401)
+        assert_json_error(srv.client.post("/internal/v1/jobs/x/begin",
+                                          headers={"X-Worker-Key": "wrong"}), 401)
+        photos = [photo_png(120, 160, seed=40 + i) for i in range(3)]
+        ids = [post_photo(srv.client, p, style="night").json()["id"] for p in photos]
+        custom = srv.client.post("/api/v1/jobs", files={
+            "image": ("p.png", photos[0], "image/png"),
+            "style_image": ("s.png", photo_png(64, 64, seed=9), "image/png")}).json()["id"]
+        remote_log = open(tmp_path / "remote.log", "wb")  # noqa: SIM115
+        remote = subprocess.Popen(
+            [sys.executable, "-m", "bots.serve", "worker", "--server", srv.base,
+             "--data-dir", str(elsewhere)],
+            env={**srv.env, "STYLEJAX_CUSTOM_STYLE_SECONDS": "3",
+                 "STYLEJAX_CUSTOM_STYLE_SIZE": "64"},
+            stdout=remote_log, stderr=subprocess.STDOUT)
+        for job_id, p in zip(ids, photos):
+            status = wait_done(srv.client, job_id, timeout_s=90)
+            assert status["state"] == "done", status
+            _assert_stylized(srv.client, job_id, p)
+        assert wait_done(srv.client, custom, timeout_s=90)["state"] == "done"
+    finally:
+        if remote is not None:
+            remote.send_signal(signal.SIGTERM)
+            assert remote.wait(30) == 0
+            remote_log.close()
+        _stop_clean(srv)
+        redis.stop()
+    assert not (elsewhere / "meta.db").exists()  # it never touched a local store
+    assert key not in srv.log() and key not in (tmp_path / "remote.log").read_text()

@@ -1,0 +1,151 @@
+"""Where a worker reads its jobs and records their outcome: the job book.
+
+Two implementations of one small interface, so the same `Worker` runs next to the service or on
+another machine:
+
+* `LocalJobBook` — the Store and BlobStore under the data directory (worker processes of
+  `stylejax serve`, or any worker sharing that disk).
+* `RemoteJobBook` — the serving machine's internal HTTP endpoints (`bots.worker_api`), for
+  workers on other machines that share only the Redis queue. The serving machine stays the one
+  writer of its SQLite file, and pictures travel over HTTP.
+
+Every method is idempotent per job id, as at-least-once delivery needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+from storage import STYLE_SHA_PARAM, BlobStore, Job, JobKind, JobState, Store
+
+
+class JobBook(Protocol):
+    def begin(self, job_id: str) -> Job | None:
+        """Mark the job running and count the attempt; None when there is nothing to do."""
+
+    def is_cancelled(self, job_id: str) -> bool:
+        """Cancelled or deleted: stop working on it."""
+
+    def photo(self, job: Job) -> bytes: ...
+
+    def style_picture(self, job: Job) -> bytes: ...
+
+    def progress(self, job_id: str, fraction: float) -> None: ...
+
+    def finish(self, job: Job, png: bytes) -> bool:
+        """Record the result; True only for the call that recorded it."""
+
+    def fail(self, job_id: str, error: str) -> None:
+        """Record a failure the user will read (no-op when the job already ended)."""
+
+    def requeue(self, job_id: str) -> None:
+        """Back to queued for another attempt (no-op when the job already ended)."""
+
+
+class LocalJobBook:
+    """The service's own Store and BlobStore."""
+
+    def __init__(self, store: Store, blobs: BlobStore):
+        self.store, self.blobs = store, blobs
+
+    def begin(self, job_id: str) -> Job | None:
+        job = self.store.get_job(job_id)
+        if job is None or job.state.is_terminal:
+            return None
+        if job.state is JobState.QUEUED:
+            job = self.store.set_state(job.id, JobState.RUNNING)
+        self.store.increment_attempts(job.id)
+        return job
+
+    def is_cancelled(self, job_id: str) -> bool:
+        job = self.store.get_job(job_id)
+        return job is None or job.state is JobState.CANCELLED
+
+    def photo(self, job: Job) -> bytes:
+        return self.blobs.get(job.input_sha)
+
+    def style_picture(self, job: Job) -> bytes:
+        return self.blobs.get(job.params[STYLE_SHA_PARAM])
+
+    def progress(self, job_id: str, fraction: float) -> None:
+        self.store.set_progress(job_id, fraction)
+
+    def finish(self, job: Job, png: bytes) -> bool:
+        sha = self.blobs.put(png, owner=str(job.owner))
+        return self.store.mark_done(job.id, sha)
+
+    def _ended(self, job_id: str) -> bool:
+        job = self.store.get_job(job_id)
+        return job is None or job.state.is_terminal
+
+    def fail(self, job_id: str, error: str) -> None:
+        if self._ended(job_id):
+            return
+        if self.store.get_job(job_id).state is JobState.QUEUED:
+            self.store.set_state(job_id, JobState.RUNNING)
+        self.store.set_state(job_id, JobState.FAILED, error=error)
+
+    def requeue(self, job_id: str) -> None:
+        if not self._ended(job_id) and self.store.get_job(job_id).state is JobState.RUNNING:
+            self.store.set_state(job_id, JobState.QUEUED)
+
+
+def job_to_json(job: Job) -> dict:
+    return {**dataclasses.asdict(job), "kind": job.kind.value, "state": job.state.value}
+
+
+def job_from_json(data: dict) -> Job:
+    return Job(**{**data, "kind": JobKind(data["kind"]), "state": JobState(data["state"])})
+
+
+class RemoteJobBook:
+    """The serving machine's `/internal/v1` endpoints, authorised by the shared worker key."""
+
+    def __init__(self, server_url: str, worker_key: str, *, timeout_s: float = 30.0):
+        import httpx
+
+        self.client = httpx.Client(base_url=server_url.rstrip("/") + "/internal/v1",
+                                   headers={"X-Worker-Key": worker_key}, timeout=timeout_s)
+
+    def _post(self, path: str, **kwargs):
+        resp = self.client.post(path, **kwargs)
+        resp.raise_for_status()
+        return resp
+
+    def begin(self, job_id: str) -> Job | None:
+        body = self._post(f"/jobs/{job_id}/begin").json()
+        return job_from_json(body["job"]) if body["job"] is not None else None
+
+    def is_cancelled(self, job_id: str) -> bool:
+        resp = self.client.get(f"/jobs/{job_id}")
+        resp.raise_for_status()
+        return resp.json()["state"] in ("cancelled", "gone")
+
+    def _blob(self, sha: str) -> bytes:
+        resp = self.client.get(f"/blobs/{sha}")
+        resp.raise_for_status()
+        return resp.content
+
+    def photo(self, job: Job) -> bytes:
+        return self._blob(job.input_sha)
+
+    def style_picture(self, job: Job) -> bytes:
+        return self._blob(job.params[STYLE_SHA_PARAM])
+
+    def progress(self, job_id: str, fraction: float) -> None:
+        self._post(f"/jobs/{job_id}/progress", json={"progress": fraction})
+
+    def finish(self, job: Job, png: bytes) -> bool:
+        resp = self._post(f"/jobs/{job.id}/result", content=png,
+                          headers={"Content-Type": "image/png"})
+        return bool(resp.json()["recorded"])
+
+    def fail(self, job_id: str, error: str) -> None:
+        self._post(f"/jobs/{job_id}/fail", json={"error": error})
+
+    def requeue(self, job_id: str) -> None:
+        self._post(f"/jobs/{job_id}/requeue")
+
+    def close(self) -> None:
+        self.client.close()
