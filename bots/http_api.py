@@ -111,8 +111,8 @@ def create_app(service: StyleService) -> FastAPI:
     pack_dir = Path(settings.pack) if settings.pack is not None else default_pack_dir()
     key_users = {hashlib.sha256(k.get_secret_value().encode()).hexdigest()[:16]
                  for k in settings.api_keys}
-    app = FastAPI(title="StyleJAX", version="1", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(title="StyleJAX", version="1", redoc_url=None,
+                  description="Photo style transfer: post a photo and a style, get it back.")
     app.add_middleware(_BodyLimit, max_body=2 * settings.max_upload_bytes + 1_000_000)
 
     # -- errors -----------------------------------------------------------------------------------

@@ -165,3 +165,16 @@ def _digest(key: str) -> str:
     import hashlib
 
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def test_openapi_schema_documents_the_contract(server):
+    schema = server.client.get("/openapi.json").json()
+    paths = schema["paths"]
+    for path, method in [("/healthz", "get"), ("/api/v1/styles", "get"),
+                         ("/api/v1/jobs", "post"), ("/api/v1/jobs/{job_id}", "get"),
+                         ("/api/v1/jobs/{job_id}/result", "get"),
+                         ("/api/v1/jobs/{job_id}/events", "get")]:
+        assert method in paths[path], path
+    form = paths["/api/v1/jobs"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in form
+    assert not any(p.startswith("/internal") for p in paths)  # workers' API stays private
