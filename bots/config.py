@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     queue_visibility_s: float = Field(60.0, gt=0)  # a silent worker's jobs go back after this
     worker_mode: Literal["process", "thread"] = "process"
     max_batch: int = Field(4, ge=1, le=64)
+    batch_wait_s: float = Field(0.02, ge=0, le=5)  # how long a part-filled batch waits for more
     custom_style_seconds: float = Field(30.0, gt=0)  # time budget of one custom-style job
     custom_style_size: int = Field(512, ge=64)       # long side of a custom-style result
     telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")

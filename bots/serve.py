@@ -99,6 +99,11 @@ class _ThreadWorkers:
         return not any(t.is_alive() for t in self.threads)
 
 
+# What a worker process needs to see as `serve` does, whatever source (file, flag) set it.
+_WORKER_SETTINGS = ("queue", "pack", "max_side", "max_batch", "batch_wait_s",
+                    "custom_style_seconds", "custom_style_size", "queue_visibility_s")
+
+
 class _ProcessWorkers:
     """N `stylejax worker` subprocesses, restarted when one dies (the default).
 
@@ -131,12 +136,13 @@ class _ProcessWorkers:
         # N processes × all cores each would oversubscribe the CPU
         env.setdefault("STYLEJAX_ORT_THREADS", str(max(1, (os.cpu_count() or 1) // self.n)))
         # the workers read the same settings; flags given to `serve` travel as environment
-        for name in ("queue", "pack", "max_side", "max_batch", "custom_style_seconds",
-                     "custom_style_size", "queue_visibility_s"):
-            env[f"STYLEJAX_{name.upper()}"] = str(getattr(self.settings, name) or "")
+        for name in _WORKER_SETTINGS:
+            value = getattr(self.settings, name)
+            if value is not None and value != "":
+                env[f"STYLEJAX_{name.upper()}"] = str(value)
         env.pop("TELEGRAM_BOT_TOKEN", None)  # workers never talk to the platforms
         env.pop("DISCORD_BOT_TOKEN", None)
-        return {k: v for k, v in env.items() if v != ""}
+        return env
 
     def _spawn(self, i: int) -> None:
         self.procs[i] = subprocess.Popen(self._command(), env=self._env())

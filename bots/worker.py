@@ -78,6 +78,7 @@ class Worker:
         self.stylizer = stylizer or Stylizer(self.settings.pack)
         self.consumer = consumer or new_consumer_name()
         self.max_batch = max_batch
+        self.batch_wait_s = self.settings.batch_wait_s
         self.stop = threading.Event()
         self.handled = 0
 
@@ -204,6 +205,10 @@ class Worker:
                     reaped_at = time.monotonic()
                 # claim() also takes over deliveries whose worker died (expired leases)
                 batch = queue.claim(self.consumer, block_s=1.0, max_items=self.max_batch)
+                if batch and len(batch) < self.max_batch and self.batch_wait_s > 0:
+                    # a burst is often still arriving: a short wait fills the batch
+                    batch += queue.claim(self.consumer, block_s=self.batch_wait_s,
+                                         max_items=self.max_batch - len(batch))
             except Exception as err:  # noqa: BLE001 - e.g. Redis restarting: wait, then retry
                 log.warning("worker %s: queue unavailable (%r); retrying in %.1f s",
                             self.consumer, err, backoff)
