@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from photos import photo_png
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +259,7 @@ def test_phone_layout_custom_controls_and_result(server, browser):
         assert not tab.js_errors, tab.js_errors
 
 
-def test_chinese_browser_without_event_source_polls(server, browser):
+def test_chinese_browser_without_event_source_polls(server, browser, tmp_path):
     """Names and texts in the browser's language; without EventSource the page polls."""
     with Tab(browser, server, viewport={"width": 1280, "height": 800}, locale="zh-CN",
              extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"}) as tab:
@@ -276,6 +277,15 @@ def test_chinese_browser_without_event_source_polls(server, browser):
         _wait_result(page)
         assert page.inner_text("#status").startswith("完成") and events == []
         assert page.get_attribute("#after", "alt") == "你的照片，风格：构成第八号（康定斯基）"
+        # another photo after a result: re-run by itself, for the new photo
+        first = page.get_attribute("#stage", "data-job-id")
+        other = tmp_path / "gradient.png"
+        other.write_bytes(photo_png(150, 200, seed=7))
+        page.set_input_files("#photo", str(other))
+        _wait_result(page, previous_job=first)
+        size = page.evaluate("(i => [i.naturalWidth, i.naturalHeight])(document.images.after)")
+        assert size == [200, 150]
+        assert len(tab.job_posts) == 2
         assert not tab.js_errors, tab.js_errors
 
 

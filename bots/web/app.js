@@ -348,6 +348,7 @@ function setPhoto(file) {
     el.camera.value = "";
     return;
   }
+  const live = state.hasResult || Boolean(state.job);  // re-run for the new photo too
   cancelJob();
   state.photo = file;
   state.photoVersion += 1;
@@ -377,6 +378,7 @@ function setPhoto(file) {
   el.compare.hidden = false;
   el.go.textContent = t("stylize");
   setStatus("");
+  if (live) state.rerunTimer = setTimeout(() => run({ auto: true }), RERUN_DELAY_MS);
 }
 
 function setStyleImage(file) {
