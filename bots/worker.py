@@ -130,6 +130,7 @@ class Worker:
         return lambda: self.book.is_cancelled(job_id)
 
     def _run_custom(self, d: Delivery, job: Job) -> None:
+        cancelled = self._cancelled(job.id)
         try:
             settings = self.settings
             size = min(settings.custom_style_size, settings.max_side)
@@ -138,11 +139,17 @@ class Worker:
                 strength=job.params["strength"], keep_colors=job.params["keep_colors"],
                 config=CustomStyleConfig(size=size, time_budget_s=settings.custom_style_seconds),
                 progress=lambda f, _losses: self.book.progress(job.id, 0.99 * f),
-                should_stop=self._cancelled(job.id))
-            if self._cancelled(job.id)():
+                should_stop=lambda: self.stop.is_set() or cancelled())
+            if cancelled():
                 self._ack(d)
-                return
-            self._finish(d, job, result.image)
+            elif self.stop.is_set() and result.stopped_early:
+                # shutting down: hand the job to the next worker rather than keep the service
+                # waiting ~30 s or deliver a half-learnt style; stopping is not its fault
+                log.info("job %s handed back: worker stopping", job.id)
+                self.book.requeue(job.id)
+                self.queue.release(d, count_attempt=False)
+            else:
+                self._finish(d, job, result.image)
         except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
             self._fail(d, job, err)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -166,5 +167,35 @@ def test_retention_sweep_removes_old_jobs_and_stray_pictures(tmp_path, stylizer)
         with pytest.raises(JobNotFoundError):
             svc.job(old.id)
         assert not svc.blobs.exists(staged) and svc.blobs.exists(fresh.input_sha)
+    finally:
+        svc.close()
+
+
+def test_stopping_worker_hands_a_custom_job_back(tmp_path, stylizer):
+    """SIGTERM mid custom-style job: the job goes back to the queue at once (no attempt spent)
+    instead of holding shutdown for the whole budget, and the next worker finishes it."""
+    import threading
+
+    svc = StyleService(Settings(data_dir=tmp_path / "d", custom_style_seconds=60,
+                                custom_style_size=64))
+    try:
+        user = svc.user("test", 11)
+        job = svc.submit(user, _png(64, 64, seed=1), style_image=_png(64, 64, seed=2))
+        first = Worker(svc, stylizer=stylizer)
+        runner = threading.Thread(target=first.run, kwargs={"max_jobs": 1})
+        runner.start()
+        deadline = time.monotonic() + 60
+        while svc.job(job.id).progress == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        first.stop.set()
+        runner.join(30)
+        assert not runner.is_alive() and time.monotonic() - t0 < 20
+        back = svc.job(job.id)
+        assert back.state is JobState.QUEUED and back.result_sha is None
+        svc.settings.custom_style_seconds = 2  # the next worker may finish quickly
+        Worker(svc, stylizer=stylizer).run(max_jobs=1)
+        done = svc.job(job.id)
+        assert done.state is JobState.DONE and done.result_sha is not None
     finally:
         svc.close()
