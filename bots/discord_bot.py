@@ -5,14 +5,17 @@ followed) lives in `bots.frontend` and `bots.core`; this module only turns Disco
 into service calls and service results into Discord messages. Service calls block (SQLite, the
 blob store), so each one runs in a thread; the event loop never stylises or waits on disk.
 
-Buttons and menus are `DynamicItem`s: their custom_id carries the action (`frontend.Action`), so
-they keep working after a restart without any per-message state in memory.
+The keyboards (result buttons, cancel, settings, confirmation) are the shared ones from
+`bots.frontend`, drawn here as Discord components; a style choice becomes one select menu.
+Components are `DynamicItem`s: their custom_id carries the `frontend.Action`, so they keep
+working after a restart with no per-message state in memory, and every press on a job is
+checked against the job's owner.
 
     /stylize image style strength keep_colors   a pack style (autocomplete), result with buttons
     Apps ▸ Stylize (message context menu)        any message with a picture; pick a style
     /styles                                      the gallery, with thumbnails
     /custom content style                        your own style picture (optimisation, ~30 s)
-    /settings [strength] [keep_colors]           your defaults (ephemeral)
+    /settings [strength] [keep_colors]           your defaults, also as buttons (ephemeral)
     /forget                                      delete your data, after a confirmation button
 """
 
@@ -35,11 +38,15 @@ from stylejax.errors import StyleJAXError
 from .config import ConfigError, Settings
 from .core import StyleService
 from .frontend import (
-    STRENGTH_STEP,
     Action,
+    Keyboard,
+    apply_setting,
+    cancel_keyboard,
+    confirm_keyboard,
     decode_action,
     encode_action,
     error_message,
+    fit_upload,
     follow_job,
     matching_styles,
     next_strength,
@@ -47,6 +54,9 @@ from .frontend import (
     photo_sha,
     photo_token,
     progress_text,
+    result_keyboard,
+    settings_keyboard,
+    settings_text,
     style_by_index,
     style_thumbnail,
     upload_refusal,
@@ -56,7 +66,7 @@ from .i18n import language_of, t
 log = logging.getLogger("stylejax.discord")
 
 PLATFORM = "discord"
-RESULT_FILE = "stylized.png"
+RESULT_NAME = "stylized"  # + .png, or .jpg when the PNG is over the server's upload limit
 MAX_SELECT_OPTIONS = 25   # Discord's limit per select menu
 MAX_EMBEDS = 10           # … and per message
 DISCORD_API_BASE = Route.BASE  # discord.py's default, before any override below
@@ -150,11 +160,13 @@ async def _present(interaction: Interaction, job: Job, lang: str, working: str =
                                                  view=None)
         return
     png = await asyncio.to_thread(service.result, final.id)
+    data, ext = await asyncio.to_thread(fit_upload, png, interaction.filesize_limit)
+    name = f"{RESULT_NAME}.{ext}"
     embed = discord.Embed(description=outcome_text(service, final, lang),
                           colour=discord.Colour.blurple())
-    embed.set_image(url=f"attachment://{RESULT_FILE}")
+    embed.set_image(url=f"attachment://{name}")
     await interaction.edit_original_response(
-        content=None, embed=embed, attachments=[discord.File(io.BytesIO(png), RESULT_FILE)],
+        content=None, embed=embed, attachments=[discord.File(io.BytesIO(data), name)],
         view=_draw(result_keyboard(final, lang), service, lang,
                    strength=final.params["strength"]))
 
@@ -432,13 +444,9 @@ def _settings_view(service: StyleService, owner: User, lang: str) -> discord.ui.
 async def forget(interaction: Interaction) -> None:
     """Ask first: deleting everything cannot be undone."""
     lang = _lang(interaction)
-    who = str(interaction.user.id)
-    view = discord.ui.View(timeout=None)
-    view.add_item(ActionButton(Action("forget", who, "yes"), t("btn_yes_forget", lang),
-                               style=discord.ButtonStyle.danger))
-    view.add_item(ActionButton(Action("forget", who, "no"), t("btn_no", lang)))
-    await interaction.response.send_message(t("forget_confirm", lang), view=view,
-                                            ephemeral=True)
+    await interaction.response.send_message(
+        t("forget_confirm", lang), ephemeral=True,
+        view=_draw(confirm_keyboard("forget", lang), _service(interaction), lang))
 
 
 COMMANDS: tuple[app_commands.Command | app_commands.ContextMenu, ...] = (
@@ -484,55 +492,63 @@ class StyleJAXBot(discord.AutoShardedClient):
                   values: list[str]) -> None:
         """What a button press or menu choice does (ownership is already checked)."""
         service, lang = self.service, _lang(interaction)
-        if action.verb == "forget":
-            await self._forget(interaction, action.arg == "yes")
-            return
-        if action.verb == "pick":
-            sha = photo_sha(action.job)
-            style = style_by_index(service, values[0]) if values else None
+        owner = await _user(interaction)
+        verb = action.verb
+        if verb == "forget":
+            if action.arg == "yes":
+                await asyncio.to_thread(service.forget, owner)
+            await interaction.response.edit_message(
+                content=t("forgotten" if action.arg == "yes" else "forget_kept", lang),
+                view=None)
+        elif verb == "set":
+            try:
+                owner = await asyncio.to_thread(apply_setting, service, owner, action)
+            except StyleJAXError as err:
+                await _refuse(interaction, error_message(err, lang))
+                return
+            await interaction.response.edit_message(
+                content=f"{t('settings_saved', lang)}\n{settings_text(service, owner, lang)}",
+                view=_settings_view(service, owner, lang))
+        elif verb == "pick":
+            sha, style = photo_sha(action.job), _chosen_style(service, values)
             if sha is None or style is None:
                 await _refuse(interaction, t("expired_button", lang))
                 return
-
-            async def submit() -> Job:
-                owner = await _user(interaction)
-                return await asyncio.to_thread(service.submit, owner, photo_sha=sha, style=style)
-
-            await _run_request(interaction, submit)
-            return
-        assert job is not None
-        if action.verb == "del":
+            await _run_request(interaction, lambda: asyncio.to_thread(
+                service.submit, owner, photo_sha=sha, style=style))
+        elif job is None:
+            raise AssertionError(f"{verb} needs a checked job")
+        elif verb == "cancel":  # the job's own reply then shows "Cancelled."
+            await asyncio.to_thread(service.cancel, job.id, owner)
             await interaction.response.defer()
-            owner = await _user(interaction)
+        elif verb == "del":
+            await interaction.response.defer()
             await asyncio.to_thread(service.delete_job, job.id, owner)
-            await interaction.delete_original_response()
+            await interaction.delete_original_response()  # the message the button was on
             await interaction.followup.send(t("deleted", lang), ephemeral=True)
-            return
-        changes: dict = {}
-        if action.verb in ("up", "down"):
-            changes["strength"] = next_strength(job.params["strength"],
-                                                1 if action.verb == "up" else -1)
-        elif action.verb == "keep":
-            changes["keep_colors"] = not job.params["keep_colors"]
-        elif action.verb == "style":
-            changes["style"] = style_by_index(service, values[0]) if values else None
-            if changes["style"] is None:
+        else:
+            changes = _changes(service, verb, job, values)
+            if changes is None:
                 await _refuse(interaction, t("expired_button", lang))
                 return
+            await _run_request(interaction, lambda: asyncio.to_thread(
+                service.resubmit, owner, job.id, **changes))
 
-        async def resubmit() -> Job:
-            owner = await _user(interaction)
-            return await asyncio.to_thread(service.resubmit, owner, job.id, **changes)
 
-        await _run_request(interaction, resubmit)
+def _chosen_style(service: StyleService, values: list[str]) -> str | None:
+    return style_by_index(service, values[0]) if values else None
 
-    async def _forget(self, interaction: Interaction, confirmed: bool) -> None:
-        lang = _lang(interaction)
-        if confirmed:
-            owner = await _user(interaction)
-            await asyncio.to_thread(self.service.forget, owner)
-        await interaction.response.edit_message(
-            content=t("forgotten" if confirmed else "forget_kept", lang), view=None)
+
+def _changes(service: StyleService, verb: str, job: Job, values: list[str]) -> dict | None:
+    """What "stronger", "weaker", "keep colours" or a menu choice changes in a finished job."""
+    if verb in ("up", "down"):
+        return {"strength": next_strength(job.params["strength"], 1 if verb == "up" else -1)}
+    if verb == "keep":
+        return {"keep_colors": not job.params["keep_colors"]}
+    if verb == "style":
+        style = _chosen_style(service, values)
+        return {"style": style} if style else None
+    return None
 
 
 def build_client(service: StyleService, settings: Settings) -> discord.Client:

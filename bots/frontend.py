@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 from storage import Job, JobState, QuotaExceededError, TooManyActiveJobsError, User
 from stylejax.errors import (
@@ -172,6 +175,22 @@ def upload_refusal(size: int, limit: int, lang: str) -> str | None:
     if size <= limit:
         return None
     return t("file_too_big", lang, size_mb=f"{size / 1e6:.1f}", limit_mb=f"{limit / 1e6:.0f}")
+
+
+def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
+    """A result within a platform's upload limit: the PNG itself, else a JPEG (smaller if need
+    be). Returns the bytes and their file extension. Blocking: call it in a thread."""
+    if len(png) <= limit:
+        return png, "png"
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    while True:
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=90)
+        if buf.tell() <= limit or min(image.size) <= 64:
+            return buf.getvalue(), "jpg"
+        scale = max(0.5, 0.9 * (limit / buf.tell()) ** 0.5)
+        image = image.resize((max(1, round(image.width * scale)),
+                              max(1, round(image.height * scale))), Image.LANCZOS)
 
 
 # -- errors ------------------------------------------------------------------------------------

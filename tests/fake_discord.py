@@ -63,6 +63,7 @@ class Sent:
     id: int
     token: str
     payload: dict
+    at: float = field(default_factory=time.monotonic)  # when it was sent over the gateway
 
 
 class FakeDiscord:
@@ -73,6 +74,7 @@ class FakeDiscord:
         self.app_id = app_id
         self.guild_id = guild_id
         self.channel_id = 555
+        self.upload_limit = 10 * 2**20  # what a server without boosts allows a bot
         self.bot_user = {"id": str(app_id), "username": "StyleJAX", "discriminator": "0",
                          "global_name": None, "avatar": None, "bot": True}
         self.calls: list[Call] = []
@@ -202,14 +204,15 @@ class FakeDiscord:
             "member": {"user": user.payload(), "roles": [], "joined_at": _now(), "deaf": False,
                        "mute": False, "flags": 0, "permissions": "2147483647"},
             "app_permissions": "2147483647", "entitlements": [],
-            "attachment_size_limit": 10 * 2**20, "authorizing_integration_owners": {},
+            "attachment_size_limit": self.upload_limit, "authorizing_integration_owners": {},
             "context": 0,
         }
         if message is not None:
             payload["message"] = message
             self._source[token] = int(message["id"])
+        sent = Sent(iid, token, payload)
         await self.dispatch("INTERACTION_CREATE", payload)
-        return Sent(iid, token, payload)
+        return sent
 
     async def dispatch(self, event: str, data: dict) -> None:
         if not self._sockets:
