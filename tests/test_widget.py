@@ -268,3 +268,14 @@ def test_library_does_not_import_the_notebook_front_end():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_without_a_pack_custom_styles_still_work(tmp_path, photo, style_png):
+    w = StylizeWidget(pack=tmp_path / "no-pack", sync=True, custom_config=TINY_CUSTOM)
+    assert w.no_pack and "style picture" in w.status.value
+    assert list(w.style_buttons) == [CUSTOM]
+    w.set_image(photo)
+    assert w.result is None and "no style pack" in w.status.value.lower()
+    w.set_style_image(style_png)
+    w.start_custom()
+    assert w.progress.value == 100 and w.result.size == (48, 32)

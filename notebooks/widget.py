@@ -1,0 +1,663 @@
+"""`StylizeWidget`: stylise photos in Jupyter, in-process, for one user.
+
+    from notebooks import widget
+    w = widget("photo.jpg")          # shows itself as a cell's last expression
+    w.result                         # the full-resolution result, a PIL image
+
+What it shows: a photo upload, a gallery of the pack's styles (thumbnails), strength, a second
+style to blend with and its mix, keep colours, a custom style from any picture (optimisation in a
+background thread, with a progress bar and cancel), before/after side by side and a PNG download
+link. Every control change first renders a quick low-resolution preview, then the full size;
+changes are debounced so dragging a slider does not queue up work.
+
+The logic is plain Python and callable without a browser, which is how the tests drive it:
+`set_image`, `select_style`, `strength.value = …`, `run(full=True)`, `start_custom`, `wait`.
+With `sync=True` every change renders at full size at once, in the calling thread.
+
+All model work goes through `stylejax.Stylizer` (the same path as the CLI and the service
+workers); this module only adds the user interface, a small cache of raw generator outputs (so
+strength and keep colours are instant) and the threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+from PIL import Image, ImageOps
+
+from stylejax.custom_style import CustomStyleConfig
+from stylejax.errors import (
+    ImageTooLargeError,
+    ImageTooSmallError,
+    StyleJAXError,
+    WeightsError,
+)
+from stylejax.generator import apply_controls
+from stylejax.imageio import (
+    DEFAULT_LIMITS,
+    DecodedImage,
+    decode_image,
+    encode_image,
+    resize_max_side,
+    to_float,
+    to_uint8,
+)
+from stylejax.stylizer import Stylizer
+
+logger = logging.getLogger(__name__)
+
+CUSTOM = ":custom"  # the id of "your own style" (a colon never appears in a pack's style ids)
+_THUMB = 88
+_OK, _BUSY, _ERROR = "#1a7f37", "#555555", "#c62828"
+
+ImageInput = str | os.PathLike | bytes | np.ndarray | Image.Image | DecodedImage
+
+
+def to_rgb(image: ImageInput) -> np.ndarray:
+    """A path, bytes, array or PIL image → H×W×3 uint8, with the same checks as uploads.
+
+    Bytes and files go through `decode_image` (format allow-list, size limits, EXIF rotation,
+    alpha composited on white); arrays and PIL images get the same normalisation and limits.
+    """
+    if isinstance(image, DecodedImage):
+        return image.rgb
+    if isinstance(image, (bytes, bytearray, memoryview, str, os.PathLike)):
+        return decode_image(bytes(image) if isinstance(image, (bytearray, memoryview))
+                            else image).rgb
+    if isinstance(image, Image.Image):
+        im = ImageOps.exif_transpose(image)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, rgba)
+        arr = np.asarray(im.convert("RGB"))
+    elif isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise StyleJAXError(f"A picture array must be H×W, H×W×3 or H×W×4, "
+                                f"got shape {tuple(image.shape)}.")
+        if arr.shape[2] == 4:
+            a = to_float(arr[..., 3:])
+            arr = to_float(arr[..., :3]) * a + (1.0 - a)
+        arr = to_uint8(arr)
+    else:
+        raise StyleJAXError(f"Cannot use a {type(image).__name__} as a picture: give a file "
+                            "path, bytes, a NumPy array or a PIL image.")
+    h, w = arr.shape[:2]
+    lim = DEFAULT_LIMITS
+    if min(h, w) < lim.min_side:
+        raise ImageTooSmallError(f"The picture is too small: {w}×{h}, each side must be at "
+                                 f"least {lim.min_side} pixels.")
+    if h * w > lim.max_pixels or max(h, w) > lim.max_side:
+        raise ImageTooLargeError(f"The picture is too large: {w}×{h}.")
+    return np.ascontiguousarray(arr)
+
+
+def _jpeg(rgb: np.ndarray, side: int) -> bytes:
+    return encode_image(resize_max_side(rgb, side), "jpeg", quality=88)
+
+
+def _placeholder(side: int = _THUMB) -> bytes:
+    tile = np.full((side, side, 3), 225, np.uint8)
+    tile[side // 2 - 1: side // 2 + 1] = 190
+    return encode_image(tile, "png")
+
+
+def _thumbnail(path: Path | None) -> bytes:
+    if path is None or not path.is_file():
+        return _placeholder()
+    try:
+        rgb = decode_image(path).rgb
+    except StyleJAXError:
+        return _placeholder()
+    h, w = rgb.shape[:2]  # centre square, so the gallery lines up
+    s = min(h, w)
+    sq = rgb[(h - s) // 2: (h - s) // 2 + s, (w - s) // 2: (w - s) // 2 + s]
+    return encode_image(np.asarray(Image.fromarray(sq).resize((_THUMB, _THUMB), Image.LANCZOS)),
+                        "jpeg", quality=88)
+
+
+def _short(name: str) -> str:
+    return name.split(" (")[0]
+
+
+class StylizeWidget:
+    """An ipywidgets front end over `Stylizer`; display it, or drive it from Python.
+
+    image         optional first photo (path, bytes, array, PIL image)
+    stylizer      a `Stylizer` to share between widgets (default: one on `pack`)
+    pack          a style pack folder (default: the bundled pack)
+    lang          language of the style names ("en", "zh", …)
+    preview_size  long side of the quick preview (pixels)
+    max_size      long side of the full result; larger photos are shrunk (None: no limit)
+    display_size  long side of the pictures shown in the notebook (the result keeps its size)
+    debounce      seconds of quiet after a change before rendering starts
+    sync          render every change at full size at once, in the calling thread (tests,
+                  scripts); otherwise rendering runs in a background thread
+    custom_config the optimisation settings for custom styles (size, steps, time budget)
+    """
+
+    def __init__(self, image: ImageInput | None = None, *, stylizer: Stylizer | None = None,
+                 pack: str | os.PathLike | None = None, lang: str = "en",
+                 preview_size: int = 256, max_size: int | None = 2048,
+                 display_size: int = 512, debounce: float = 0.25, sync: bool = False,
+                 custom_config: CustomStyleConfig | None = None, backend: str = "auto"):
+        self.stylizer = stylizer or Stylizer(pack, backend=backend)
+        self.lang = lang
+        self.preview_size = int(preview_size)
+        self.max_size = max_size
+        self.display_size = int(display_size)
+        self.debounce = float(debounce)
+        self.sync = sync
+        self.custom_config = custom_config or CustomStyleConfig()
+
+        self._photo: np.ndarray | None = None
+        self._photo_name = "photo"
+        self._photo_version = 0
+        self._raw: OrderedDict[tuple, np.ndarray] = OrderedDict()  # generator outputs, uint8
+        self._style_id: str | None = None
+        self._custom_style: np.ndarray | None = None
+        self._custom_raw: np.ndarray | None = None   # optimised picture (strength 1, no controls)
+        self._custom_photo: np.ndarray | None = None  # the photo at the optimised picture's size
+        self._lock = threading.RLock()   # one render at a time
+        self._token = 0                  # bumped by every change; stale renders are dropped
+        self._token_lock = threading.Lock()  # (not _lock: a change never waits for a render)
+        self._timer: threading.Timer | None = None
+        self._custom_thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._pack_style: str | None = None  # the last pack style chosen (custom aside)
+
+        self.result_array: np.ndarray | None = None   # full-resolution result, H×W×3 uint8
+        self.preview_array: np.ndarray | None = None  # latest quick preview
+        self.last_error: str | None = None
+        self.no_pack: str | None = None  # why there are no pack styles, when there are none
+        self.renders = {"preview": 0, "full": 0}      # how much work was done (tests, tuning)
+
+        self._build_ui()
+        if self.no_pack:
+            self._say(f"{self.no_pack} Custom styles still work: upload a photo and a style "
+                      "picture.", _BUSY)
+        if image is not None:
+            self._guard(self.set_image, image)
+
+    # -- the user interface ------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        W = widgets
+        try:
+            styles = self.stylizer.styles
+        except WeightsError as err:  # no pack: custom styles still work
+            styles, self.no_pack = [], str(err)
+        self._names = {s.id: s.name(self.lang) for s in styles}
+        root = getattr(self.stylizer.pack, "root", None) if styles else None
+
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="Photo",
+                                   icon="upload", tooltip="Upload a photo (JPEG, PNG, WebP)")
+        self.upload.observe(self._on_upload, "value")
+        self.status = W.Label("Upload a photo to begin.")
+
+        self.style_buttons: dict[str, widgets.Button] = {}
+        cards = []
+        for s in styles:
+            button = W.Button(description=_short(s.name(self.lang)), tooltip=self._credit(s),
+                              layout=W.Layout(width=f"{_THUMB + 8}px"))
+            button.on_click(lambda _b, sid=s.id: self._guard(self.select_style, sid))
+            self.style_buttons[s.id] = button
+            thumb = _thumbnail(root / s.thumbnail if root and s.thumbnail else None)
+            image = W.Image(value=thumb, format="jpeg" if thumb[:2] == b"\xff\xd8" else "png",
+                            width=_THUMB, height=_THUMB)
+            cards.append(W.VBox([image, button], layout=W.Layout(align_items="center",
+                                                                  margin="2px")))
+        self._custom_thumb = W.Image(value=_placeholder(), format="png", width=_THUMB,
+                                     height=_THUMB)
+        custom_button = W.Button(description="Your style", layout=W.Layout(width=f"{_THUMB + 8}px"),
+                                 tooltip="The style made from your own picture")
+        custom_button.on_click(lambda _b: self._guard(self.select_style, CUSTOM))
+        self.style_buttons[CUSTOM] = custom_button
+        self._custom_card = W.VBox([self._custom_thumb, custom_button],
+                                   layout=W.Layout(align_items="center", margin="2px",
+                                                   display="none"))
+        self.gallery = W.HBox(cards + [self._custom_card], layout=W.Layout(flex_flow="row wrap"))
+
+        self.strength = W.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05,
+                                      description="Strength", readout_format=".2f")
+        self.keep_colors = W.Checkbox(value=False, description="Keep photo colours", indent=False)
+        self.blend_with = W.Dropdown(options=[("(none)", None)] + [
+            (_short(s.name(self.lang)), s.id) for s in styles], value=None,
+            description="Blend with")
+        self.mix = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="Mix",
+                                 readout_format=".2f", disabled=True)
+        for control in (self.strength, self.keep_colors, self.blend_with, self.mix):
+            control.observe(self._on_control, "value")
+
+        self.style_upload = W.FileUpload(accept="image/*", multiple=False,
+                                         description="Your style", icon="paint-brush",
+                                         tooltip="Any picture: its style is applied by "
+                                                 "optimisation (about half a minute)")
+        self.style_upload.observe(self._on_style_upload, "value")
+        self.custom_button = W.Button(description="Apply my style", disabled=True,
+                                      icon="play")
+        self.custom_button.on_click(lambda _b: self._guard(self.start_custom))
+        self.cancel_button = W.Button(description="Cancel", disabled=True, icon="stop")
+        self.cancel_button.on_click(lambda _b: self.cancel_custom())
+        self.progress = W.IntProgress(value=0, min=0, max=100, description="Custom",
+                                      bar_style="info")
+
+        box = W.Layout(width=f"{self.display_size + 10}px")
+        self.before = W.Image(format="jpeg", layout=W.Layout(max_width=f"{self.display_size}px"))
+        self.after = W.Image(format="jpeg", layout=W.Layout(max_width=f"{self.display_size}px"))
+        self.download = W.HTML("")
+
+        self.ui = W.VBox([
+            W.HBox([self.upload, self.status], layout=W.Layout(align_items="center")),
+            self.gallery,
+            W.HBox([self.strength, self.keep_colors], layout=W.Layout(align_items="center")),
+            W.HBox([self.blend_with, self.mix]),
+            W.HBox([self.style_upload, self.custom_button, self.cancel_button, self.progress],
+                   layout=W.Layout(align_items="center")),
+            W.HBox([W.VBox([W.HTML("<b>Before</b>"), self.before], layout=box),
+                    W.VBox([W.HTML("<b>After</b>"), self.after], layout=box)]),
+            self.download,
+        ])
+
+    def _credit(self, s) -> str:
+        bits = [s.name(self.lang), s.author, s.license]
+        return " — ".join(b for b in bits if b)
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        return self.ui._repr_mimebundle_(**kwargs)
+
+    def _say(self, text: str, color: str = _BUSY) -> None:
+        self.status.value = text
+        self.status.style.text_color = color
+
+    def _fail(self, err: BaseException) -> None:
+        if isinstance(err, StyleJAXError):
+            message = str(err)
+        else:  # a bug rather than a bad input: say what it was, keep the traceback in the log
+            logger.exception("StylizeWidget failed")
+            message = f"Something went wrong ({type(err).__name__}: {err})."
+        self.last_error = message
+        self._say(message, _ERROR)
+
+    def _guard(self, fn, *args) -> Any:
+        """Run a callback; errors become the status line instead of a traceback in a thread."""
+        try:
+            return fn(*args)
+        except Exception as err:
+            self._fail(err)
+            return None
+
+    # -- inputs --------------------------------------------------------------------------------
+    def set_image(self, image: ImageInput, name: str | None = None) -> None:
+        """Use this photo (path, bytes, array, PIL image). Raises `StyleJAXError` for a bad
+        picture, after putting the message in the status line."""
+        try:
+            rgb = to_rgb(image)
+        except StyleJAXError as err:
+            self._fail(err)
+            raise
+        if self.max_size is not None:
+            rgb = resize_max_side(rgb, self.max_size)
+        if name is None and isinstance(image, (str, os.PathLike)):
+            name = Path(image).name
+        with self._lock:
+            self._photo = rgb
+            self._photo_name = Path(name).stem if name else "photo"
+            self._photo_version += 1
+            self._raw.clear()
+            self.result_array = self.preview_array = None
+            self.last_error = None
+        self.before.value = _jpeg(rgb, self.display_size)
+        self.after.value = b""
+        self.download.value = ""
+        if self._style_id == CUSTOM:  # that optimised picture belongs to the old photo
+            self._custom_raw = self._custom_photo = None
+            self._custom_card.layout.display = "none"
+            self._style_id = None
+        if self._custom_style is not None:
+            self.custom_button.disabled = False
+        if self._style_id is None and self._names:
+            self._style_id = self._pack_style or next(iter(self._names))
+            self._highlight()
+        if self._style_id is None:
+            self._say("Photo ready. There is no style pack here: upload a style picture "
+                      "('Your style').", _OK)
+        self._changed()
+
+    def _on_upload(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        f = files[0]
+        self.upload.value = ()  # so the same file can be chosen again
+        try:
+            self.set_image(bytes(f["content"]), f.get("name"))
+        except StyleJAXError:
+            pass  # already in the status line
+        except Exception as err:
+            self._fail(err)
+
+    def set_style_image(self, image: ImageInput, name: str | None = None) -> None:
+        """A picture to take a custom style from (then `start_custom`)."""
+        try:
+            rgb = to_rgb(image)
+        except StyleJAXError as err:
+            self._fail(err)
+            raise
+        self._custom_style = resize_max_side(rgb, 1024)
+        self._custom_thumb.value = _thumbnail_from(rgb)
+        self.custom_button.disabled = self._photo is None
+        what = f"'{name}'" if name else "Style picture"
+        self._say(f"{what} ready: press 'Apply my style'." if self._photo is not None
+                  else f"{what} ready: now upload a photo.", _OK)
+
+    def _on_style_upload(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        f = files[0]
+        self.style_upload.value = ()
+        try:
+            self.set_style_image(bytes(f["content"]), f.get("name"))
+        except StyleJAXError:
+            return
+        except Exception as err:
+            self._fail(err)
+            return
+        if self._photo is not None:
+            self._guard(self.start_custom)
+
+    def select_style(self, style_id: str) -> None:
+        """Choose a pack style by id (or unambiguous prefix), or CUSTOM for your own style."""
+        if style_id == CUSTOM:
+            if self._custom_raw is None:
+                raise StyleJAXError("No custom style yet: upload a style picture first.")
+        else:
+            style_id = self.stylizer.styles[self._index(style_id)].id
+            self._pack_style = style_id
+        self._style_id = style_id
+        self._highlight()
+        self._changed()
+
+    def _index(self, style_id: str) -> int:
+        from stylejax.pack import find_style
+
+        return find_style(self.stylizer.styles, style_id)
+
+    def _highlight(self) -> None:
+        for sid, button in self.style_buttons.items():
+            button.button_style = ("primary" if sid == self._style_id else
+                                   "info" if sid == self.blend_with.value else "")
+        custom = self._style_id == CUSTOM
+        self.blend_with.disabled = custom
+        self.mix.disabled = custom or self.blend_with.value is None
+
+    def _on_control(self, change) -> None:
+        if change["owner"] is self.blend_with:
+            self._highlight()
+        self._changed()
+
+    # -- rendering -------------------------------------------------------------------------------
+    @property
+    def style_choice(self) -> str | Mapping[str, float] | None:
+        """What goes to `Stylizer`: a style id, or {id: weight} when blending two styles."""
+        sid, other, m = self._style_id, self.blend_with.value, round(float(self.mix.value), 3)
+        if sid is None or sid == CUSTOM:
+            return sid
+        if other is None or other == sid or m <= 0.0:
+            return sid
+        if m >= 1.0:
+            return other
+        return {sid: 1.0 - m, other: m}
+
+    def _describe(self) -> str:
+        if self._style_id == CUSTOM:
+            text = "your style"
+        else:
+            text = self._names.get(self._style_id or "", "?")
+            other = self.blend_with.value
+            if isinstance(self.style_choice, Mapping):
+                text += f" blended with {self._names[other]} at {self.mix.value:.2f}"
+            elif other is not None and self.style_choice == other:
+                text = self._names[other]
+        text += f", strength {self.strength.value:.2f}"
+        return text + (", photo colours" if self.keep_colors.value else "")
+
+    def _changed(self) -> None:
+        """A control or input changed: re-render (now, or debounced in the background)."""
+        if self._photo is None or self._style_id is None:
+            return
+        if self.sync:
+            self._guard(self.run, True)
+            return
+        token = self._next_token()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(self.debounce, self._background, args=(token,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _next_token(self) -> int:
+        with self._token_lock:
+            self._token += 1
+            return self._token
+
+    def _background(self, token: int) -> None:
+        try:
+            small = self._photo is not None and max(self._photo.shape[:2]) > self.preview_size
+            if small and self._style_id != CUSTOM:
+                self._render(False, token)
+            self._render(True, token)
+        except Exception as err:
+            self._fail(err)
+
+    def run(self, full: bool = True) -> Image.Image | None:
+        """Render the current settings now, in this thread: the full result (default) or only
+        the quick preview. Returns the picture (PIL), or None without a photo."""
+        if self._photo is None:
+            self._say("Upload a photo first.", _ERROR)
+            return None
+        if self._timer is not None:
+            self._timer.cancel()
+        token = self._next_token()
+        out = self._render(full, token)
+        return None if out is None else Image.fromarray(out)
+
+    def _styled(self, full: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(photo, raw stylised photo) as uint8 at the size of this render."""
+        if self._style_id == CUSTOM:
+            return self._custom_photo, self._custom_raw
+        photo = self._photo if full else resize_max_side(self._photo, self.preview_size)
+        choice = self.style_choice
+        key_style = tuple(sorted(choice.items())) if isinstance(choice, Mapping) else choice
+        key = (self._photo_version, key_style, photo.shape)
+        raw = self._raw.get(key)
+        if raw is None:
+            raw = self.stylizer.stylize(photo, choice, strength=1.0)
+            self._raw[key] = raw
+            while len(self._raw) > 6:
+                self._raw.popitem(last=False)
+        else:
+            self._raw.move_to_end(key)
+        return photo, raw
+
+    def _render(self, full: bool, token: int) -> np.ndarray | None:
+        with self._lock:
+            if token != self._token or self._photo is None:
+                return None  # a newer change is on its way
+            kind = "full" if full else "preview"
+            self._say(f"Stylizing ({'full size' if full else 'preview'})…", _BUSY)
+            t0 = time.monotonic()
+            photo, raw = self._styled(full)
+            out = to_uint8(np.asarray(apply_controls(to_float(photo), to_float(raw),
+                                                     float(self.strength.value),
+                                                     bool(self.keep_colors.value))))
+            seconds = time.monotonic() - t0
+            self.renders[kind] += 1
+            if token != self._token:  # overtaken by a change made meanwhile: do not show it
+                return out
+            self.after.value = _jpeg(out, self.display_size)
+            h, w = out.shape[:2]
+            if full:
+                self.result_array = out
+                self.download.value = self.download_html()
+                self._say(f"Done: {self._describe()} — {w}×{h} px in {seconds:.2f} s.", _OK)
+            else:
+                self.preview_array = out
+                self._say(f"Preview ({w}×{h}): {self._describe()}; full size on its way…",
+                          _BUSY)
+            return out
+
+    # -- custom style ------------------------------------------------------------------------------
+    def start_custom(self) -> None:
+        """Optimise the photo towards the uploaded style picture (background thread unless
+        `sync`); the progress bar follows, `cancel_custom` stops it with the picture so far."""
+        if self._custom_style is None:
+            raise StyleJAXError("Upload a style picture first.")
+        if self._photo is None:
+            raise StyleJAXError("Upload a photo first.")
+        if self._custom_thread is not None and self._custom_thread.is_alive():
+            self._say("A custom style is already running (Cancel stops it).", _BUSY)
+            return
+        self._cancel.clear()
+        self.progress.value = 0
+        self.progress.bar_style = "info"
+        self.custom_button.disabled = True
+        self.cancel_button.disabled = False
+        self._say("Custom style: preparing (the first run also compiles)…", _BUSY)
+        args = (self._photo, self._custom_style, self._photo_version)
+        if self.sync:
+            self._custom_job(*args)
+        else:
+            self._custom_thread = threading.Thread(target=self._custom_job, args=args,
+                                                   daemon=True, name="stylejax-custom")
+            self._custom_thread.start()
+
+    def cancel_custom(self) -> None:
+        """Stop a running custom style; the picture reached so far is kept."""
+        self._cancel.set()
+        self.cancel_button.disabled = True
+
+    def _custom_job(self, photo: np.ndarray, style: np.ndarray, version: int) -> None:
+        t0 = time.monotonic()
+
+        def progress(fraction: float, record: dict) -> None:
+            self.progress.value = int(round(100 * fraction))
+            self.progress.description = f"{self.progress.value}%"
+
+        try:
+            res = self.stylizer.stylize_with_image(
+                photo, style, max_size=self.custom_config.size, config=self.custom_config,
+                progress=progress, should_stop=self._cancel.is_set)
+        except Exception as err:
+            self.progress.bar_style = "danger"
+            self._fail(err)
+            return
+        finally:
+            self.custom_button.disabled = self._photo is None
+            self.cancel_button.disabled = True
+        if version != self._photo_version:
+            self._say("The photo changed while the custom style ran: press 'Apply my style' "
+                      "again.", _BUSY)
+            return
+        h, w = res.image.shape[:2]
+        self._custom_photo = np.asarray(Image.fromarray(photo).resize((w, h), Image.LANCZOS))
+        self._custom_raw = res.image
+        self._custom_card.layout.display = ""
+        cancelled = self._cancel.is_set()
+        if cancelled:
+            self.progress.bar_style = "warning"
+        else:  # the time budget may end it before the last step: the job is still done
+            self.progress.value = 100
+            self.progress.bar_style = "success"
+        self.progress.description = f"{self.progress.value}%"
+        self._style_id = CUSTOM
+        self._highlight()
+        if self.sync:
+            self.run(True)
+        else:
+            self._changed()
+            if self._timer is not None:
+                self._timer.join()
+        seconds = time.monotonic() - t0
+        if cancelled:
+            self._say(f"Custom style cancelled after {res.steps} steps: showing the picture so "
+                      "far.", _BUSY)
+        else:
+            self._say(f"Custom style done: {res.steps} steps in {seconds:.0f} s, "
+                      f"{w}×{h} px.", _OK)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until pending renders and a running custom style are done (True if so)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            busy = [t for t in (self._custom_thread, self._timer) if t is not None and t.is_alive()]
+            if not busy:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            busy[0].join(left)
+
+    # -- outputs ---------------------------------------------------------------------------------
+    @property
+    def result(self) -> Image.Image | None:
+        """The full-resolution result of the latest completed render, as a PIL image."""
+        return None if self.result_array is None else Image.fromarray(self.result_array)
+
+    @property
+    def file_name(self) -> str:
+        sid = "custom" if self._style_id == CUSTOM else (self._style_id or "style")
+        if isinstance(self.style_choice, Mapping):
+            sid += f"+{self.blend_with.value}"
+        return f"{self._photo_name}_{sid}.png"
+
+    def png_bytes(self) -> bytes:
+        if self.result_array is None:
+            raise StyleJAXError("Nothing stylised yet.")
+        return encode_image(self.result_array, "png")
+
+    def download_html(self) -> str:
+        """An <a download> link holding the result as a PNG data URI."""
+        data = base64.b64encode(self.png_bytes()).decode("ascii")
+        h, w = self.result_array.shape[:2]
+        name = html.escape(self.file_name, quote=True)
+        return (f'<a download="{name}" href="data:image/png;base64,{data}" '
+                'style="display:inline-block;padding:4px 12px;border-radius:4px;'
+                'background:#1976d2;color:white;text-decoration:none">'
+                f"&#11015; Download PNG ({w}×{h})</a>")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the result (format from the suffix: .png, .jpg, .webp)."""
+        from stylejax.imageio import save_image
+
+        if self.result_array is None:
+            raise StyleJAXError("Nothing stylised yet.")
+        return save_image(path, self.result_array)
+
+
+def _thumbnail_from(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    im = Image.fromarray(rgb)
+    im.thumbnail((_THUMB, _THUMB))
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def widget(image: ImageInput | None = None, **kwargs: Any) -> StylizeWidget:
+    """`StylizeWidget(image, **kwargs)`: as a cell's last expression it shows itself."""
+    return StylizeWidget(image, **kwargs)
