@@ -33,6 +33,7 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
+    BaseUpdateProcessor,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
@@ -78,10 +79,14 @@ log = logging.getLogger("stylejax.telegram")
 
 PLATFORM = "telegram"
 BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024   # getFile refuses bigger files
+PHOTO_UPLOAD_LIMIT = 10 * 1000 * 1000       # sendPhoto's limit; bigger results go as files
 MEDIA_GROUP_MAX = 10
+HISTORY_PICTURES = 5
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 COMMANDS = ("start", "help", "styles", "custom", "settings", "history", "forget", "cancel")
 # bot_data / user_data keys
-SERVICE, SETTINGS, STOPPING, CUSTOM = "service", "settings", "stopping", "custom"
+SERVICE, SETTINGS, STOPPING, GALLERY = "service", "settings", "stopping", "gallery"
+CUSTOM = "custom"
 
 Context = ContextTypes.DEFAULT_TYPE
 
@@ -182,13 +187,20 @@ async def styles_command(update: Update, context: Context) -> None:
     message = update.effective_message
     await message.reply_text(t("gallery", lang) + "\n" + "\n".join(
         f"• {s.name(lang)} ({s.id})" for s in service.styles))
-    media = []
+    # uploaded once; then Telegram's file ids are reused
+    known: dict[str, str] = context.bot_data.setdefault(GALLERY, {})
+    shown: list[tuple[str, InputMediaPhoto]] = []
     for info in service.styles:
         path = style_thumbnail(service, info.id)
-        if path is not None:
-            media.append(InputMediaPhoto(await _call(path.read_bytes), caption=info.name(lang)))
-    for i in range(0, len(media), MEDIA_GROUP_MAX):
-        await message.reply_media_group(media[i:i + MEDIA_GROUP_MAX])
+        if info.id in known or path is not None:
+            picture = known.get(info.id) or await _call(path.read_bytes)
+            shown.append((info.id, InputMediaPhoto(picture, caption=info.name(lang))))
+    for i in range(0, len(shown), MEDIA_GROUP_MAX):
+        chunk = shown[i:i + MEDIA_GROUP_MAX]
+        sent = await message.reply_media_group([media for _, media in chunk])
+        for (style_id, _), msg in zip(chunk, sent):
+            if msg.photo:
+                known[style_id] = msg.photo[-1].file_id
 
 
 @_friendly
@@ -205,7 +217,8 @@ async def settings_command(update: Update, context: Context) -> None:
     service = _service(context)
     await update.effective_message.reply_text(
         settings_text(service, user, lang),
-        reply_markup=_markup(settings_keyboard(service, user, lang)))
+        reply_markup=_markup(settings_keyboard(service, user, lang)),
+        reply_parameters=_reply_to(update.effective_message))  # whose settings (in groups)
 
 
 @_friendly
@@ -213,7 +226,15 @@ async def history_command(update: Update, context: Context) -> None:
     user, lang = await _user(update, context)
     service = _service(context)
     jobs = await _call(service.history, user, 10)
-    await update.effective_message.reply_text(history_text(service, jobs, lang))
+    message = update.effective_message
+    await message.reply_text(history_text(service, jobs, lang))
+    done = [j for j in jobs if j.state is JobState.DONE][:HISTORY_PICTURES]
+    pictures = [InputMediaPhoto(await _call(service.result, j.id),
+                                caption=outcome_text(service, j, lang)) for j in done]
+    if len(pictures) == 1:
+        await message.reply_photo(pictures[0].media, caption=pictures[0].caption)
+    elif pictures:
+        await message.reply_media_group(pictures)
 
 
 @_friendly
@@ -245,7 +266,8 @@ def _image_file(message: Message):
     if message.photo:
         return message.photo[-1]
     doc = message.document
-    if doc is not None and (doc.mime_type or "").startswith("image/"):
+    if doc is not None and ((doc.mime_type or "").startswith("image/")
+                            or (doc.file_name or "").lower().endswith(IMAGE_SUFFIXES)):
         return doc
     return None
 
@@ -281,7 +303,7 @@ async def on_picture(update: Update, context: Context) -> None:
     if request.style is not None:
         job = await _call(service.submit, user, data, style=request.style,
                           strength=request.strength)
-        await _follow(context, user, lang, job, chat_id=message.chat_id, origin=message)
+        _follow_soon(update, context, user, lang, job, chat_id=message.chat_id, origin=message)
         return
     sha = await _call(service.stage_photo, user, data)
     await message.reply_text(
@@ -300,7 +322,7 @@ async def _custom_picture(update: Update, context: Context, user: User, lang: st
     message = update.effective_message
     sha = await _call(service.stage_photo, user, data)
     state = context.user_data.get(CUSTOM)
-    if state is None:  # /cancel while downloading
+    if state is None:  # cancelled meanwhile
         return
     state["staged"].append((message.message_id, sha, message))
     if len(state["staged"]) < 2:
@@ -310,7 +332,7 @@ async def _custom_picture(update: Update, context: Context, user: User, lang: st
     context.user_data.pop(CUSTOM, None)
     (_, photo, origin), (_, style, _) = sorted(state["staged"], key=lambda s: s[0])[:2]
     job = await _call(service.submit, user, photo_sha=photo, style_sha=style)
-    await _follow(context, user, lang, job, chat_id=message.chat_id, origin=origin,
+    _follow_soon(update, context, user, lang, job, chat_id=message.chat_id, origin=origin,
                   first_text=t("custom_working", lang))
 
 
@@ -325,6 +347,21 @@ async def on_other_message(update: Update, context: Context) -> None:
 
 
 # -- following a job to its picture ----------------------------------------------------------------
+def _follow_soon(update: Update, context: Context, user: User, lang: str, job: Job,
+                 **where: Any) -> None:
+    """Follows the job in a task of its own: the handler returns, so the user's next update
+    (a Cancel press, another photo) is handled while this one runs."""
+    async def follow() -> None:
+        try:
+            await _follow(context, user, lang, job, **where)
+        except Exception as err:  # noqa: BLE001 - the user always hears back
+            if not isinstance(err, StyleJAXError):
+                log.error("following job %s failed: %s", job.id, type(err).__name__)
+            await _tell(update, context, error_message(err, lang))
+
+    context.application.create_task(follow(), update=update)
+
+
 async def _follow(context: Context, user: User, lang: str, job: Job, *, chat_id: int,
                   origin: Message | None, status: Message | None = None,
                   first_text: str | None = None) -> None:
@@ -390,7 +427,7 @@ async def _send_result(context: Context, user: User, lang: str, job: Job, *,
     markup = _markup(result_keyboard(job, lang))
     reply = _reply_to(origin)
     file_input = origin is not None and origin.document is not None
-    if output_of(user) == "file":
+    if output_of(user) == "file" or len(data) > PHOTO_UPLOAD_LIMIT:
         await context.bot.send_document(chat_id, data, filename="stylejax.png", caption=caption,
                                         reply_markup=markup, reply_parameters=reply)
         return
@@ -463,7 +500,7 @@ async def pick_button(update: Update, context: Context, action: Action, user: Us
         return
     job = await _call(_service(context).submit, user, photo_sha=sha, style=style)
     await query.answer()
-    await _follow(context, user, lang, job, chat_id=query.message.chat_id,
+    _follow_soon(update, context, user, lang, job, chat_id=query.message.chat_id,
                   origin=_origin(query.message), status=query.message)
 
 
@@ -492,7 +529,7 @@ async def _again(update: Update, context: Context, user: User, lang: str, job: J
     query = update.callback_query
     new = await _call(_service(context).resubmit, user, job.id, **changes)
     await query.answer()
-    await _follow(context, user, lang, new, chat_id=query.message.chat_id,
+    _follow_soon(update, context, user, lang, new, chat_id=query.message.chat_id,
                   origin=_origin(query.message))
 
 
@@ -533,7 +570,7 @@ async def style_button(update: Update, context: Context, action: Action, user: U
         return
     new = await _call(_service(context).resubmit, user, job.id, style=style)
     await query.answer()
-    await _follow(context, user, lang, new, chat_id=query.message.chat_id,
+    _follow_soon(update, context, user, lang, new, chat_id=query.message.chat_id,
                   origin=_origin(query.message), status=query.message)
 
 
@@ -603,6 +640,37 @@ async def _on_error(update: object, context: Context) -> None:
 
 
 # -- the application -------------------------------------------------------------------------------
+class _InOrderPerUser(BaseUpdateProcessor):
+    """Different users' updates run concurrently; one user's run in the order sent (so
+    "/custom" is handled before the photos that follow it, an album's pictures in order)."""
+
+    def __init__(self, max_concurrent_updates: int = 256):
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._queued: dict[int, int] = {}
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        who = update.effective_user if isinstance(update, Update) else None
+        if who is None:
+            await coroutine
+            return
+        lock = self._locks.setdefault(who.id, asyncio.Lock())
+        self._queued[who.id] = self._queued.get(who.id, 0) + 1
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            self._queued[who.id] -= 1
+            if not self._queued[who.id]:
+                del self._queued[who.id], self._locks[who.id]
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to free."""
+
+
 class _RedactToken(logging.Filter):
     """Replaces the bot token in log records (it is part of every Bot API URL)."""
 
@@ -640,7 +708,7 @@ def build_application(service: StyleService, settings: Settings) -> Application:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     token = settings.telegram_bot_token.get_secret_value()
     _protect_token_in_logs(token)
-    builder = Application.builder().token(token).concurrent_updates(True)
+    builder = Application.builder().token(token).concurrent_updates(_InOrderPerUser())
     if settings.telegram_api_url:
         api = settings.telegram_api_url.rstrip("/")
         builder = builder.base_url(f"{api}/bot").base_file_url(f"{api}/file/bot")
@@ -654,8 +722,9 @@ def build_application(service: StyleService, settings: Settings) -> Application:
                            ("settings", settings_command), ("history", history_command),
                            ("forget", forget_command), ("cancel", cancel_command)):
         app.add_handler(CommandHandler(name, callback))
-    app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, on_picture))
-    app.add_handler(MessageHandler(~filters.COMMAND & ~filters.StatusUpdate.ALL,
+    new = filters.UpdateType.MESSAGE  # an edited caption is not a new request
+    app.add_handler(MessageHandler(new & (filters.PHOTO | filters.Document.ALL), on_picture))
+    app.add_handler(MessageHandler(new & ~filters.COMMAND & ~filters.StatusUpdate.ALL,
                                    on_other_message))
     app.add_handler(CallbackQueryHandler(on_button))
     app.add_error_handler(_on_error)

@@ -97,6 +97,7 @@ class FakeTelegram:
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.log: list[tuple[str, Any]] = []    # ("update", update) / ("call", Call), in order
         self.unauthorised = 0                   # requests with a wrong token
         self.polls = 0                          # getUpdates requests answered
 
@@ -148,6 +149,7 @@ class FakeTelegram:
             return web.json_response({"ok": False, "error_code": 400,
                                       "description": f"Bad Request: {err}"}, status=400)
         self.calls.append(call)
+        self.log.append(("call", call))
         self._changed.set()
         return web.json_response({"ok": True, "result": call.result})
 
@@ -243,8 +245,14 @@ class FakeTelegram:
     def _m_sendMediaGroup(self, call: Call) -> list[dict]:
         out = []
         for item in call.params["media"]:
-            ref = item["media"].removeprefix("attach://")
-            sizes = self._photo_sizes(call.files[ref])
+            ref = item["media"]
+            if ref.startswith("attach://"):
+                sizes = self._photo_sizes(call.files[ref.removeprefix("attach://")])
+            elif ref in self.files:  # a file id from an earlier upload
+                sizes = [{"file_id": ref, "file_unique_id": f"u{ref}", "width": 64,
+                          "height": 64, "file_size": self.file_sizes[ref]}]
+            else:
+                raise LookupError("wrong file identifier")
             single = Call("sendPhoto", {"chat_id": call.params["chat_id"],
                                         "caption": item.get("caption", "")})
             out.append(self._bot_message(single, photo=sizes, caption=item.get("caption", ""),
@@ -286,7 +294,9 @@ class FakeTelegram:
         return msg
 
     def _push(self, kind: str, payload: dict) -> None:
-        self._updates.append({"update_id": next(self._update_ids), kind: payload})
+        update = {"update_id": next(self._update_ids), kind: payload}
+        self.log.append(("update", update))
+        self._updates.append(update)
         self._changed.set()
 
     def user_message(self, user: dict, chat_id: int | None = None, *,
@@ -363,3 +373,70 @@ class FakeTelegram:
 
 def user(user_id: int, name: str = "Ada", language_code: str = "en") -> dict:
     return {"id": user_id, "is_bot": False, "first_name": name, "language_code": language_code}
+
+
+# -- a readable transcript (for the docs) ---------------------------------------------------------
+def _picture(data: bytes) -> str:
+    w, h = Image.open(io.BytesIO(data)).size
+    return f"[picture {w}×{h}]"
+
+
+def _buttons(params: dict) -> list[str]:
+    rows = (params.get("reply_markup") or {}).get("inline_keyboard", [])
+    return [" ".join(f"[{b['text']}]" for b in row) for row in rows]
+
+
+def transcript(fake: FakeTelegram, images: dict[str, str] | None = None) -> str:
+    """The conversation as Markdown: what each user sent, and what the bot answered.
+
+    `images` maps a caption (or text) prefix of a bot picture to a file to show it with.
+    """
+    lines: list[str] = []
+
+    def say(who: str, what: str, params: dict | None = None) -> None:
+        lines.append(f"- **{who}:** {what}")
+        lines.extend(f"  {row}  " for row in _buttons(params or {}))
+
+    labels: dict[str, str] = {}
+    pictures = dict(images or {})
+    for kind, item in fake.log:
+        if kind == "update":
+            if "message" in item:
+                msg = item["message"]
+                name = msg["from"]["first_name"]
+                if "photo" in msg:
+                    pic = _picture(fake.files[msg["photo"][-1]["file_id"]])
+                    say(name, f"sends a photo {pic}" + (f" “{msg['caption']}”"
+                                                         if msg.get("caption") else ""))
+                elif "document" in msg:
+                    say(name, f"sends the file {msg['document']['file_name']}")
+                else:
+                    say(name, msg.get("text", "(a message)"))
+            else:
+                query = item["callback_query"]
+                label = labels.get(query["data"], query["data"])
+                say(query["from"]["first_name"], f"presses [{label}]")
+            continue
+        call: Call = item
+        for label, data in call.buttons():
+            labels[data] = label
+        if call.method == "sendMessage":
+            say("Bot", call.text.replace("\n", "<br>"), call.params)
+        elif call.method == "editMessageText":
+            say("Bot", f"edits its message: {call.text}", call.params)
+        elif call.method in ("sendPhoto", "sendDocument"):
+            field_name = "photo" if call.method == "sendPhoto" else "document"
+            what = "a picture" if field_name == "photo" else "a file"
+            say("Bot", f"sends {what} {_picture(call.upload(field_name))} “{call.text}”",
+                call.params)
+            for prefix, path in list(pictures.items()):
+                if field_name == "photo" and call.text.startswith(prefix):
+                    lines.append(f"\n  ![the photo and the result]({path})\n")
+                    del pictures[prefix]  # once
+        elif call.method == "deleteMessage":
+            gone = fake.messages[(call.chat_id, int(call.params["message_id"]))]
+            what = f"“{gone['text']}”" if "text" in gone else "picture"
+            say("Bot", f"deletes its {what} message")
+        elif call.method == "answerCallbackQuery" and call.params.get("text"):
+            say("Bot", f"(pop-up) {call.params['text']}")
+    return "\n".join(lines) + "\n"

@@ -10,14 +10,16 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 import threading
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_telegram import BOT_USERNAME, Call, FakeTelegram, user
+from fake_telegram import BOT_USERNAME, Call, FakeTelegram, transcript, user
 from photos import photo_png
 from PIL import Image
 
@@ -44,11 +46,20 @@ class QuickStylizer(Stylizer):
     30 s default), so the tests shorten it here.
     """
 
-    def stylize_with_image(self, photo, style_image, *, max_size=512, config=None, **kw):
+    step_delay_s = 0.0  # > 0: each step takes at least this long (time to press Cancel)
+
+    def stylize_with_image(self, photo, style_image, *, max_size=512, config=None,
+                           progress=None, **kw):
         config = config or CustomStyleConfig(size=max_size, steps=16, scales=(1.0,),
                                              scale_steps=(1.0,), time_budget_s=20.0)
+
+        def paced(fraction: float, losses: dict) -> None:
+            if progress is not None:
+                progress(fraction, losses)
+            time.sleep(self.step_delay_s)
+
         return super().stylize_with_image(photo, style_image, max_size=max_size,
-                                          config=config, **kw)
+                                          config=config, progress=paced, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +69,20 @@ def stylizer() -> Stylizer:
 
 @dataclass
 class Bot:
+    """What a test holds: the fake Bot API (the users' side) and the service behind the bot."""
+
     fake: FakeTelegram
     service: StyleService
+    workers: list[tuple[Worker, threading.Thread]] = field(default_factory=list)
 
     def start_worker(self, stylizer: Stylizer) -> None:
         worker = Worker(self.service, stylizer=stylizer)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
-        self._workers.append((worker, thread))
-
-    def __post_init__(self) -> None:
-        self._workers: list[tuple[Worker, threading.Thread]] = []
+        self.workers.append((worker, thread))
 
     def stop_workers(self) -> None:
-        for worker, thread in self._workers:
+        for worker, thread in self.workers:
             worker.stop.set()
             thread.join(30)
 
@@ -153,10 +164,10 @@ async def _result(fake: FakeTelegram, chat_id: int, after: int) -> Call:
 def test_photo_style_buttons_and_result_conversation(tmp_path, stylizer, caplog):
     """Photo → style keyboard → progress → picture; weaker, keep colours, another style, delete."""
     caplog.set_level(logging.DEBUG)
-    photo = photo_png(96, 128, seed=3)
+    photo = _sample_photo()
 
     async def scenario():
-        async with running_bot(tmp_path, stylizer) as bot:
+        async with running_bot(tmp_path, stylizer, max_side=256) as bot:
             fake = bot.fake
             m = fake.mark()
             sent = fake.photo(ADA, photo)
@@ -205,7 +216,7 @@ def test_photo_style_buttons_and_result_conversation(tmp_path, stylizer, caplog)
             picker = await fake.reply("sendMessage", ADA["id"], after=m,
                                       text=t("choose_style", "en"))
             fake.press(ADA, picker.result, picker.button("Great Wave"))
-            waved = await _result(fake, ADA["id"], picker and m)
+            waved = await _result(fake, ADA["id"], m)
             assert "The Great Wave" in waved.text
             assert _job_params(bot, ADA["id"])[0]["style"] == "great-wave"
 
@@ -228,13 +239,31 @@ def test_photo_style_buttons_and_result_conversation(tmp_path, stylizer, caplog)
 
 
 def write_transcript(fake: FakeTelegram, photo: bytes, result: Call) -> None:
-    """docs/telegram.md's sample conversation, from what the fake server recorded."""
-    docs = Path(__file__).resolve().parent.parent / "docs"
-    if not docs.is_dir():
+    """With WRITE_TELEGRAM_DOCS=1: docs/telegram.md's sample conversation, from the recording."""
+    if not os.environ.get("WRITE_TELEGRAM_DOCS"):
         return
+    docs = Path(__file__).resolve().parent.parent / "docs"
     (docs / "images").mkdir(exist_ok=True)
     Image.fromarray(np.concatenate([decode(photo), decode(result.upload("photo"))], axis=1)
-                    ).resize((512, 192), Image.NEAREST).save(docs / "images" / "telegram_result.png")
+                    ).save(docs / "images" / "telegram_result.png")
+    page = docs / "telegram.md"
+    text = page.read_text(encoding="utf-8")
+    start, end = "<!-- transcript:start -->\n", "<!-- transcript:end -->"
+    head, rest = text.split(start)
+    body = transcript(fake, {"Here is your picture in the style of Starry":
+                             "images/telegram_result.png"})
+    page.write_text(head + start + body + end + rest.split(end)[1], encoding="utf-8")
+
+
+def _sample_photo() -> bytes:
+    """A real photo (skimage's cat) when available: nicer in the docs; else a synthetic one."""
+    try:
+        from skimage import data
+    except ImportError:
+        return photo_png(96, 128, seed=3)
+    buf = io.BytesIO()
+    Image.fromarray(data.chelsea()).resize((256, 170), Image.LANCZOS).save(buf, "PNG")
+    return buf.getvalue()
 
 
 @pytest.mark.slow
@@ -261,6 +290,28 @@ def test_caption_shortcut_and_a_file_gets_the_full_resolution_file_back(tmp_path
             assert "(60%)" in (await _result(fake, ADA["id"], m)).text
             await asyncio.sleep(0.3)
             assert not [c for c in fake.calls[m:] if c.method == "sendDocument"]
+
+            # with the "file" output setting, results come as (uncompressed) files only
+            bot.service.update_settings(bot.service.user("telegram", ADA["id"]),
+                                        settings={"output": "file"})
+            m = fake.mark()
+            fake.photo(ADA, photo, caption="wood")
+            as_file = await fake.reply("sendDocument", ADA["id"], after=m, timeout=60)
+            assert "Wood" in as_file.text and as_file.button("Stronger")
+            assert decode(as_file.upload("document")).shape == decode(photo).shape
+            assert not [c for c in fake.calls[m:] if c.method == "sendPhoto"]
+
+            # /history: the list, and the last results as an album
+            m = fake.mark()
+            fake.command(ADA, "/history")
+            listing = await fake.reply("sendMessage", ADA["id"], after=m)
+            assert listing.text.startswith(t("history", "en"))
+            assert listing.text.count("✅") == 3 and "Wood planks, 100%" in listing.text
+            album = await fake.reply("sendMediaGroup", ADA["id"], after=m)
+            assert [item["caption"][:40] for item in album.params["media"]] == [
+                t("done", "en", style=s, strength=p)[:40] for s, p in
+                (("Wood planks", 100), ("The Great Wave (Hokusai)", 60),
+                 ("Starry Night (van Gogh)", 80))]
     run(scenario())
 
 
@@ -360,6 +411,14 @@ def test_busy_service_too_many_jobs_and_cancel(tmp_path, monkeypatch):
             assert status.text == t("queued", "en")
             assert status.buttons() == [(t("btn_cancel", "en"), status.buttons()[0][1])]
 
+            # what a worker reports shows in the status message
+            job = bot.service.history(bot.service.user("telegram", ADA["id"]))[0]
+            bot.service.store.set_state(job.id, JobState.RUNNING)
+            bot.service.store.set_progress(job.id, 0.4)
+            await fake.wait_for(lambda c: c.method == "editMessageText"
+                                and c.params["message_id"] == status.result["message_id"]
+                                and c.text == "⏳ 40%", after=m)
+
             m = fake.mark()
             fake.photo(ADA, photo_png(seed=1), caption="wood")
             refusal = await fake.reply("sendMessage", ADA["id"], after=m)
@@ -447,7 +506,28 @@ def test_custom_style_in_two_messages_and_as_an_album(tmp_path, stylizer):
             assert not [c for c in fake.calls[m:] if c.text == t("custom_send_style", "en")]
             jobs = bot.service.history(bot.service.user("telegram", ADA["id"]))
             assert len(jobs) == 2 and jobs[0].input_sha == jobs[1].input_sha
-    run(scenario())
+
+            # /cancel while the optimisation runs: it stops, and no picture comes
+            stylizer.step_delay_s = 0.25
+            m = fake.mark()
+            fake.command(ADA, "/custom")
+            fake.photo(ADA, photo, media_group_id="A2")
+            fake.photo(ADA, style, media_group_id="A2")
+            running = await fake.wait_for(lambda c: c.method == "editMessageText"
+                                          and c.text.startswith("⏳ ")
+                                          and c.text.endswith("%"), after=m)
+            assert 0 < int(running.text[2:-1]) < 100
+            fake.command(ADA, "/cancel")
+            await fake.wait_for(lambda c: c.method == "editMessageText"
+                                and c.text == t("cancelled", "en"), after=m)
+            job = bot.service.history(bot.service.user("telegram", ADA["id"]))[0]
+            assert job.state is JobState.CANCELLED and job.progress < 0.9
+            await asyncio.sleep(1.0)
+            assert not [c for c in fake.calls[m:] if c.method == "sendPhoto"]
+    try:
+        run(scenario())
+    finally:
+        stylizer.step_delay_s = 0.0
 
 
 def _stripes(side: int) -> bytes:
@@ -501,6 +581,11 @@ def test_settings_history_gallery_and_forget(tmp_path):
             names = [item["caption"] for item in album.params["media"]]
             assert names == [s.name("en") for s in bot.service.styles]
             assert all(decode(album.upload_media(i)).shape[0] >= 32 for i in range(len(names)))
+            m = fake.mark()
+            fake.command(BEN, "/styles")  # the second time, Telegram's file ids are reused
+            again = await fake.reply("sendMediaGroup", BEN["id"], after=m)
+            assert not again.files and all(item["media"].startswith("F")
+                                           for item in again.params["media"])
 
             m = fake.mark()
             fake.command(ADA, "/forget")
@@ -532,3 +617,94 @@ def test_two_users_at_once(tmp_path, stylizer):
             assert "Kandinsky" in ada.text and decode(ada.upload("photo")).shape == (64, 64, 3)
             assert "(50%)" in ben.text and decode(ben.upload("photo")).shape == (96, 64, 3)
     run(scenario())
+
+
+def test_webhook_mode_when_a_webhook_url_is_set(tmp_path):
+    """Telegram posts updates to us; only calls carrying the secret are accepted."""
+    import socket
+
+    import aiohttp
+
+    from bots.telegram_bot import webhook_secret
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def scenario():
+        fake = FakeTelegram(TOKEN)
+        url = await fake.start()
+        settings = Settings(data_dir=tmp_path / "data", telegram_bot_token=TOKEN,
+                            telegram_api_url=url, telegram_webhook_port=port,
+                            telegram_webhook_url="https://bot.example.test/hooks/telegram")
+        service = StyleService(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_telegram(service, settings, stop))
+        try:
+            hook = await fake.wait_for(lambda c: c.method == "setWebhook", timeout=20)
+            assert hook.params["url"] == settings.telegram_webhook_url
+            secret = hook.params["secret_token"]
+            assert secret == webhook_secret(TOKEN) and TOKEN not in secret
+            update = {"update_id": 7, "message": fake.command(ADA, "/start")}
+            fake._updates.clear()  # delivered by webhook here, not by getUpdates
+            target = f"http://127.0.0.1:{port}/hooks/telegram"
+            async with aiohttp.ClientSession() as http:
+                async with http.post(target, json=update) as forged:
+                    assert forged.status == 403
+                m = fake.mark()
+                async with http.post(target, json=update, headers={
+                        "X-Telegram-Bot-Api-Secret-Token": secret}) as real:
+                    assert real.status == 200
+            hello = await fake.reply("sendMessage", ADA["id"], after=m)
+            assert t("welcome", "en") in hello.text
+            assert fake.polls == 0
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+            await fake.stop()
+            service.close()
+    run(scenario())
+
+
+def test_style_keyboard_pages_and_compact_button_data(tmp_path):
+    """Many styles page with ◀ ▶; every button's data fits Telegram's 64 bytes."""
+    from bots.frontend import (
+        Action,
+        apply_setting,
+        decode_action,
+        encode_action,
+        page_target,
+        photo_token,
+        result_keyboard,
+        settings_keyboard,
+        style_keyboard,
+    )
+    from stylejax.errors import InvalidRequestError
+
+    service = StyleService(Settings(data_dir=tmp_path / "data"))
+    try:
+        token = photo_token("ab" * 32)
+        pages = [style_keyboard(service, "en", "pick", token, p, per_page=3) for p in range(3)]
+        navs = [[label for label, _ in kb[-1]] for kb in pages]
+        assert navs == [["▶"], ["◀", "▶"], ["◀"]]
+        shown = [a.arg for kb in pages for row in kb[:-1] for _, a in row]
+        assert shown == [str(i) for i in range(len(service.styles))]
+        assert page_target(pages[1][-1][1][1]) == ("pick", 2)
+        assert page_target(Action("page", token, "x9")) is None
+
+        ada = service.user("telegram", 1)
+        job = service.submit(ada, photo_png(), style="wave")
+        boards = [*pages, result_keyboard(job, "zh"), settings_keyboard(service, ada, "zh"),
+                  style_keyboard(service, "zh", "style", job.id, 0)]
+        for board in boards:
+            for row in board:
+                for _, action in row:
+                    data = encode_action(action)
+                    assert len(data.encode()) <= MAX_CALLBACK_BYTES
+                    assert decode_action(data) == action
+        with pytest.raises(InvalidRequestError):
+            apply_setting(service, ada, Action("set", "strength", "37"))
+        assert apply_setting(service, ada, Action("set", "output", "file")).settings == {
+            "output": "file"}
+    finally:
+        service.close()
