@@ -42,8 +42,8 @@ GROUP = -1001
 class QuickStylizer(Stylizer):
     """Custom styles in a few steps at one scale: the optimisation path, without the wait.
 
-    The service has no setting for the custom-style time budget (the worker always uses the
-    30 s default), so the tests shorten it here.
+    The service's `custom_style_seconds` bounds the time, not the steps; a fixed 16 steps at one
+    scale keeps these tests short and their pace (`step_delay_s`) under the test's control.
     """
 
     step_delay_s = 0.0  # > 0: each step takes at least this long (time to press Cancel)
