@@ -4,7 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
-# The Redis queue tests start a real redis-server (Debian package); they fail under CI without it.
-command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+# Real parts the tests start (Debian packages): redis-server for the Redis queue tests, chromium
+# for the web page tests (Playwright drives it; it cannot download a browser here).
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+fi
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q "$@"
