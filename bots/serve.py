@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -237,9 +238,11 @@ class _FrontEnds:
             log.info("started the %s bot", name)
 
     def stop(self) -> None:
+        """Ask every running bot to stop; safe to call again, and after a bot has ended."""
         with self._lock:
             for loop, stop in self._stops:
-                loop.call_soon_threadsafe(stop.set)
+                with contextlib.suppress(RuntimeError):  # that bot's loop already closed
+                    loop.call_soon_threadsafe(stop.set)
 
     def join(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
