@@ -9,10 +9,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,74 +17,23 @@ import numpy as np
 import pytest
 from photos import photo_png
 from PIL import Image
+from service_process import MAX_UPLOAD, Server
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SAMPLE = ROOT / "stylejax" / "assets" / "sample.jpg"  # 640×360, 38 kB
 STYLE_PICTURE = ROOT / "stylejax" / "assets" / "styles" / "great_wave.jpg"
 IMAGES = ROOT / "docs" / "images"
-MAX_UPLOAD = 300_000
 JOB_TIMEOUT_MS = 60_000
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`stylejax serve` in a subprocess, healthy before the constructor returns."""
-
-    def __init__(self, tmp: Path):
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / "server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEJAX_")}
-        env.update(JAX_PLATFORMS="cpu", STYLEJAX_ORT_THREADS="2",
-                   STYLEJAX_MAX_UPLOAD_BYTES=str(MAX_UPLOAD), STYLEJAX_MAX_SIDE="1024",
-                   STYLEJAX_RATE_PER_MINUTE="600", STYLEJAX_RATE_BURST="30",
-                   STYLEJAX_MAX_ACTIVE_JOBS="10")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bots.serve", "serve", "--port", str(self.port),
-             "--data-dir", str(tmp / "data"), "--workers", "1"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=2).json() == {"status": "ok"}:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout_s: float = 45) -> int | None:
-        code = self.proc.poll()
-        if code is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                code = None
-        self._log.close()
-        return code
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("web"))
+    srv = Server(tmp_path_factory.mktemp("web"), 1, STYLEJAX_MAX_SIDE="1024",
+                 STYLEJAX_RATE_PER_MINUTE="600", STYLEJAX_RATE_BURST="30",
+                 STYLEJAX_MAX_ACTIVE_JOBS="10")
     yield srv
     code = srv.stop()
     assert code == 0, srv.log()
