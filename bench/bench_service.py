@@ -77,7 +77,7 @@ def _wait_all(service: StyleService, ids: list[str], deadline: float) -> dict[st
 
 
 def run_case(queue_url: str, workers: int, jobs: int, data: Path, *, mode: str, size: int,
-             stylizer: Stylizer | None) -> dict:
+             stylizer: Stylizer | None, sequential: bool = False) -> dict:
     settings = Settings(data_dir=data, queue=queue_url, rate_per_minute=1e6, rate_burst=10_000,
                         max_active_jobs=10_000, max_side=size)
     service = StyleService(settings)
@@ -89,15 +89,20 @@ def run_case(queue_url: str, workers: int, jobs: int, data: Path, *, mode: str, 
     _wait_all(service, warm, time.monotonic() + 180)
     start = time.monotonic()
     submitted = {}
+    done: dict[str, float] = {}
     for i in range(jobs):
         job = service.submit(user, photos[i % len(photos)], style="starry-night")
         submitted[job.id] = time.time()
-    done = _wait_all(service, list(submitted), time.monotonic() + 900)
+        if sequential:  # one at a time: what a single user sees on an idle service
+            done.update(_wait_all(service, [job.id], time.monotonic() + 120))
+    done.update(_wait_all(service, list(submitted.keys() - done.keys()),
+                          time.monotonic() + 900))
     wall = time.monotonic() - start
     pool.stop()
     service.close()
     lat = np.array([done[j] - submitted[j] for j in done])
-    return {"queue": queue_url.split(":")[0], "mode": mode, "workers": workers,
+    return {"queue": queue_url.split(":")[0], "mode": mode + (" seq" if sequential else ""),
+            "workers": workers,
             "size": size, "jobs": len(done), "jobs_per_s": len(done) / wall,
             "p50_s": float(np.percentile(lat, 50)), "p95_s": float(np.percentile(lat, 95))}
 
@@ -107,6 +112,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=40)
     ap.add_argument("--size", type=int, default=512, help="photo long side (px)")
     ap.add_argument("--mode", choices=["process", "thread"], default="process")
+    ap.add_argument("--sequential", action="store_true",
+                    help="submit each job after the previous one finished (idle latency)")
     ap.add_argument("--json")
     args = ap.parse_args()
     stylizer = Stylizer(backend="onnx") if args.mode == "thread" else None
@@ -121,7 +128,8 @@ def main() -> None:
                     if qname == "redis":  # a fresh Redis database per case
                         url = url.rsplit("/", 1)[0] + f"/{workers}"
                     rows.append(run_case(url, workers, args.jobs, data, mode=args.mode,
-                                         size=args.size, stylizer=stylizer))
+                                         size=args.size, stylizer=stylizer,
+                                         sequential=args.sequential))
                     print(json.dumps(rows[-1]), flush=True)
     print("\n| queue | workers | photo | jobs | jobs/s | p50 latency (s) | p95 latency (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
