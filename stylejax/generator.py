@@ -24,6 +24,9 @@ IN_EPS = 1e-5
 SKIP_CLIP = 0.01  # photo values are clipped to [c, 1-c] before the logit skip connection
 
 
+UPSAMPLE_MODES = ("shuffle", "nearest")
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Shape of the network; stored in every style pack so weights always meet their network."""
@@ -31,6 +34,9 @@ class GeneratorConfig:
     num_styles: int = 1
     channels: tuple[int, int, int] = (16, 32, 64)  # full-res, 1/2-res, 1/4-res widths
     res_blocks: int = 5
+    # Decoder upsampling: "shuffle" (conv → depth-to-space, the first packs) or "nearest"
+    # (nearest 2× → conv, "resize-convolution": no sub-pixel pattern for training to exploit).
+    upsample: str = "shuffle"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -41,8 +47,9 @@ class GeneratorConfig:
     def from_dict(cls, d: dict) -> GeneratorConfig:
         channels = tuple(int(c) for c in d["channels"])
         cfg = cls(num_styles=int(d["num_styles"]), channels=channels,
-                  res_blocks=int(d["res_blocks"]))
-        if len(channels) != 3 or min(channels) < 1 or cfg.num_styles < 1 or cfg.res_blocks < 0:
+                  res_blocks=int(d["res_blocks"]), upsample=str(d.get("upsample", "shuffle")))
+        if (len(channels) != 3 or min(channels) < 1 or cfg.num_styles < 1
+                or cfg.res_blocks < 0 or cfg.upsample not in UPSAMPLE_MODES):
             raise ValueError(f"invalid generator config {d}")
         return cfg
 
@@ -56,6 +63,10 @@ def space_to_depth(x: jax.Array, r: int = 2) -> jax.Array:
     n, h, w, c = x.shape
     x = x.reshape(n, h // r, r, w // r, r, c)
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h // r, w // r, r * r * c)
+
+
+def upsample_nearest(x: jax.Array, r: int = 2) -> jax.Array:
+    return jnp.repeat(jnp.repeat(x, r, axis=1), r, axis=2)
 
 
 def depth_to_space(x: jax.Array, r: int = 2) -> jax.Array:
@@ -140,14 +151,23 @@ class Generator(nnx.Module):
         self.enc2 = ReflectConv(c1 * 4, c2, rngs=rngs)      # 1/4 res
         self.norm_e2 = CondInstanceNorm(c2, s)
         self.res = nnx.List([ResidualBlock(c2, s, rngs=rngs) for _ in range(config.res_blocks)])
-        self.dec1 = ReflectConv(c2, c1 * 4, rngs=rngs)      # → depth_to_space → 1/2 res
+        shuffle = config.upsample == "shuffle"
+        k = 4 if shuffle else 1
+        self.dec1 = ReflectConv(c2, c1 * k, rngs=rngs)      # (×2 up) → 1/2 res
         self.norm_d1 = CondInstanceNorm(c1, s)
-        self.dec2 = ReflectConv(c1, c0 * 4, rngs=rngs)      # → depth_to_space → full res
+        self.dec2 = ReflectConv(c1, c0 * k, rngs=rngs)      # (×2 up) → full res
         self.norm_d2 = CondInstanceNorm(c0, s)
         self.out = ReflectConv(c0, 3, rngs=rngs)
         self.out.conv.kernel[...] = self.out.conv.kernel[...] * 0.1  # start near the photo
-        _icnr(self.dec1.conv, 2, rngs.params())
-        _icnr(self.dec2.conv, 2, rngs.params())
+        if shuffle:
+            _icnr(self.dec1.conv, 2, rngs.params())
+            _icnr(self.dec2.conv, 2, rngs.params())
+
+    def _up(self, conv: ReflectConv, h: jax.Array) -> jax.Array:
+        """One 2× decoder step in the configured way."""
+        if self.config.upsample == "shuffle":
+            return depth_to_space(conv(h))
+        return conv(upsample_nearest(h))
 
     def __call__(self, x: jax.Array, style_w: jax.Array,
                  stats: Sequence[tuple[jax.Array, jax.Array]] | None = None,
@@ -169,8 +189,8 @@ class Generator(nnx.Module):
         h = norm(self.norm_e2, self.enc2(space_to_depth(h)), quarter)
         for block in self.res:
             h = block(h, style_w, it, collected, quarter)
-        h = norm(self.norm_d1, depth_to_space(self.dec1(h)), half)
-        h = norm(self.norm_d2, depth_to_space(self.dec2(h)), valid)
+        h = norm(self.norm_d1, self._up(self.dec1, h), half)
+        h = norm(self.norm_d2, self._up(self.dec2, h), valid)
         # Skip connection in logit space: the network predicts a change to the photo, so it
         # starts as (nearly) the identity, keeps fine detail, and colour shifts are additive.
         y = jax.nn.sigmoid(self.out(h) + photo_logit(x))

@@ -124,6 +124,17 @@ class _Exporter:
     def norm_relu(self, x: str, layer: CondInstanceNorm) -> str:
         return self.g.op("Relu", [self.norm(x, layer)])
 
+    def up(self, x: str, layer: ReflectConv) -> str:
+        """One 2× decoder step, as `Generator._up` does it."""
+        g = self.g
+        if self.gen.config.upsample == "shuffle":
+            return g.op("DepthToSpace", [self.conv(x, layer)], blocksize=2, mode="DCR")
+        scales = g.const("scales", np.array([1.0, 1.0, 2.0, 2.0], np.float32))
+        # asymmetric + floor: output pixel i reads input i // 2, exactly jnp.repeat
+        up = g.op("Resize", [x, "", scales], mode="nearest",
+                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return self.conv(up, layer)
+
     def build(self) -> onnx.ModelProto:
         g, gen = self.g, self.gen
         one = g.const("one", np.array(1.0, np.float32))
@@ -138,10 +149,8 @@ class _Exporter:
             r = self.norm_relu(self.conv(h, block.conv1), block.norm1)
             r = self.norm(self.conv(r, block.conv2), block.norm2)
             h = g.op("Add", [h, r])
-        h = self.norm_relu(g.op("DepthToSpace", [self.conv(h, gen.dec1)], blocksize=2, mode="DCR"),
-                           gen.norm_d1)
-        h = self.norm_relu(g.op("DepthToSpace", [self.conv(h, gen.dec2)], blocksize=2, mode="DCR"),
-                           gen.norm_d2)
+        h = self.norm_relu(self.up(h, gen.dec1), gen.norm_d1)
+        h = self.norm_relu(self.up(h, gen.dec2), gen.norm_d2)
         y = g.op("Sigmoid", [g.op("Add", [self.conv(h, gen.out), skip])])
         g.op("Transpose", [y], output="styled", perm=[0, 2, 3, 1])
 

@@ -10,6 +10,7 @@ from flax import nnx
 
 from stylejax.generator import (
     Generator,
+    GeneratorConfig,
     apply_controls,
     depth_to_space,
     luminance,
@@ -193,3 +194,21 @@ def test_space_to_depth_channel_order():
             for c in range(3):
                 np.testing.assert_array_equal(s[0, :, :, (dy * 2 + dx) * 3 + c],
                                               x[0, dy::2, dx::2, c])
+
+
+def test_nearest_upsampling_decoder_starts_near_the_photo_and_round_trips_its_config():
+    from stylejax.generator import upsample_nearest
+
+    cfg = GeneratorConfig(num_styles=2, channels=(8, 16, 32), res_blocks=1, upsample="nearest")
+    assert GeneratorConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "upsample"}
+    assert GeneratorConfig.from_dict(old).upsample == "shuffle"  # packs from before the option
+    with pytest.raises(ValueError):
+        GeneratorConfig.from_dict({**cfg.to_dict(), "upsample": "bicubic"})
+    gen = Generator(cfg, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).random((1, 32, 48, 3), np.float32))
+    y = gen(x, one_hot_styles(0, 2, 1))
+    assert y.shape == x.shape and float(jnp.abs(y - x).mean()) < 0.1
+    z = jnp.arange(4.0).reshape(1, 2, 2, 1)
+    np.testing.assert_array_equal(upsample_nearest(z)[0, :, :, 0],
+                                  [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])

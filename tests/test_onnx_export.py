@@ -18,8 +18,8 @@ from stylejax.onnx_export import OnnxGenerator, export_generator_onnx
 STYLE_W = np.array([[1.0, 0.0, 0.0], [0.3, 0.7, 0.0]], np.float32)
 
 
-def _perturbed_generator() -> Generator:
-    gen = Generator(GeneratorConfig(num_styles=3), rngs=nnx.Rngs(0))
+def _perturbed_generator(upsample: str = "shuffle") -> Generator:
+    gen = Generator(GeneratorConfig(num_styles=3, upsample=upsample), rngs=nnx.Rngs(0))
     rng = np.random.default_rng(42)  # numpy: one XLA compile per distinct shape would be slow
     for _path, param in nnx.iter_graph(gen):
         if isinstance(param, nnx.Param):
@@ -29,9 +29,10 @@ def _perturbed_generator() -> Generator:
     return gen
 
 
-@pytest.fixture(scope="module")
-def gen() -> Generator:
-    return _perturbed_generator()
+@pytest.fixture(scope="module", params=["shuffle", "nearest"])
+def gen(request) -> Generator:
+    """Both decoder kinds: depth-to-space (DepthToSpace) and resize-conv (Resize)."""
+    return _perturbed_generator(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ existing styles stay bit-for-bit the same.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -23,7 +24,7 @@ from flax import nnx
 
 from stylejax import losses
 from stylejax.features import load_feature_net
-from stylejax.generator import Generator, GeneratorConfig
+from stylejax.generator import Generator
 from stylejax.pack import StyleInfo, load_pack, save_pack
 
 from .data import ContentStream, PhotoFolder, StyleImages
@@ -47,7 +48,7 @@ class AddStyleConfig:
 def grow_generator(old: Generator) -> Generator:
     """A copy of `old` with one more style slot, initialised as the mean of the existing rows."""
     cfg = old.config
-    new = Generator(GeneratorConfig(cfg.num_styles + 1, cfg.channels, cfg.res_blocks),
+    new = Generator(dataclasses.replace(cfg, num_styles=cfg.num_styles + 1),
                     rngs=nnx.Rngs(0))
     old_params = nnx.state(old, nnx.Param)
     new_params = nnx.state(new, nnx.Param)

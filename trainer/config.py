@@ -55,6 +55,7 @@ class TrainConfig(JsonConfig):
     style_side: int = 256                # style pictures are seen with this long side
     channels: tuple[int, int, int] = (16, 32, 64)
     res_blocks: int = 5
+    upsample: str = "shuffle"            # decoder: shuffle (depth-to-space) | nearest (resize-conv)
     disc_ch: int = 32
     disc_scales: int = 2
     content_weight: float = 1.0

@@ -63,7 +63,7 @@ class StopFlag:
 
 def build(cfg: TrainConfig, num_styles: int) -> tuple[Generator, MultiScaleDiscriminator]:
     gcfg = GeneratorConfig(num_styles=num_styles, channels=tuple(cfg.channels),
-                           res_blocks=cfg.res_blocks)
+                           res_blocks=cfg.res_blocks, upsample=cfg.upsample)
     rngs = nnx.Rngs(cfg.seed)
     return (Generator(gcfg, rngs=rngs),
             MultiScaleDiscriminator(num_styles, ch=cfg.disc_ch, num_scales=cfg.disc_scales,
