@@ -229,3 +229,24 @@ def test_eval_writes_report_grid_and_curves(tmp_path):
     assert all(np.isfinite(v["style"]) for v in report["styles"].values())
     for name in ("losses.json", "grid.png", "loss_curves.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
+
+
+def test_jitter_and_nearest_decoder_train_deterministically(tmp_path):
+    """The anti-aliasing options: a run with them is reproducible, is recorded in the run's
+    config, and trains something else than a run without them."""
+    import json
+
+    from trainer.loop import Trainer
+
+    runs = {}
+    for name, kw in [("a", {"jitter": 4, "upsample": "nearest"}),
+                     ("b", {"jitter": 4, "upsample": "nearest"}), ("c", {})]:
+        t = Trainer(tiny_config(tmp_path, name, **kw))
+        t.run(until=3, progress=False)
+        runs[name] = _params(t)
+    for x, y in zip(runs["a"], runs["b"], strict=True):
+        np.testing.assert_array_equal(x, y)
+    saved = json.loads((tmp_path / "a" / "train_config.json").read_text())
+    assert saved["jitter"] == 4 and saved["upsample"] == "nearest"
+    assert any(x.shape != y.shape or not np.allclose(x, y)
+               for x, y in zip(runs["a"], runs["c"]))

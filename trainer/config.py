@@ -65,6 +65,7 @@ class TrainConfig(JsonConfig):
     adv_loss: str = "hinge"              # hinge | lsgan | wgan-gp
     adv_start: int = 0                   # adversarial term off before this step, then ramped
     adv_ramp: int = 1
+    jitter: int = 0                      # random shift (px) of what the feature net sees
     norm_lr_mult: float = 5.0
     lr_g: float = 2e-3
     lr_d: float = 1e-3
@@ -78,7 +79,8 @@ class TrainConfig(JsonConfig):
     def loss(self) -> LossConfig:
         return LossConfig(content=self.content_weight, style=self.style_weight,
                           adv=self.adv_weight, tv=self.tv_weight, adv_kind=self.adv_loss,
-                          adv_start=self.adv_start, adv_ramp=self.adv_ramp)
+                          adv_start=self.adv_start, adv_ramp=self.adv_ramp,
+                          jitter=self.jitter)
 
     def optim(self) -> OptimConfig:
         return OptimConfig(lr_g=self.lr_g, lr_d=self.lr_d, warmup=self.warmup, steps=self.steps,

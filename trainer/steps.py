@@ -35,6 +35,10 @@ class LossConfig:
     gp: float = 10.0                   # gradient-penalty weight (wgan-gp only)
     style_taps: tuple[str, ...] = ("stem", "stage1", "stage2", "stage3", "stage4")
     content_taps: tuple[str, ...] = ("stage4",)
+    # The feature net sees the result and the photo shifted by a random 0..jitter-1 pixels (the
+    # same shift for both), so the generator cannot exploit the feature net's stride-2 grid
+    # (0 = off, as the first packs were trained).
+    jitter: int = 0
 
 
 @dataclass(frozen=True)
@@ -129,16 +133,26 @@ def style_targets(models: Models, f_state: Any, style_images: list[jax.Array],
     return out
 
 
+def _shifted(x: jax.Array, dy: jax.Array, dx: jax.Array, jitter: int) -> jax.Array:
+    n, h, w, c = x.shape
+    return jax.lax.dynamic_slice(x, (0, dy, dx, 0), (n, h - jitter, w - jitter, c))
+
+
 def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, targets, batch,
-                      cfg: LossConfig, step):
+                      cfg: LossConfig, step, jitter_key=None):
     gen = nnx.merge(models.g_graph, g_params)
     feat = nnx.merge(models.f_graph, f_state)
     photo, ids = batch["content"], batch["style_ids"]
     w = jax.nn.one_hot(ids, gen.config.num_styles)
     fake = gen(photo, w)
     taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
-    f_fake = feat.features(fake, taps)
-    f_real = jax.lax.stop_gradient(feat.features(photo, cfg.content_taps))
+    seen_fake, seen_photo = fake, photo
+    if cfg.jitter > 0:
+        dy, dx = jax.random.randint(jitter_key, (2,), 0, cfg.jitter)
+        seen_fake = _shifted(fake, dy, dx, cfg.jitter)
+        seen_photo = _shifted(photo, dy, dx, cfg.jitter)
+    f_fake = feat.features(seen_fake, taps)
+    f_real = jax.lax.stop_gradient(feat.features(seen_photo, cfg.content_taps))
     content = 0.0
     for t in cfg.content_taps:
         scale = jax.lax.stop_gradient(1.0 / (jnp.mean(f_real[t] ** 2) + 1e-12))
@@ -186,8 +200,12 @@ def train_step(models: Models, cfg: LossConfig, optim: OptimConfig, state: Train
     """One generator update and one discriminator update (pure; jit with models/cfg static)."""
     key = jax.random.wrap_key_data(state.key)
     key, gp_key = jax.random.split(key)
+    jitter_key = None
+    if cfg.jitter > 0:  # a separate split, so runs without jitter keep their random stream
+        key, jitter_key = jax.random.split(key)
     (_, (fake, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
-        state.g, models, state.d, state.d_stats, f_state, targets, batch, cfg, state.step)
+        state.g, models, state.d, state.d_stats, f_state, targets, batch, cfg, state.step,
+        jitter_key)
     g_updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g)
     g_params = optax.apply_updates(state.g, g_updates)
     # EMA warm-up: early on the average would be dominated by the random initialisation.
