@@ -217,7 +217,27 @@ _ACTION = r"[A-Za-z0-9_\-]{0,48}:[A-Za-z0-9_\-]{0,48}"
 _UNCHECKED = frozenset({"pick", "forget", "set"})
 
 
-class ActionButton(discord.ui.DynamicItem[discord.ui.Button],
+class _OwnerChecked:
+    """Components that act on a job answer only the job's owner (`_UNCHECKED` verbs aside)."""
+
+    action: Action
+    job: Job | None
+
+    async def interaction_check(self, interaction: Interaction) -> bool:
+        if self.action.verb in _UNCHECKED:
+            return True
+        self.job = await _check_owner(interaction, self.action)
+        return self.job is not None
+
+
+def _action_of(custom_id: str) -> Action:
+    action = decode_action(custom_id)
+    if action is None:
+        raise ValueError(f"not our component: {custom_id!r}")
+    return action
+
+
+class ActionButton(_OwnerChecked, discord.ui.DynamicItem[discord.ui.Button],
                    template=re.compile(rf"(?:up|down|keep|del|cancel|forget|set):{_ACTION}")):
     """A button whose custom_id is an encoded `Action`; pressing it calls `StyleJAXBot.act`."""
 
@@ -232,22 +252,13 @@ class ActionButton(discord.ui.DynamicItem[discord.ui.Button],
     @classmethod
     async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button,
                              match: re.Match[str]) -> ActionButton:
-        action = decode_action(item.custom_id)
-        if action is None:
-            raise ValueError(f"not our button: {item.custom_id!r}")
-        return cls(action, item.label or "")
-
-    async def interaction_check(self, interaction: Interaction) -> bool:
-        if self.action.verb in _UNCHECKED:
-            return True
-        self.job = await _check_owner(interaction, self.action)
-        return self.job is not None
+        return cls(_action_of(item.custom_id), item.label or "")
 
     async def callback(self, interaction: Interaction) -> None:
         await interaction.client.act(interaction, self.action, self.job, [])
 
 
-class StyleSelect(discord.ui.DynamicItem[discord.ui.Select],
+class StyleSelect(_OwnerChecked, discord.ui.DynamicItem[discord.ui.Select],
                   template=re.compile(rf"(?:style|pick):{_ACTION}")):
     """A menu of every style: "another style" under a result, or the choice for a new photo."""
 
@@ -266,16 +277,8 @@ class StyleSelect(discord.ui.DynamicItem[discord.ui.Select],
     @classmethod
     async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Select,
                              match: re.Match[str]) -> StyleSelect:
-        action = decode_action(item.custom_id)
-        if action is None:
-            raise ValueError(f"not our menu: {item.custom_id!r}")
-        return cls(action, placeholder=item.placeholder, options=item.options)
-
-    async def interaction_check(self, interaction: Interaction) -> bool:
-        if self.action.verb in _UNCHECKED:
-            return True
-        self.job = await _check_owner(interaction, self.action)
-        return self.job is not None
+        return cls(_action_of(item.custom_id), placeholder=item.placeholder,
+                   options=item.options)
 
     async def callback(self, interaction: Interaction) -> None:
         await interaction.client.act(interaction, self.action, self.job, self.item.values)
