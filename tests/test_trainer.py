@@ -220,7 +220,7 @@ def test_eval_writes_report_grid_and_curves(tmp_path):
     from trainer.evaluate import evaluate
     from trainer.loop import Trainer
 
-    cfg = tiny_config(tmp_path, "run")
+    cfg = tiny_config(tmp_path, "run", jitter=2)  # eval measures without the training jitter
     t = Trainer(cfg)
     t.run(progress=False)
     t.ckpt.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -49,8 +50,9 @@ def evaluate(run_dir: str | Path, out_dir: str | Path | None = None, side: int =
     photos = trainer.holdout or trainer.train_photos.images[:4]
     x = jnp.asarray(np.stack([center_square(p, side) for p in photos]), jnp.float32) / 255.0
     state = trainer.state
+    # measured on the photos as they are: no training-time jitter
     losses_fn = jax.jit(functools.partial(_generator_losses, models=trainer.models,
-                                          cfg=trainer.loss_cfg))
+                                          cfg=dataclasses.replace(trainer.loss_cfg, jitter=0)))
     per_style = {}
     for s, name in enumerate(trainer.styles.names):
         batch = {"content": x, "style_ids": jnp.full((x.shape[0],), s, jnp.int32)}

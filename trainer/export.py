@@ -57,7 +57,8 @@ def export_pack(run_dir: str | Path, pack_dir: str | Path, step: int | None = No
     training = {
         "steps": int(state.step), "batch": cfg.batch, "size": cfg.size, "seed": cfg.seed,
         "losses": {"content": cfg.content_weight, "style": cfg.style_weight,
-                   "adv": cfg.adv_weight, "tv": cfg.tv_weight, "adv_loss": cfg.adv_loss},
+                   "adv": cfg.adv_weight, "tv": cfg.tv_weight, "adv_loss": cfg.adv_loss,
+                   "jitter": cfg.jitter},
         "feature_net": "EfficientNet-Lite0 (ImageNet)", "weights": "EMA",
     }
     return save_pack(pack_dir, generator, infos, thumbnails=thumbs, training=training,
