@@ -18,6 +18,7 @@ from stylejax.imageio import ImageLimits, decode_image
 from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_styles
 
 from .config import Settings
+from .jobbook import LocalJobBook
 from .ratelimit import TokenBucket
 
 log = logging.getLogger("stylejax.service")
@@ -61,6 +62,7 @@ class StyleService:
         data.mkdir(parents=True, exist_ok=True)
         self.store = store or Store(data / "meta.db")
         self.blobs = blobs or BlobStore(data / "blobs")
+        self.jobs = LocalJobBook(self.store, self.blobs)  # what workers read and record
         self.queue = queue or open_queue(settings.queue_url, **queue_options(settings))
         # ids and names only: the service front never needs the weights
         self.styles: list[StyleInfo] = read_pack_styles(settings.pack or default_pack_dir())
@@ -229,12 +231,9 @@ class StyleService:
         """Fail the jobs the queue gave up on (they crashed every worker), so users hear of it."""
         n = 0
         for dead in self.queue.dead_letters():
-            job = self.store.get_job(dead.job_id)
-            if job is not None and not job.state.is_terminal:
-                if job.state is JobState.QUEUED:
-                    job = self.store.set_state(job.id, JobState.RUNNING)
-                self.store.set_state(job.id, JobState.FAILED, error=GENERIC_ERROR)
-                log.error("job %s failed for good after %d deliveries", job.id, dead.attempts)
+            if self.jobs.fail(dead.job_id, GENERIC_ERROR):
+                log.error("job %s failed for good after %d deliveries", dead.job_id,
+                          dead.attempts)
                 n += 1
             self.queue.remove_dead(dead)
         return n

@@ -32,12 +32,17 @@ from storage.errors import JobNotFound, TooManyActiveJobsError
 from stylejax.errors import ImageTooLargeError, InvalidRequestError, StyleJAXError
 from stylejax.pack import default_pack_dir
 
-from .core import JobNotFoundError, RateLimitedError, ServiceBusyError, StyleService
+from .core import (
+    GENERIC_ERROR,
+    JobNotFoundError,
+    RateLimitedError,
+    ServiceBusyError,
+    StyleService,
+)
 
 log = logging.getLogger("stylejax.http")
 
 API = "/api/v1"
-GENERIC_ERROR = "Something went wrong on our side; please try again."
 SSE_POLL_S = 0.2
 SSE_MAX_S = 300.0
 SSE_KEEPALIVE_S = 15.0

@@ -36,8 +36,8 @@ class JobBook(Protocol):
     def finish(self, job: Job, png: bytes) -> bool:
         """Record the result; True only for the call that recorded it."""
 
-    def fail(self, job_id: str, error: str) -> None:
-        """Record a failure the user will read (no-op when the job already ended)."""
+    def fail(self, job_id: str, error: str) -> bool:
+        """Record a failure the user will read; False (nothing done) when the job had ended."""
 
     def requeue(self, job_id: str) -> None:
         """Back to queued for another attempt (no-op when the job already ended)."""
@@ -75,19 +75,18 @@ class LocalJobBook:
         sha = self.blobs.put(png, owner=str(job.owner))
         return self.store.mark_done(job.id, sha)
 
-    def _ended(self, job_id: str) -> bool:
+    def fail(self, job_id: str, error: str) -> bool:
         job = self.store.get_job(job_id)
-        return job is None or job.state.is_terminal
-
-    def fail(self, job_id: str, error: str) -> None:
-        if self._ended(job_id):
-            return
-        if self.store.get_job(job_id).state is JobState.QUEUED:
+        if job is None or job.state.is_terminal:
+            return False
+        if job.state is JobState.QUEUED:  # failed before it ever ran (e.g. dead-lettered)
             self.store.set_state(job_id, JobState.RUNNING)
         self.store.set_state(job_id, JobState.FAILED, error=error)
+        return True
 
     def requeue(self, job_id: str) -> None:
-        if not self._ended(job_id) and self.store.get_job(job_id).state is JobState.RUNNING:
+        job = self.store.get_job(job_id)
+        if job is not None and job.state is JobState.RUNNING:
             self.store.set_state(job_id, JobState.QUEUED)
 
 
@@ -141,8 +140,8 @@ class RemoteJobBook:
                           headers={"Content-Type": "image/png"})
         return bool(resp.json()["recorded"])
 
-    def fail(self, job_id: str, error: str) -> None:
-        self._post(f"/jobs/{job_id}/fail", json={"error": error})
+    def fail(self, job_id: str, error: str) -> bool:
+        return bool(self._post(f"/jobs/{job_id}/fail", json={"error": error}).json()["recorded"])
 
     def requeue(self, job_id: str) -> None:
         self._post(f"/jobs/{job_id}/requeue")

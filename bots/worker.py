@@ -11,12 +11,12 @@ the service, or the serving machine's internal API for workers on other machines
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 
 from storage import Job, JobKind
 from storage.queue import Delivery, JobQueue, new_consumer_name, open_queue
@@ -27,9 +27,11 @@ from stylejax.stylizer import Stylizer
 
 from .config import Settings
 from .core import GENERIC_ERROR, StyleService, queue_options
-from .jobbook import JobBook, LocalJobBook, RemoteJobBook
+from .jobbook import JobBook, RemoteJobBook
 
 log = logging.getLogger("stylejax.worker")
+
+__all__ = ["GENERIC_ERROR", "Worker"]
 
 REAP_EVERY_S = 10.0
 QUEUE_RETRY_S = (0.5, 10.0)  # back-off range while the queue (e.g. Redis) is unreachable
@@ -61,7 +63,6 @@ class _Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()
-__all__ = ["GENERIC_ERROR", "Worker"]
 
 
 class Worker:
@@ -74,11 +75,10 @@ class Worker:
         self.service = service
         self.settings = settings or service.settings
         self.queue = queue or service.queue
-        self.book = book or LocalJobBook(service.store, service.blobs)
+        self.book = book or service.jobs
         self.stylizer = stylizer or Stylizer(self.settings.pack)
         self.consumer = consumer or new_consumer_name()
         self.max_batch = max_batch
-        self.batch_wait_s = self.settings.batch_wait_s
         self.stop = threading.Event()
         self.handled = 0
 
@@ -126,11 +126,8 @@ class Worker:
             self.book.requeue(job.id)
             self.queue.release(d)
 
-    def _cancelled(self, job_id: str) -> Callable[[], bool]:
-        return lambda: self.book.is_cancelled(job_id)
-
     def _run_custom(self, d: Delivery, job: Job) -> None:
-        cancelled = self._cancelled(job.id)
+        cancelled = functools.partial(self.book.is_cancelled, job.id)
         try:
             settings = self.settings
             size = min(settings.custom_style_size, settings.max_side)
@@ -212,9 +209,10 @@ class Worker:
                     reaped_at = time.monotonic()
                 # claim() also takes over deliveries whose worker died (expired leases)
                 batch = queue.claim(self.consumer, block_s=1.0, max_items=self.max_batch)
-                if batch and len(batch) < self.max_batch and self.batch_wait_s > 0:
+                wait = self.settings.batch_wait_s
+                if batch and len(batch) < self.max_batch and wait > 0:
                     # a burst is often still arriving: a short wait fills the batch
-                    batch += queue.claim(self.consumer, block_s=self.batch_wait_s,
+                    batch += queue.claim(self.consumer, block_s=wait,
                                          max_items=self.max_batch - len(batch))
             except Exception as err:  # noqa: BLE001 - e.g. Redis restarting: wait, then retry
                 log.warning("worker %s: queue unavailable (%r); retrying in %.1f s",

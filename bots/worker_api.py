@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from storage import BlobNotFoundError, InvalidBlobIdError
 
 from .core import StyleService
-from .jobbook import LocalJobBook, job_to_json
+from .jobbook import job_to_json
 
 PREFIX = "/internal/v1"
 
@@ -33,7 +33,7 @@ def worker_router(service: StyleService) -> APIRouter:
 
     router = APIRouter(prefix=PREFIX, dependencies=[Depends(authorised)],
                        include_in_schema=False)
-    book = LocalJobBook(service.store, service.blobs)
+    book = service.jobs
 
     @router.post("/jobs/{job_id}/begin")
     def begin(job_id: str):
@@ -68,8 +68,7 @@ def worker_router(service: StyleService) -> APIRouter:
 
     @router.post("/jobs/{job_id}/fail")
     def fail(job_id: str, error: Annotated[str, Body(embed=True, max_length=500)]):
-        book.fail(job_id, error)
-        return {"ok": True}
+        return {"recorded": book.fail(job_id, error)}
 
     @router.post("/jobs/{job_id}/requeue")
     def requeue(job_id: str):
