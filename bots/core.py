@@ -120,8 +120,9 @@ class StyleService:
         if keep_colors is None:
             keep_colors = bool(owner.settings.get("keep_colors", False))
         # refuse bad input before anything is stored
-        input_sha = self._known_blob(photo_sha) if photo is None else None
-        if photo is not None:
+        if photo is None:
+            self._check_blob(photo_sha)
+        else:
             decode_image(photo, limits=self.limits)
         params: dict = {"strength": float(strength), "keep_colors": bool(keep_colors)}
         if style is not None:
@@ -132,9 +133,10 @@ class StyleService:
             if style_image is not None:
                 decode_image(style_image, limits=self.limits)
                 style_sha = self.blobs.put(style_image, owner=str(owner.id))
-            params[STYLE_SHA_PARAM] = self._known_blob(style_sha)
-        if input_sha is None:
-            input_sha = self.blobs.put(photo, owner=str(owner.id))
+            else:
+                self._check_blob(style_sha)
+            params[STYLE_SHA_PARAM] = style_sha
+        input_sha = photo_sha if photo is None else self.blobs.put(photo, owner=str(owner.id))
         job = self.store.create_job(owner.id, kind, params, input_sha,
                                     max_active=self.settings.max_active_jobs)
         try:
@@ -147,10 +149,11 @@ class StyleService:
         log.info("job %s queued (%s) for user %d", job.id, kind.value, owner.id)
         return job
 
-    def _known_blob(self, sha: str | None) -> str:
+    def _check_blob(self, sha: str | None) -> None:
+        """A picture named by its sha (staged or from an earlier job) must still be stored."""
         try:
             if sha is not None and self.blobs.exists(sha):
-                return sha
+                return
         except ValueError:  # not a sha at all
             pass
         raise InvalidRequestError("That picture is no longer available; please send it again.")
