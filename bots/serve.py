@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_all(threads: list[threading.Thread], timeout_s: float) -> bool:
+    """Join every thread within one shared timeout; True when all of them ended."""
+    deadline = time.monotonic() + timeout_s
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return not any(t.is_alive() for t in threads)
+
+
 class _ThreadWorkers:
     """N `Worker`s sharing one Stylizer in this process (`STYLEJAX_WORKER_MODE=thread`)."""
 
@@ -93,11 +101,7 @@ class _ThreadWorkers:
             w.stop.set()
 
     def join(self, timeout_s: float) -> bool:
-        """True when every worker thread ended within the (shared) timeout."""
-        deadline = time.monotonic() + timeout_s
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self.threads)
+        return _join_all(self.threads, timeout_s)
 
 
 # What a worker process needs to see as `serve` does, whatever source (file, flag) set it.
@@ -244,10 +248,8 @@ class _FrontEnds:
                 with contextlib.suppress(RuntimeError):  # that bot's loop already closed
                     loop.call_soon_threadsafe(stop.set)
 
-    def join(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+    def join(self, timeout_s: float) -> bool:
+        return _join_all(self.threads, timeout_s)
 
 
 class _Janitor:
