@@ -19,7 +19,13 @@ import optax
 from PIL import Image
 
 from . import losses
-from .features import DEFAULT_CONTENT_TAPS, DEFAULT_STYLE_TAPS, load_feature_net, swag
+from .features import (
+    BLOCK_OUTPUT_STYLE_TAPS,
+    DEFAULT_CONTENT_TAPS,
+    DEFAULT_STYLE_TAPS,
+    load_feature_net,
+    swag,
+)
 from .generator import preserve_colors
 
 
@@ -47,6 +53,11 @@ class CustomStyleConfig:
     style_size: int | None = None        # long side the style picture is viewed at (None: = size)
     pyramid_levels: int = 4              # optimise a Laplacian-like pyramid, not raw pixels
     match_colors_first: bool = True      # start from the photo recoloured to the style's palette
+
+
+def legacy_config(size: int = 512) -> CustomStyleConfig:
+    """The first loss (Gram matrices of Lite0 block outputs): the benchmark's "before" column."""
+    return CustomStyleConfig(size=size, style_taps=BLOCK_OUTPUT_STYLE_TAPS)
 
 
 @dataclass
