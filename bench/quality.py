@@ -245,11 +245,13 @@ def main(argv: list[str] | None = None) -> dict:
     summaries: dict[str, list[dict]] = {}
     if "custom" in args.sets:
         styles = eval_styles(args.styles)
-        pairs = [Pair(p, s, rgb) for p in photos for s, rgb in styles.items()]
+        names = list(styles)
         if args.custom_pairs:
-            # Every k-th pair, offset per photo, so every style still meets several photos.
-            stride = max(1, len(pairs) // args.custom_pairs)
-            pairs = pairs[::stride][: args.custom_pairs]
+            # A diagonal through photos × styles: every style meets several photos.
+            pairs = [Pair(photos[k % len(photos)], names[k % len(names)],
+                          styles[names[k % len(names)]]) for k in range(args.custom_pairs)]
+        else:
+            pairs = [Pair(p, s, styles[s]) for p in photos for s in names]
         builders = {"magenta": lambda: magenta_method(args.size),
                     "custom": lambda: custom_method(args.size, **experiment),
                     "custom-before": lambda: custom_method(args.size, before=True, **overrides)}

@@ -51,8 +51,11 @@ class CustomStyleConfig:
     swag_temperature: float = 1.0
     normalise_layers: bool = True        # each style layer's loss divided by its target's scale
     style_size: int | None = None        # long side the style picture is viewed at (None: = size)
+    stroke: float = 1.0                  # × that size: 2 = strokes twice as big (stylejax.stroke)
     pyramid_levels: int = 4              # optimise a Laplacian-like pyramid, not raw pixels
     match_colors_first: bool = True      # start from the photo recoloured to the style's palette
+    optimizer: str = "adam"              # or "lbfgs" (optax, zoom line search; no jitter)
+    lbfgs_memory: int = 10
 
 
 def legacy_config(size: int = 512) -> CustomStyleConfig:
@@ -110,7 +113,8 @@ class _Objective:
         self.content_targets = [photo_feats[t] for t in cfg.content_taps]
         energy = jnp.mean(jnp.stack([jnp.mean(f**2) for f in self.content_targets]))
         self.content_scale = float(1.0 / (energy + 1e-12)) if cfg.normalise_layers else 1.0
-        self.opt = optax.adam(cfg.learning_rate)
+        self.opt = (optax.lbfgs(memory_size=cfg.lbfgs_memory) if cfg.optimizer == "lbfgs"
+                    else optax.adam(cfg.learning_rate))
 
     def _features(self, x: jax.Array) -> dict[str, jax.Array]:
         return self.net.features(x, self.taps)
@@ -152,6 +156,25 @@ class _Objective:
                                  mode="reflect")
                 x = jax.lax.dynamic_slice(padded, (0, dy, dx, 0), x.shape)
             return self.total(x)
+
+        if self.cfg.optimizer == "lbfgs":
+            # L-BFGS needs one deterministic function (its line search re-evaluates it), so the
+            # picture is not jittered; curvature steps converge in far fewer evaluations.
+            def value(levels):
+                return self.total(render(levels))[0]
+
+            value_and_grad = optax.value_and_grad_from_state(value)
+
+            @jax.jit
+            def lbfgs_step(levels, opt_state, key):
+                del key
+                total, grad = value_and_grad(levels, state=opt_state)
+                updates, opt_state = self.opt.update(grad, opt_state, levels, value=total,
+                                                     grad=grad, value_fn=value)
+                levels = optax.apply_updates(levels, updates)
+                return levels, opt_state, dict(self.loss_terms(render(levels)), total=total)
+
+            return lbfgs_step, jax.jit(render)
 
         @jax.jit
         def step(levels, opt_state, key):
@@ -213,7 +236,7 @@ def measure_losses(photo_rgb: np.ndarray, style_rgb: np.ndarray, result_rgb: np.
     cfg = cfg or CustomStyleConfig()
     h, w = result_rgb.shape[:2]
     photo = _to_batch(np.asarray(Image.fromarray(photo_rgb).resize((w, h), Image.LANCZOS)))
-    style = _to_batch(_resize(style_rgb, cfg.style_size or max(h, w)))
+    style = _to_batch(_resize(style_rgb, round((cfg.style_size or max(h, w)) * cfg.stroke)))
     obj = _Objective(cfg, photo, style)
     terms = jax.jit(obj.loss_terms)(_to_batch(result_rgb))
     return {k: float(v) for k, v in terms.items()}
@@ -246,7 +269,8 @@ def stylize_with_image(
     for scale, n_steps in plan:
         long_side = max(16, round(cfg.size * scale))
         photo = _to_batch(_resize(photo_rgb, long_side))
-        style = _to_batch(_resize(style_rgb, round((cfg.style_size or cfg.size) * scale)))
+        style = _to_batch(_resize(style_rgb,
+                                  round((cfg.style_size or cfg.size) * cfg.stroke * scale)))
         obj = _Objective(cfg, photo, style)
         step, render = obj.make_step(photo.shape)
         # Start from the photo (recoloured), or the previous scale's result upsampled.

@@ -10,6 +10,7 @@ Every front end (CLI, service workers, notebook widget) goes through this class.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from .errors import InvalidRequestError, StyleJAXError, WeightsError
 from .generator import apply_controls
 from .imageio import DecodedImage, decode_image, resize_max_side, to_float, to_uint8
 from .pack import StyleInfo, StylePack, default_pack_dir, load_pack, read_pack_styles
+from .stroke import pack_work_side, parse_stroke
 
 PhotoInput = np.ndarray | bytes | str | os.PathLike
 StyleChoice = str | int | Mapping[str, float]
@@ -54,6 +56,21 @@ def _mask_for(mask: PhotoInput | None, shape: tuple[int, int]) -> np.ndarray | N
         m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize(
             (shape[1], shape[0]), Image.BILINEAR), np.float32) / 255.0
     return np.clip(m, 0, 1)[..., None]
+
+
+def _fit_shape(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.LANCZOS))
+
+
+def _fit_long_side(rgb: np.ndarray, long_side: int) -> np.ndarray:
+    """Resize (up or down) so the long side is `long_side`; the aspect ratio is kept."""
+    h, w = rgb.shape[:2]
+    if max(h, w) == long_side:
+        return rgb
+    s = long_side / max(h, w)
+    return _fit_shape(rgb, (max(8, round(h * s)), max(8, round(w * s))))
 
 
 class Stylizer:
@@ -108,16 +125,23 @@ class Stylizer:
     # -- stylising ------------------------------------------------------------------------------
     def stylize(self, photo: PhotoInput, style: StyleChoice, *, strength: float = 1.0,
                 keep_colors: bool = False, mask: PhotoInput | None = None,
-                max_size: int | None = None) -> np.ndarray:
+                max_size: int | None = None, stroke: float | str = 1.0) -> np.ndarray:
         """One photo → stylised H×W×3 uint8 (photo size, or `max_size` on the long side)."""
         return self.stylize_many([photo], style, strength=strength, keep_colors=keep_colors,
-                                 mask=mask, max_size=max_size)[0]
+                                 mask=mask, max_size=max_size, stroke=stroke)[0]
 
     def stylize_many(self, photos: Sequence[PhotoInput], style: StyleChoice, *,
                      strength: float = 1.0, keep_colors: bool = False,
                      mask: PhotoInput | None = None, max_size: int | None = None,
-                     progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
-        """Several photos in one batched call (same-size photos share one compiled program)."""
+                     progress: Callable[[float], None] | None = None,
+                     stroke: float | str = 1.0) -> list[np.ndarray]:
+        """Several photos in one batched call (same-size photos share one compiled program).
+
+        The generator runs at a long side set by `stroke` alone (stylejax.stroke), so texture
+        keeps its size relative to the picture whatever the photo's resolution; the result is
+        resized to the photo and blended with it there.
+        """
+        stroke = parse_stroke(stroke)
         if not 0.0 <= float(strength) <= 1.0:
             raise InvalidRequestError(f"Strength must be between 0 and 1, got {strength}.")
         if max_size is not None and max_size < 16:
@@ -127,9 +151,12 @@ class Stylizer:
         if max_size is not None:
             rgbs = [resize_max_side(r, max_size) for r in rgbs]
         floats = [to_float(r) for r in rgbs]
-        raw = self.engine.run([Request(f, w) for f in floats], progress)
+        work = [to_float(_fit_long_side(r, pack_work_side(stroke))) for r in rgbs]
+        raw = self.engine.run([Request(f, w) for f in work], progress)
         out = []
         for f, y in zip(floats, raw):
+            if y.shape[:2] != f.shape[:2]:
+                y = to_float(_fit_shape(to_uint8(np.asarray(y)), f.shape[:2]))
             out.append(to_uint8(np.asarray(apply_controls(
                 f, y, strength, keep_colors, _mask_for(mask, f.shape[:2])))))
         return out
@@ -138,13 +165,19 @@ class Stylizer:
                            strength: float = 1.0, keep_colors: bool = False,
                            max_size: int = 512, config: CustomStyleConfig | None = None,
                            progress: Callable[[float, dict], None] | None = None,
-                           should_stop: Callable[[], bool] | None = None) -> CustomStyleResult:
-        """Any style picture, no pack needed: optimisation within a time budget (~30 s)."""
+                           should_stop: Callable[[], bool] | None = None,
+                           stroke: float | str | None = None) -> CustomStyleResult:
+        """Any style picture, no pack needed: optimisation within a time budget (~30 s).
+
+        `stroke` (stylejax.stroke) overrides the config's; None keeps it.
+        """
         if not 0.0 <= float(strength) <= 1.0:
             raise InvalidRequestError(f"Strength must be between 0 and 1, got {strength}.")
         rgb = load_photo(photo)
         style_rgb = load_photo(style_image)
         cfg = config or CustomStyleConfig(size=max_size)
+        if stroke is not None:
+            cfg = dataclasses.replace(cfg, stroke=parse_stroke(stroke))
         result = stylize_with_image(rgb, style_rgb, cfg, keep_colors=keep_colors,
                                     progress=progress, should_stop=should_stop)
         if strength < 1.0:
