@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--style-image", metavar="IMG", help="any picture to take the style from")
     p.add_argument("--strength", type=float, default=1.0, help="0 = the photo, 1 = full style")
     p.add_argument("--preserve-colors", action="store_true", help="keep the photo's colours")
+    p.add_argument("--stroke", default="medium", metavar="SIZE",
+                   help="brush stroke size relative to the picture: small, medium (default), "
+                        "large, or a factor from 0.25 to 4")
     p.add_argument("--max-size", type=int, default=None, metavar="N",
                    help="long side of the result in pixels (default: photo size for pack "
                         "styles, 512 for --style-image)")
@@ -79,6 +82,7 @@ def _outputs(photos: list[str], out: str) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from .custom_style import CustomStyleConfig
     from .imageio import decode_image
+    from .stroke import parse_stroke
     from .stylizer import Stylizer
 
     stylizer = Stylizer(args.pack, backend=args.backend)
@@ -96,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise StyleJAXError(f"--strength must be between 0 and 1, got {args.strength}.")
     if args.max_size is not None and args.max_size < 16:
         raise StyleJAXError(f"--max-size must be at least 16, got {args.max_size}.")
+    stroke = parse_stroke(args.stroke)  # before any work: a typo fails at once
     for p in args.photos:
         if Path(p).is_dir():
             raise StyleJAXError(f"{Path(p).name} is a folder, not a photo.")
@@ -123,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
             result = stylizer.stylize_with_image(
                 d.rgb, style_img, strength=args.strength, keep_colors=args.preserve_colors,
-                config=cfg, progress=progress)
+                config=cfg, progress=progress, stroke=stroke)
             bar.close()
             _save(out, result.image, d)
             if not args.quiet:
@@ -136,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                        len(outputs) == 1):
         image = stylizer.stylize(d.rgb, style, strength=args.strength,
                                  keep_colors=args.preserve_colors, mask=args.mask,
-                                 max_size=args.max_size)
+                                 max_size=args.max_size, stroke=stroke)
         _save(out, image, d)
     if not args.quiet:
         print(f"wrote {len(outputs)} picture(s) in {time.monotonic() - start:.1f} s",

@@ -77,10 +77,15 @@ def test_strength_zero_returns_the_photo(stylizer, photo):
 
 
 def test_full_strength_is_the_engine_output(stylizer, photo):
+    """The engine paints at the stroke's working side; the result is resized to the photo."""
+    from stylejax.stroke import pack_work_side
+    from stylejax.stylizer import _fit_long_side, _fit_shape
+
     out = stylizer.stylize(photo, "a")
     assert out.shape == photo.shape
-    raw = stylizer.engine.run([Request(to_float(photo), stylizer.style_weights("a"))])[0]
-    np.testing.assert_array_equal(out, to_uint8(raw))
+    work = to_float(_fit_long_side(photo, pack_work_side(1.0)))
+    raw = stylizer.engine.run([Request(work, stylizer.style_weights("a"))])[0]
+    np.testing.assert_array_equal(out, _fit_shape(to_uint8(np.asarray(raw)), photo.shape[:2]))
     assert np.abs(out.astype(int) - photo.astype(int)).mean() > 5
     half = stylizer.stylize(photo, "a", strength=0.5)
     d_half = np.abs(half.astype(int) - photo.astype(int)).mean()
@@ -251,7 +256,8 @@ def test_cli_rgba_keeps_alpha_when_resized(capsys, pack_dir, files, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["not-an-image", "missing-file", "unknown-style", "no-style",
-                                  "strength", "no-output", "bad-pack"])
+                                  "strength", "no-output", "bad-pack", "stroke-word",
+                                  "stroke-nan", "stroke-range"])
 def test_cli_errors_exit_2_with_one_line(capsys, pack_dir, files, tmp_path, case):
     target = tmp_path / "never.png"
     base = ["--pack", pack_dir, "--backend", "jax", "-q", "-o", target]
@@ -266,6 +272,12 @@ def test_cli_errors_exit_2_with_one_line(capsys, pack_dir, files, tmp_path, case
         "no-output": ([files["photo"], "--style", "a", "--pack", pack_dir], "-o OUT"),
         "bad-pack": ([files["photo"], "--style", "a", "--backend", "jax", "--pack", tmp_path,
                       "-o", target], "pack.json is missing"),
+        "stroke-word": ([files["photo"], "--style", "a", "--stroke", "huge", *base],
+                        "Stroke size must be small, medium, large or a number"),
+        "stroke-nan": ([files["style"], "--style-image", files["style"], "--stroke", "nan",
+                        "-q", "-o", target], "Stroke size must be between 0.25 and 4"),
+        "stroke-range": ([files["photo"], "--style", "a", "--stroke", "9", *base],
+                         "Stroke size must be between 0.25 and 4"),
     }[case]
     rc, out, err = _cli(capsys, *args)
     _assert_cli_error(rc, err, needle)
@@ -309,6 +321,40 @@ def test_cli_nan_blend_is_refused(capsys, pack_dir, files, tmp_path):
     rc, _, _ = _cli(capsys, files["photo"], "--pack", pack_dir, "--style", "a=nan,b=1",
                     "--backend", "jax", "-q", "-o", target)
     assert rc == 2 and not target.exists()
+
+
+def test_cli_stroke_sizes_reach_the_pack_path(capsys, pack_dir, files, tmp_path, stylizer):
+    """--stroke small/large: the pictures the library makes for those strokes, and they differ
+    (bigger strokes = the generator paints a smaller canvas that is scaled up)."""
+    outs = {}
+    for size in ("small", "large"):
+        target = tmp_path / f"{size}.png"
+        rc, _, _ = _cli(capsys, files["photo"], "--pack", pack_dir, "--style", "a", "--stroke",
+                        size, "--backend", "jax", "-q", "-o", target)
+        assert rc == 0
+        with Image.open(target) as im:
+            outs[size] = np.asarray(im)
+        assert outs[size].shape == (96, 128, 3)
+        np.testing.assert_array_equal(outs[size],
+                                      stylizer.stylize(files["photo"], "a", stroke=size))
+    assert np.abs(outs["small"].astype(int) - outs["large"]).mean() > 1
+
+
+def test_cli_stroke_reaches_the_style_image_path(capsys, files, tmp_path, monkeypatch):
+    """--style-image passes the stroke on (the optimisation itself is tested elsewhere)."""
+    from stylejax.custom_style import CustomStyleResult
+
+    seen = {}
+
+    def fake(self, photo, style_image, **kwargs):
+        seen.update(kwargs)
+        return CustomStyleResult(image=photo, seconds=0.0, steps=1, stopped_early=False)
+
+    monkeypatch.setattr(Stylizer, "stylize_with_image", fake)
+    rc, _, err = _cli(capsys, files["photo"], "--style-image", files["style"], "--stroke", "1.3",
+                      "-q", "-o", tmp_path / "custom.png")
+    assert rc == 0, err
+    assert seen["stroke"] == 1.3
 
 
 def test_cli_same_stem_photos_do_not_overwrite(capsys, pack_dir, files, tmp_path):
