@@ -16,6 +16,7 @@ from storage.queue import JobQueue, open_queue
 from stylejax.errors import InvalidRequestError, StyleJAXError
 from stylejax.imageio import ImageLimits, decode_image
 from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_styles
+from stylejax.stroke import parse_stroke
 
 from .config import Settings
 from .jobbook import LocalJobBook
@@ -44,6 +45,11 @@ class ServiceBusyError(StyleJAXError):
 class JobNotFoundError(StyleJAXError):
     def __init__(self) -> None:
         super().__init__("No such picture job (it may have expired or been deleted).")
+
+
+def job_stroke(job: Job) -> float:
+    """A job's stroke size; jobs recorded before there was a choice are medium (1.0)."""
+    return float(job.params.get("stroke", 1.0))
 
 
 def queue_options(settings: Settings) -> dict:
@@ -86,6 +92,10 @@ class StyleService:
     def default_strength(self, owner: User) -> float:
         return owner.default_strength if owner.default_strength is not None else 1.0
 
+    def default_stroke(self, owner: User) -> float:
+        """The user's stroke-size setting (a chat /settings choice); medium when unset."""
+        return parse_stroke(owner.settings.get("stroke"))
+
     # -- jobs -------------------------------------------------------------------------------------
     def stage_photo(self, owner: User, photo: bytes) -> str:
         """Check and keep a photo before its style is chosen; returns its sha for `submit`.
@@ -99,11 +109,13 @@ class StyleService:
     def submit(self, owner: User, photo: bytes | None = None, *, photo_sha: str | None = None,
                style: str | None = None, style_image: bytes | None = None,
                style_sha: str | None = None, strength: float | None = None,
-               keep_colors: bool | None = None) -> Job:
+               keep_colors: bool | None = None, stroke: float | str | None = None) -> Job:
         """Validate, store and queue one request; raises a StyleJAXError a user can read.
 
         The photo comes as bytes or as the sha of a staged/earlier upload (`stage_photo`);
-        likewise a custom style picture (`style_image` or `style_sha`).
+        likewise a custom style picture (`style_image` or `style_sha`). `stroke` is a preset
+        name or a factor (stylejax.stroke); None, like the other options, means the user's
+        setting.
         """
         wait = self.rate.try_acquire(f"user:{owner.id}")
         if wait:
@@ -119,12 +131,14 @@ class StyleService:
             raise InvalidRequestError(f"Strength must be between 0 and 1, got {strength}.")
         if keep_colors is None:
             keep_colors = bool(owner.settings.get("keep_colors", False))
+        stroke = self.default_stroke(owner) if stroke is None else parse_stroke(stroke)
         # refuse bad input before anything is stored
         if photo is None:
             self._check_blob(photo_sha)
         else:
             decode_image(photo, limits=self.limits)
-        params: dict = {"strength": float(strength), "keep_colors": bool(keep_colors)}
+        params: dict = {"strength": float(strength), "keep_colors": bool(keep_colors),
+                        "stroke": stroke}
         if style is not None:
             kind = JobKind.PACK
             params["style"] = self.style_id(style)
@@ -159,7 +173,8 @@ class StyleService:
         raise InvalidRequestError("That picture is no longer available; please send it again.")
 
     def resubmit(self, owner: User, job_id: str, *, style: str | None = None,
-                 strength: float | None = None, keep_colors: bool | None = None) -> Job:
+                 strength: float | None = None, keep_colors: bool | None = None,
+                 stroke: float | str | None = None) -> Job:
         """The same photo again with some options changed (stronger, another style, …).
 
         A new style turns a custom-style job into a pack-style one; otherwise the previous
@@ -169,11 +184,12 @@ class StyleService:
         p = prev.params
         strength = p["strength"] if strength is None else strength
         keep_colors = p["keep_colors"] if keep_colors is None else keep_colors
+        stroke = job_stroke(prev) if stroke is None else stroke
         if style is None and prev.kind is JobKind.CUSTOM:
             return self.submit(owner, photo_sha=prev.input_sha, style_sha=p[STYLE_SHA_PARAM],
-                               strength=strength, keep_colors=keep_colors)
+                               strength=strength, keep_colors=keep_colors, stroke=stroke)
         return self.submit(owner, photo_sha=prev.input_sha, style=style or p["style"],
-                           strength=strength, keep_colors=keep_colors)
+                           strength=strength, keep_colors=keep_colors, stroke=stroke)
 
     def delete_job(self, job_id: str, owner: User) -> None:
         """Remove one job and the pictures nothing else refers to (a chat's "delete" button)."""

@@ -26,7 +26,7 @@ from stylejax.imageio import encode_image
 from stylejax.stylizer import Stylizer
 
 from .config import Settings
-from .core import GENERIC_ERROR, StyleService, queue_options
+from .core import GENERIC_ERROR, StyleService, job_stroke, queue_options
 from .jobbook import JobBook, RemoteJobBook
 
 log = logging.getLogger("stylejax.worker")
@@ -134,6 +134,7 @@ class Worker:
             result = self.stylizer.stylize_with_image(
                 self.book.photo(job), self.book.style_picture(job),
                 strength=job.params["strength"], keep_colors=job.params["keep_colors"],
+                stroke=job_stroke(job),
                 config=CustomStyleConfig(size=size, time_budget_s=settings.custom_style_seconds),
                 progress=lambda f, _losses: self.book.progress(job.id, 0.99 * f),
                 should_stop=lambda: self.stop.is_set() or cancelled())
@@ -151,14 +152,16 @@ class Worker:
             self._fail(d, job, err)
 
     def _run_pack_batch(self, items: list[tuple[Delivery, Job]]) -> None:
-        params = items[0][1].params
+        first = items[0][1]
+        params = first.params
         try:
             photos = [self.book.photo(job) for _, job in items]
             for _, job in items:
                 self.book.progress(job.id, 0.1)
             images = self.stylizer.stylize_many(
                 photos, params["style"], strength=params["strength"],
-                keep_colors=params["keep_colors"], max_size=self.settings.max_side)
+                keep_colors=params["keep_colors"], max_size=self.settings.max_side,
+                stroke=job_stroke(first))
         except Exception as err:  # noqa: BLE001 - one bad photo must not fail its batch mates
             if len(items) > 1:
                 for item in items:
@@ -189,7 +192,8 @@ class Worker:
                 self._run_custom(d, job)
             else:
                 p = job.params
-                groups[(p["style"], p["strength"], p["keep_colors"])].append((d, job))
+                key = (p["style"], p["strength"], p["keep_colors"], job_stroke(job))
+                groups[key].append((d, job))
         for items in groups.values():
             self._run_pack_batch(items)
 

@@ -11,9 +11,9 @@ from photos import photo_png
 from PIL import Image
 
 from bots.config import Settings
-from bots.core import JobNotFoundError, RateLimitedError, StyleService
+from bots.core import JobNotFoundError, RateLimitedError, StyleService, job_stroke
 from bots.worker import GENERIC_ERROR, Worker
-from storage import JobState, TooManyActiveJobsError
+from storage import JobKind, JobState, TooManyActiveJobsError
 from stylejax.errors import InvalidRequestError, NotAnImageError, UnknownStyleError
 from stylejax.stylizer import Stylizer
 
@@ -199,3 +199,74 @@ def test_stopping_worker_hands_a_custom_job_back(tmp_path, stylizer):
         assert done.state is JobState.DONE and done.result_sha is not None
     finally:
         svc.close()
+
+
+# -- stroke size -----------------------------------------------------------------------------------
+def _result(svc, job_id) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(svc.result(job_id))).convert("RGB")).astype(int)
+
+
+def test_stroke_travels_from_submit_to_the_worker(service, stylizer):
+    """Explicit, per-user and kept-on-resubmit strokes reach the Stylizer; old jobs (no stroke
+    in their params) run as medium. Same-style jobs with other strokes batch apart."""
+    ivy = service.user("test", 12)
+    large = service.submit(ivy, _png(seed=9), style="wave", stroke="large")
+    medium = service.submit(ivy, photo_sha=large.input_sha, style="wave", stroke=" Medium ")
+    assert large.params["stroke"] == 1.6 and medium.params["stroke"] == 1.0
+    old = service.store.create_job(ivy.id, JobKind.PACK,  # a row from before strokes existed
+                                   {"style": "great-wave", "strength": 1.0,
+                                    "keep_colors": False}, large.input_sha)
+    service.queue.enqueue(old.id, {"kind": "pack"})
+    assert job_stroke(old) == 1.0
+    Worker(service, stylizer=stylizer, max_batch=4).run(idle_exit_s=0.5)
+    assert all(service.job(j.id).state is JobState.DONE for j in (large, medium, old))
+    big, mid = _result(service, large.id), _result(service, medium.id)
+    assert np.abs(big - mid).mean() > 2  # the stroke changed the picture
+    np.testing.assert_array_equal(_result(service, old.id), mid)
+    photo = np.asarray(Image.open(io.BytesIO(_png(seed=9))).convert("RGB"))
+    np.testing.assert_array_equal(big, stylizer.stylize(photo, "wave", stroke=1.6))
+
+    service.update_settings(ivy, settings={"stroke": 1.6})  # a chat /settings choice
+    ivy = service.user("test", 12)
+
+    def stroke_of(job):
+        service.cancel(job.id, ivy)  # only its params matter here (and the active-job limit)
+        return job.params["stroke"]
+
+    assert stroke_of(service.submit(ivy, photo_sha=large.input_sha, style="wave")) == 1.6
+    assert stroke_of(service.resubmit(ivy, medium.id, strength=0.5)) == 1.0  # the job's own
+    assert stroke_of(service.resubmit(ivy, medium.id, stroke="large")) == 1.6
+    assert stroke_of(service.resubmit(ivy, old.id)) == 1.0
+
+
+@pytest.mark.parametrize("stroke, needle", [
+    ("huge", "Stroke size must be small, medium, large or a number"),
+    (float("nan"), "between 0.25 and 4"),
+    ("9", "between 0.25 and 4"),
+])
+def test_bad_stroke_is_refused_before_anything_is_stored(service, stroke, needle):
+    jo = service.user("test", 13)
+    with pytest.raises(InvalidRequestError, match=needle):
+        service.submit(jo, _png(), style="wave", stroke=stroke)
+    assert service.history(jo) == [] and service.queue.pending_count() == 0
+    assert service.blobs.usage(str(jo.id)) == 0
+
+
+def test_custom_job_gets_its_stroke(service):
+    """The custom-style path gets the job's stroke too (a recording Stylizer: no optimising)."""
+    from stylejax.custom_style import CustomStyleResult
+
+    calls: list[dict] = []
+
+    class Recording(Stylizer):
+        def stylize_with_image(self, photo, style_image, **kwargs):
+            calls.append(kwargs)
+            rgb = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))
+            return CustomStyleResult(image=rgb, seconds=0.0, steps=1, stopped_early=False)
+
+    kim = service.user("test", 14)
+    job = service.submit(kim, _png(64, 64, seed=1), style_image=_png(64, 64, seed=2),
+                         stroke=0.5)
+    Worker(service, stylizer=Recording(backend="onnx")).run(max_jobs=1)
+    assert service.job(job.id).state is JobState.DONE
+    assert [c["stroke"] for c in calls] == [0.5]
