@@ -38,6 +38,7 @@ from .core import (
     RateLimitedError,
     ServiceBusyError,
     StyleService,
+    job_stroke,
 )
 
 log = logging.getLogger("stylejax.http")
@@ -101,7 +102,11 @@ class _BodyLimit:
 
 def _job_json(job: Job) -> dict:
     return {"id": job.id, "state": job.state.value, "progress": round(float(job.progress), 4),
-            "error": job.error}
+            "error": job.error, "stroke": job_stroke(job)}
+
+
+STROKE_FIELD = ("Brush stroke size relative to the picture: small, medium (the default), large, "
+                "or a factor from 0.25 to 4 (1 = medium). The job's JSON gives it as the factor.")
 
 
 def _read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
@@ -224,17 +229,21 @@ def create_app(service: StyleService) -> FastAPI:
                style: Annotated[str | None, Form()] = None,
                style_image: Annotated[UploadFile | None, File()] = None,
                strength: Annotated[float | None, Form()] = None,
-               keep_colors: Annotated[bool | None, Form()] = None):
+               keep_colors: Annotated[bool | None, Form()] = None,
+               stroke: Annotated[str | None, Form(description=STROKE_FIELD,
+                                                  examples=["large"])] = None):
         limit = settings.max_upload_bytes
         photo = _read_upload(image, limit, "photo")
         style_bytes = _read_upload(style_image, limit, "style picture") if style_image else None
         if style is not None and not style.strip():
             style = None
+        if stroke is not None and not stroke.strip():
+            stroke = None
         job = service.submit(user, photo, style=style, style_image=style_bytes,
-                             strength=strength, keep_colors=keep_colors)
+                             strength=strength, keep_colors=keep_colors, stroke=stroke)
         return JSONResponse(
-            {"id": job.id, "state": job.state.value, "status_url": f"{API}/jobs/{job.id}",
-             "result_url": f"{API}/jobs/{job.id}/result"},
+            {"id": job.id, "state": job.state.value, "stroke": job_stroke(job),
+             "status_url": f"{API}/jobs/{job.id}", "result_url": f"{API}/jobs/{job.id}/result"},
             status_code=202, headers={"Location": f"{API}/jobs/{job.id}"})
 
     @app.get(f"{API}/jobs/{{job_id}}")

@@ -53,14 +53,32 @@ def test_submit_poll_and_fetch_result(server):
     assert resp.status_code == 202, resp.text
     body = resp.json()
     assert body["state"] == "queued" and body["status_url"].endswith(body["id"])
+    assert body["stroke"] == 1.0  # medium unless asked
     status = wait_done(c, body["id"])
-    assert status == {"id": body["id"], "state": "done", "progress": 1.0, "error": None}
+    assert status == {"id": body["id"], "state": "done", "progress": 1.0, "error": None,
+                      "stroke": 1.0}
     result = c.get(body["result_url"])
     assert result.status_code == 200 and result.headers["content-type"] == "image/png"
     out = np.asarray(Image.open(io.BytesIO(result.content)).convert("RGB"), np.float32)
     src = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"), np.float32)
     assert out.shape == src.shape == (150, 200, 3)
     assert np.abs(out - src).mean() > 8
+
+
+def test_stroke_field_changes_the_picture(server):
+    """stroke=large vs 1 (medium) on one photo: echoed as factors, and different pictures."""
+    c = server.client
+    photo = _photo_png(seed=7)
+    results = {}
+    for stroke in ("large", "1"):
+        resp = post_photo(c, photo, style="wave", stroke=stroke)
+        assert resp.status_code == 202, resp.text
+        body = resp.json()
+        assert wait_done(c, body["id"])["stroke"] == {"large": 1.6, "1": 1.0}[stroke]
+        png = c.get(body["result_url"]).content
+        results[stroke] = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32)
+    assert results["large"].shape == results["1"].shape == (150, 200, 3)
+    assert np.abs(results["large"] - results["1"]).mean() > 2
 
 
 def test_events_stream_until_done(server):
@@ -91,6 +109,11 @@ def test_bad_requests(server):
     assert "no-such-style" in err
     assert_json_error(post_photo(c, photo, style="wave", strength=2), (400, 422))
     assert_json_error(post_photo(c, photo, style="wave", strength="lots"), (400, 422))
+    err = assert_json_error(post_photo(c, photo, style="wave", stroke="huge"), (400, 422))
+    assert "Stroke size must be small, medium, large or a number" in err
+    for stroke in ("nan", "0.1", "-2"):
+        err = assert_json_error(post_photo(c, photo, style="wave", stroke=stroke), (400, 422))
+        assert "Stroke size must be between 0.25 and 4" in err, stroke
     assert_json_error(post_photo(c, photo), (400, 422))  # neither style nor style picture
     assert_json_error(c.post("/api/v1/jobs", data={"style": "wave"}), (400, 422))  # no image
     too_big = os.urandom(MAX_UPLOAD + 50_000)
@@ -177,4 +200,8 @@ def test_openapi_schema_documents_the_contract(server):
         assert method in paths[path], path
     form = paths["/api/v1/jobs"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in form
+    ref = form["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    fields = schema["components"]["schemas"][ref]["properties"]
+    assert {"image", "style", "style_image", "strength", "keep_colors", "stroke"} <= set(fields)
+    assert "small, medium" in fields["stroke"]["description"]
     assert not any(p.startswith("/internal") for p in paths)  # workers' API stays private
