@@ -151,6 +151,17 @@ def test_stylize_move_strength_and_download_desktop(server, browser, tmp_path):
         assert second != first and "100%" in page.inner_text("#status")
         assert len(tab.job_posts) == 2, tab.job_posts
 
+        # the stroke size: medium by default; "large" re-runs by itself, sent with the job
+        assert page.is_checked("#stroke-medium") and "medium strokes" in page.inner_text("#status")
+        page.click("label[for=stroke-large]")
+        third = _wait_result(page, previous_job=second)
+        assert len(tab.job_posts) == 3 and "large strokes" in page.inner_text("#status")
+        api = f"{server.base}/api/v1/jobs"
+        assert [httpx.get(f"{api}/{j}").json()["stroke"] for j in (second, third)] == [1.0, 1.6]
+        medium, large = (np.asarray(Image.open(io.BytesIO(httpx.get(f"{api}/{j}/result").content))
+                                    .convert("RGB"), np.float32) for j in (second, third))
+        assert np.abs(medium - large).mean() > 2  # a different picture, not just a label
+
         # the before/after split is a keyboard-usable slider
         page.focus("#split")
         page.keyboard.press("Home")
@@ -163,7 +174,7 @@ def test_stylize_move_strength_and_download_desktop(server, browser, tmp_path):
         with page.expect_download() as info:
             page.click("#download")
         download = info.value
-        assert download.suggested_filename == "stylejax-great-wave-100.png"
+        assert download.suggested_filename == "stylejax-great-wave-100-large.png"
         data = Path(download.path()).read_bytes()
         out = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float32)
         src = np.asarray(Image.open(SAMPLE).convert("RGB"), np.float32)

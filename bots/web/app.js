@@ -2,8 +2,8 @@
 //
 // Flow: choose a photo (file, drop, paste or camera) → choose a style (gallery or own picture) →
 // POST /api/v1/jobs → follow the job (server-sent events, polling as fallback) → fetch the PNG
-// → before/after compare + download. After a first result, changing the strength, colours,
-// style or photo re-runs by itself (debounced); the superseded job is cancelled.
+// → before/after compare + download. After a first result, changing the strength, stroke size,
+// colours, style or photo re-runs by itself (debounced); the superseded job is cancelled.
 
 const API = "/api/v1";
 const RERUN_DELAY_MS = 700;
@@ -29,6 +29,11 @@ const TEXT = {
     strength: "Strength",
     subtle: "subtle",
     strong: "strong",
+    stroke: "Stroke size",
+    stroke_small: "small",
+    stroke_medium: "medium",
+    stroke_large: "large",
+    stroke_hint: "How big the brush marks are in the picture.",
     keep_colors: "Keep my photo’s colours",
     keep_colors_hint: "Take only brush strokes and texture from the style.",
     api_key: "API key",
@@ -57,7 +62,7 @@ const TEXT = {
     running: "Painting… {percent}%",
     running_custom: "Learning your style… {percent}%",
     fetching: "Almost there…",
-    done: "Done: {style}, strength {strength}%.",
+    done: "Done: {style}, strength {strength}%, {stroke} strokes.",
     cancelled: "Cancelled.",
     failed: "Sorry, that did not work: {reason}",
     gone: "That picture is no longer on the server; please stylize again.",
@@ -86,6 +91,11 @@ const TEXT = {
     strength: "强度",
     subtle: "轻微",
     strong: "强烈",
+    stroke: "笔触大小",
+    stroke_small: "细",
+    stroke_medium: "中",
+    stroke_large: "粗",
+    stroke_hint: "画面中笔触的大小。",
     keep_colors: "保留照片原色",
     keep_colors_hint: "只采用风格的笔触和纹理。",
     api_key: "API 密钥",
@@ -114,7 +124,7 @@ const TEXT = {
     running: "正在绘制…… {percent}%",
     running_custom: "正在学习你的风格…… {percent}%",
     fetching: "马上就好……",
-    done: "完成：{style}，强度 {strength}%。",
+    done: "完成：{style}，强度 {strength}%，笔触{stroke}。",
     cancelled: "已取消。",
     failed: "抱歉，处理失败：{reason}",
     gone: "服务器上已没有这张图片，请重新生成。",
@@ -229,6 +239,11 @@ function setBusy(busy) {
 
 function selectedStyle() {
   return el.form.querySelector('input[name="style"]:checked')?.value ?? null;
+}
+
+/** "small" | "medium" | "large": the stroke size sent with the job (the API's preset names). */
+function selectedStroke() {
+  return el.form.querySelector('input[name="stroke"]:checked')?.value ?? "medium";
 }
 
 function styleDisplayName(id) {
@@ -454,8 +469,9 @@ async function run({ auto = false } = {}) {
     return;
   }
   const strength = Number(el.strength.value);
+  const stroke = selectedStroke();
   const key = [state.photoVersion, style, style === CUSTOM ? state.styleVersion : 0, strength,
-               el.keepColors.checked].join("|");
+               stroke, el.keepColors.checked].join("|");
   if (auto && (state.job ? state.job.key === key : state.shownKey === key)) return;
   cancelJob();
   const form = new FormData();
@@ -464,10 +480,11 @@ async function run({ auto = false } = {}) {
   else form.append("style", style);
   form.append("strength", String(strength / 100));
   form.append("keep_colors", el.keepColors.checked ? "true" : "false");
+  form.append("stroke", stroke);
 
   const job = {
     id: null, statusUrl: null, resultUrl: null, finished: false, source: null, timer: null,
-    stopped: false, style, strength, custom: style === CUSTOM, key,
+    stopped: false, style, strength, stroke, custom: style === CUSTOM, key,
     stop() {
       this.source?.close();
       clearTimeout(this.timer);
@@ -622,13 +639,16 @@ async function showResult(job) {
   el.stage.dataset.state = "done";
   el.stage.dataset.jobId = job.id;
   el.download.href = url;
-  el.download.download = `stylejax-${job.custom ? "custom" : job.style}-${job.strength}.png`;
+  const strokeTag = job.stroke === "medium" ? "" : `-${job.stroke}`;
+  el.download.download =
+    `stylejax-${job.custom ? "custom" : job.style}-${job.strength}${strokeTag}.png`;
   el.download.hidden = false;
   state.hasResult = true;
   state.job = null;
   setBusy(false);
   el.go.textContent = t("restylize");
-  setStatus(t("done", { style: styleName, strength: job.strength }));
+  setStatus(t("done", { style: styleName, strength: job.strength,
+                       stroke: t(`stroke_${job.stroke}`) }));
   if (first) {
     const box = el.resultPanel.getBoundingClientRect();
     if (box.top > window.innerHeight * 0.6 || box.bottom < 0) {
@@ -674,6 +694,10 @@ function wire() {
   });
 
   el.form.addEventListener("change", (ev) => {
+    if (ev.target.name === "stroke") {
+      scheduleRerun();
+      return;
+    }
     if (ev.target.name !== "style") return;
     const custom = ev.target.value === CUSTOM;
     el.customPicker.hidden = !custom;
