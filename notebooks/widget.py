@@ -4,11 +4,12 @@
     w = widget("photo.jpg")          # shows itself as a cell's last expression
     w.result                         # the full-resolution result, a PIL image
 
-What it shows: a photo upload, a gallery of the pack's styles (thumbnails), strength, a second
-style to blend with and its mix, keep colours, a custom style from any picture (optimisation in a
-background thread, with a progress bar and cancel), before/after side by side and a PNG download
-link. Every control change first renders a quick low-resolution preview, then the full size;
-changes are debounced so dragging a slider does not queue up work.
+What it shows: a photo upload, a gallery of the pack's styles (thumbnails), strength, stroke
+size (small/medium/large), a second style to blend with and its mix, keep colours, a custom
+style from any picture (optimisation in a background thread, with a progress bar and cancel),
+before/after side by side and a PNG download link. Every control change first renders a quick
+low-resolution preview, then the full size; changes are debounced so dragging a slider does not
+queue up work.
 
 The logic is plain Python and callable without a browser, which is how the tests drive it:
 `set_image`, `select_style`, `strength.value = …`, `run(full=True)`, `start_custom`, `wait`.
@@ -54,6 +55,7 @@ from stylejax.imageio import (
     to_float,
     to_uint8,
 )
+from stylejax.stroke import STROKES
 from stylejax.stylizer import Stylizer
 
 logger = logging.getLogger(__name__)
@@ -173,6 +175,7 @@ class StylizeWidget:
         self._custom_style: np.ndarray | None = None
         self._custom_raw: np.ndarray | None = None   # optimised picture (strength 1, no controls)
         self._custom_photo: np.ndarray | None = None  # the photo at the optimised picture's size
+        self._custom_stroke: str | None = None        # the stroke size it was optimised at
         self._lock = threading.RLock()   # one render at a time
         self._token = 0                  # bumped by every change; stale renders are dropped
         self._token_lock = threading.Lock()  # (not _lock: a change never waits for a render)
@@ -235,6 +238,11 @@ class StylizeWidget:
         self.strength = W.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05,
                                       description="Strength", readout_format=".2f")
         self.keep_colors = W.Checkbox(value=False, description="Keep photo colours", indent=False)
+        self.stroke = W.ToggleButtons(options=list(STROKES), value="medium", description="Strokes",
+                                      tooltips=["Finer texture", "The style's own scale",
+                                                "Broader texture"],
+                                      style={"button_width": "72px"})
+        self.stroke.observe(self._on_stroke, "value")
         self.blend_with = W.Dropdown(options=[("(none)", None)] + [
             (_short(s.name(self.lang)), s.id) for s in styles], value=None,
             description="Blend with")
@@ -265,6 +273,7 @@ class StylizeWidget:
             W.HBox([self.upload, self.status], layout=W.Layout(align_items="center")),
             self.gallery,
             W.HBox([self.strength, self.keep_colors], layout=W.Layout(align_items="center")),
+            self.stroke,
             W.HBox([self.blend_with, self.mix]),
             W.HBox([self.style_upload, self.custom_button, self.cancel_button, self.progress],
                    layout=W.Layout(align_items="center")),
@@ -386,6 +395,9 @@ class StylizeWidget:
         if style_id == CUSTOM:
             if self._custom_raw is None:
                 raise StyleJAXError("No custom style yet: upload a style picture first.")
+            if self._custom_stroke != self.stroke.value:  # made at another stroke size
+                self.start_custom()
+                return
         else:
             style_id = self.stylizer.styles[self._index(style_id)].id
             self._pack_style = style_id
@@ -411,6 +423,14 @@ class StylizeWidget:
             self._highlight()
         self._changed()
 
+    def _on_stroke(self, _change) -> None:
+        """Pack styles re-render; a custom style is optimised again at the new stroke size (its
+        texture scale is learnt, so it cannot be changed after the fact)."""
+        if self._style_id == CUSTOM and self._custom_style is not None:
+            self._guard(self.start_custom)
+        else:
+            self._changed()
+
     # -- rendering -------------------------------------------------------------------------------
     @property
     def style_choice(self) -> str | Mapping[str, float] | None:
@@ -434,7 +454,7 @@ class StylizeWidget:
                 text += f" blended with {self._names[other]} at {self.mix.value:.2f}"
             elif other is not None and self.style_choice == other:
                 text = self._names[other]
-        text += f", strength {self.strength.value:.2f}"
+        text += f", strength {self.strength.value:.2f}, {self.stroke.value} strokes"
         return text + (", photo colours" if self.keep_colors.value else "")
 
     def _changed(self) -> None:
@@ -484,10 +504,10 @@ class StylizeWidget:
         photo = self._photo if full else resize_max_side(self._photo, self.preview_size)
         choice = self.style_choice
         key_style = tuple(sorted(choice.items())) if isinstance(choice, Mapping) else choice
-        key = (self._photo_version, key_style, photo.shape)
+        key = (self._photo_version, key_style, photo.shape, self.stroke.value)
         raw = self._raw.get(key)
         if raw is None:
-            raw = self.stylizer.stylize(photo, choice, strength=1.0)
+            raw = self.stylizer.stylize(photo, choice, strength=1.0, stroke=self.stroke.value)
             self._raw[key] = raw
             while len(self._raw) > 6:
                 self._raw.popitem(last=False)
@@ -539,7 +559,7 @@ class StylizeWidget:
         self.custom_button.disabled = True
         self.cancel_button.disabled = False
         self._say("Custom style: preparing (the first run also compiles)…", _BUSY)
-        args = (self._photo, self._custom_style, self._photo_version)
+        args = (self._photo, self._custom_style, self._photo_version, self.stroke.value)
         if self.sync:
             self._custom_job(*args)
         else:
@@ -552,7 +572,8 @@ class StylizeWidget:
         self._cancel.set()
         self.cancel_button.disabled = True
 
-    def _custom_job(self, photo: np.ndarray, style: np.ndarray, version: int) -> None:
+    def _custom_job(self, photo: np.ndarray, style: np.ndarray, version: int,
+                    stroke: str) -> None:
         t0 = time.monotonic()
 
         def progress(fraction: float, record: dict) -> None:
@@ -562,7 +583,7 @@ class StylizeWidget:
         try:
             res = self.stylizer.stylize_with_image(
                 photo, style, max_size=self.custom_config.size, config=self.custom_config,
-                progress=progress, should_stop=self._cancel.is_set)
+                progress=progress, should_stop=self._cancel.is_set, stroke=stroke)
         except Exception as err:
             self.progress.bar_style = "danger"
             self._fail(err)
@@ -577,6 +598,7 @@ class StylizeWidget:
         h, w = res.image.shape[:2]
         self._custom_photo = np.asarray(Image.fromarray(photo).resize((w, h), Image.LANCZOS))
         self._custom_raw = res.image
+        self._custom_stroke = stroke
         self._custom_card.layout.display = ""
         cancelled = self._cancel.is_set()
         if cancelled:
@@ -594,7 +616,10 @@ class StylizeWidget:
             if self._timer is not None:
                 self._timer.join()
         seconds = time.monotonic() - t0
-        if cancelled:
+        if stroke != self.stroke.value:
+            self._say(f"The stroke size changed while the custom style ran ({stroke} strokes "
+                      "shown): press 'Apply my style' again.", _BUSY)
+        elif cancelled:
             self._say(f"Custom style cancelled after {res.steps} steps: showing the picture so "
                       "far.", _BUSY)
         else:
@@ -624,7 +649,8 @@ class StylizeWidget:
         sid = "custom" if self._style_id == CUSTOM else (self._style_id or "style")
         if isinstance(self.style_choice, Mapping):
             sid += f"+{self.blend_with.value}"
-        return f"{self._photo_name}_{sid}.png"
+        stroke = "" if self.stroke.value == "medium" else f"_{self.stroke.value}"
+        return f"{self._photo_name}_{sid}{stroke}.png"
 
     def png_bytes(self) -> bytes:
         if self.result_array is None:

@@ -17,7 +17,7 @@ from notebooks import CUSTOM, StylizeWidget, widget
 from stylejax.custom_style import CustomStyleConfig
 from stylejax.errors import StyleJAXError, UnknownStyleError
 from stylejax.generator import preserve_colors
-from stylejax.imageio import to_float, to_uint8
+from stylejax.imageio import resize_max_side, to_float, to_uint8
 from stylejax.stylizer import Stylizer
 
 TINY_CUSTOM = CustomStyleConfig(size=48, steps=4, min_steps=1, time_budget_s=120)
@@ -139,6 +139,46 @@ def test_blending_two_styles(stylizer, photo):
     assert w.file_name == "photo_starry-night+wood.png"
     w.mix.value = 0.0
     assert np.array_equal(np.asarray(w.result), a)
+
+
+def test_stroke_size_re_renders_like_the_library(stylizer, photo):
+    w = _w(stylizer, image=photo)
+    w.select_style("wave")
+    assert w.stroke.value == "medium" and list(w.stroke.options) == ["small", "medium", "large"]
+    medium = np.asarray(w.result)
+    w.stroke.value = "large"  # a control change re-renders, like strength
+    large = np.asarray(w.result)
+    assert _diff(medium, large) > 2
+    ref = stylizer.stylize(photo, "great-wave", stroke="large")
+    assert np.abs(large.astype(int) - ref).max() <= 1
+    assert "large strokes" in w.status.value and w.file_name == "photo_great-wave_large.png"
+    w.stroke.value = "medium"  # back again: the cached raw output, the same picture
+    assert np.array_equal(np.asarray(w.result), medium)
+
+
+def test_stroke_size_re_optimises_a_custom_style(stylizer, photo, style_png, monkeypatch):
+    """The custom style's stroke is learnt: a new stroke size optimises again, with it (a
+    recording stand-in for the optimisation; the real one is tested below)."""
+    from stylejax.custom_style import CustomStyleResult
+
+    strokes = []
+
+    def optimise(photo, style, **kwargs):
+        strokes.append(kwargs["stroke"])
+        out = resize_max_side(photo, 48) // (2 if kwargs["stroke"] == "large" else 1)
+        return CustomStyleResult(image=out, seconds=0.0, steps=1, stopped_early=False)
+
+    monkeypatch.setattr(stylizer, "stylize_with_image", optimise)
+    w = _w(stylizer, image=photo)
+    w.style_upload.value = _upload("stripes.png", style_png)
+    first = np.asarray(w.result)
+    w.stroke.value = "large"
+    assert strokes == ["medium", "large"] and _diff(np.asarray(w.result), first) > 10
+    w.select_style("wood")
+    w.stroke.value = "medium"  # on a pack style: no optimisation…
+    assert strokes == ["medium", "large"]
+    w.select_style(CUSTOM)     # …until the custom style, made at "large", is chosen again
+    assert strokes == ["medium", "large", "medium"] and w._style_id == CUSTOM
 
 
 def test_accepts_paths_bytes_pil_and_arrays(stylizer, photo, tmp_path):
