@@ -31,6 +31,7 @@ from stylejax.errors import (
     UnsupportedImageError,
 )
 from stylejax.pack import default_pack_dir
+from stylejax.stroke import STROKES, stroke_name
 
 from .core import (
     GENERIC_ERROR,
@@ -318,9 +319,16 @@ def output_of(user: User) -> str:
     return value if value in OUTPUTS else "photo"
 
 
+def stroke_label(stroke: float, lang: str) -> str:
+    """A stroke factor in the user's words ("large"), or the number when it is no preset."""
+    name = stroke_name(stroke)
+    return t(f"stroke_{name}", lang) if name in STROKES else name
+
+
 def settings_text(service: StyleService, user: User, lang: str) -> str:
     keep = bool(user.settings.get("keep_colors", False))
     return t("settings", lang, strength=int(round(service.default_strength(user) * 100)),
+             stroke=stroke_label(service.default_stroke(user), lang),
              keep=t("yes" if keep else "no", lang), output=t(f"output_{output_of(user)}", lang),
              language=t("language_name", lang))
 
@@ -331,10 +339,13 @@ def settings_keyboard(service: StyleService, user: User, lang: str) -> Keyboard:
         return f"✓ {label}" if current else label
 
     strength = int(round(service.default_strength(user) * 100))
+    stroke = stroke_name(service.default_stroke(user))
     keep = bool(user.settings.get("keep_colors", False))
     return [
         [(mark(f"{s}%", s == strength), Action("set", "strength", str(s)))
          for s in SETTING_STRENGTHS],
+        [(mark(t("set_stroke", lang, value=t(f"stroke_{name}", lang)), name == stroke),
+          Action("set", "stroke", name)) for name in STROKES],
         [(t("set_keep", lang, value=t("yes" if keep else "no", lang)),
           Action("set", "keep", "0" if keep else "1"))],
         [(mark(t(f"output_{o}", lang), o == output_of(user)), Action("set", "output", o))
@@ -349,6 +360,8 @@ def apply_setting(service: StyleService, user: User, action: Action) -> User:
     key, value = action.job, action.arg
     if key == "strength" and value.isdigit() and int(value) in SETTING_STRENGTHS:
         return service.update_settings(user, default_strength=int(value) / 100)
+    if key == "stroke" and value in STROKES:
+        return service.update_settings(user, settings={"stroke": STROKES[value]})
     if key == "keep" and value in ("0", "1"):
         return service.update_settings(user, settings={"keep_colors": value == "1"})
     if key == "output" and value in OUTPUTS:

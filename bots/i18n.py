@@ -20,13 +20,13 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": ("Send a photo (or an image file for full resolution) and choose a style.\n"
                "Caption shortcut: a style name and a strength, e.g. \"starry 0.8\".\n"
                "/styles — the style gallery\n/custom — use your own style picture\n"
-               "/settings — default strength, colours, output, language\n"
+               "/settings — default strength, stroke size, colours, output, language\n"
                "/history — your last pictures\n/forget — delete your data\n"
                "/cancel — stop the current picture"),
         "zh": ("发送一张照片（或以文件形式发送以保留原始分辨率），然后选择风格。\n"
                "快捷方式：在图片说明中写风格名和强度，例如 \"starry 0.8\"。\n"
                "/styles — 风格画廊\n/custom — 使用你自己的风格图片\n"
-               "/settings — 默认强度、颜色、输出方式、语言\n"
+               "/settings — 默认强度、笔触大小、颜色、输出方式、语言\n"
                "/history — 最近的图片\n/forget — 删除你的数据\n/cancel — 停止当前任务"),
     },
     "cmd_start": {"en": "Start and see what I can do", "zh": "开始使用"},
@@ -45,6 +45,9 @@ MESSAGES: dict[str, dict[str, str]] = {
     "opt_strength": {"en": "How strong, from 0 to 1 (default: your setting)",
                      "zh": "强度，0 到 1（默认：你的设置）"},
     "opt_keep_colors": {"en": "Keep the photo's own colours", "zh": "保留照片原本的颜色"},
+    "opt_stroke": {"en": "Brush stroke size (default: your setting)",
+                   "zh": "笔触大小（默认：你的设置）"},
+    "opt_default_stroke": {"en": "Your default brush stroke size", "zh": "你的默认笔触大小"},
     "opt_style_picture": {"en": "Your style picture (a painting, a texture…)",
                           "zh": "你的风格图片（一幅画、一种纹理……）"},
     "opt_default_strength": {"en": "Your default strength, from 0 to 1",
@@ -74,6 +77,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     "btn_no": {"en": "No, keep it", "zh": "不，保留"},
     "btn_cancel": {"en": "✖ Cancel", "zh": "✖ 取消"},
     "set_keep": {"en": "🌈 Keep colours: {value}", "zh": "🌈 保留原色：{value}"},
+    "set_stroke": {"en": "🖌 {value}", "zh": "🖌 {value}"},
+    # stroke sizes (stylejax.stroke.STROKES): how big the style's texture is in the picture
+    "stroke_small": {"en": "small", "zh": "细"},
+    "stroke_medium": {"en": "medium", "zh": "中"},
+    "stroke_large": {"en": "large", "zh": "粗"},
     "language_name": {"en": "English", "zh": "中文"},
     "not_yours": {"en": "Those buttons belong to someone else's picture.",
                   "zh": "这些按钮属于别人的图片。"},
@@ -87,9 +95,9 @@ MESSAGES: dict[str, dict[str, str]] = {
                        "zh": "🎨 正在学习你的风格……大约需要半分钟。"},
     # -- settings and data --
     "settings": {
-        "en": ("Your settings:\nDefault strength: {strength}%\nKeep colours: {keep}\n"
-               "Output: {output}\nLanguage: {language}"),
-        "zh": ("你的设置：\n默认强度：{strength}%\n保留原色：{keep}\n"
+        "en": ("Your settings:\nDefault strength: {strength}%\nStroke size: {stroke}\n"
+               "Keep colours: {keep}\nOutput: {output}\nLanguage: {language}"),
+        "zh": ("你的设置：\n默认强度：{strength}%\n笔触大小：{stroke}\n保留原色：{keep}\n"
                "输出方式：{output}\n语言：{language}"),
     },
     "settings_saved": {"en": "Saved.", "zh": "已保存。"},

@@ -118,3 +118,16 @@ def test_follow_job_reports_progress_then_returns_the_end(service):
     assert seen[0] == ("queued", 0.0) and ("running", 0.4) in seen
     assert fe.outcome_text(service, final, "en") == "Cancelled."
     assert fe.progress_text(service.job(job.id), "en")
+
+
+def test_stroke_setting_text_keyboard_and_labels(service):
+    user = service.user("test", 1)
+    assert "Stroke size: medium" in fe.settings_text(service, user, "en")
+    user = fe.apply_setting(service, user, fe.Action("set", "stroke", "large"))
+    assert user.settings == {"stroke": 1.6} and service.default_stroke(user) == 1.6
+    assert "笔触大小：粗" in fe.settings_text(service, user, "zh")
+    (row,) = [r for r in fe.settings_keyboard(service, user, "en") if r[0][1].job == "stroke"]
+    assert [label for label, _ in row] == ["🖌 small", "🖌 medium", "✓ 🖌 large"]
+    assert [a.arg for _, a in row] == ["small", "medium", "large"]
+    assert fe.stroke_label(1.3, "zh") == "1.3"  # a factor set through the API: as a number
+    assert service.submit(user, photo_png(), style="wave").params["stroke"] == 1.6

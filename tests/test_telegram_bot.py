@@ -548,6 +548,7 @@ def test_settings_history_gallery_and_forget(tmp_path):
             fake.command(ADA, "/settings")
             panel = await fake.reply("sendMessage", ADA["id"], after=m)
             assert "Default strength: 100%" in panel.text and "Output: photo" in panel.text
+            assert "Stroke size: medium" in panel.text and "✓ 🖌 medium" in dict(panel.buttons())
 
             m = fake.mark()
             fake.press(ADA, panel.result, panel.button("50%"))
@@ -555,13 +556,14 @@ def test_settings_history_gallery_and_forget(tmp_path):
             assert "Default strength: 50%" in edited.text
             assert fake.answers(m)[0].params["text"] == t("settings_saved", "en")
             for label, expect in (("Keep colours", "Keep colours: yes"),
-                                  ("file", "Output: file"), ("中文", "默认强度：50%")):
+                                  ("🖌 large", "Stroke size: large"),
+                                  ("file", "Output: file"), ("中文", "笔触大小：粗")):
                 m = fake.mark()
                 fake.press(ADA, panel.result, panel.button(label))
                 assert expect in (await fake.reply("editMessageText", ADA["id"], after=m)).text
             ada = bot.service.user("telegram", ADA["id"])
             assert ada.default_strength == 0.5 and ada.language == "zh"
-            assert ada.settings == {"keep_colors": True, "output": "file"}
+            assert ada.settings == {"keep_colors": True, "output": "file", "stroke": 1.6}
 
             # the caption uses the new defaults; the answer is in Chinese
             m = fake.mark()
@@ -569,6 +571,7 @@ def test_settings_history_gallery_and_forget(tmp_path):
             await fake.reply("sendMessage", ADA["id"], after=m, text="⏳")
             assert _job_params(bot, ADA["id"])[0]["strength"] == 0.5
             assert _job_params(bot, ADA["id"])[0]["keep_colors"] is True
+            assert _job_params(bot, ADA["id"])[0]["stroke"] == 1.6
 
             m = fake.mark()
             fake.command(ADA, "/history")
@@ -706,5 +709,10 @@ def test_style_keyboard_pages_and_compact_button_data(tmp_path):
             apply_setting(service, ada, Action("set", "strength", "37"))
         assert apply_setting(service, ada, Action("set", "output", "file")).settings == {
             "output": "file"}
+        for forged in ("huge", "1.6", ""):  # only the offered presets are accepted
+            with pytest.raises(InvalidRequestError):
+                apply_setting(service, ada, Action("set", "stroke", forged))
+        assert apply_setting(service, ada, Action("set", "stroke", "small")).settings == {
+            "output": "file", "stroke": 0.6}
     finally:
         service.close()
