@@ -11,12 +11,12 @@ Components are `DynamicItem`s: their custom_id carries the `frontend.Action`, so
 working after a restart with no per-message state in memory, and every press on a job is
 checked against the job's owner.
 
-    /stylize image style strength keep_colors   a pack style (autocomplete), result with buttons
-    Apps ▸ Stylize (message context menu)        any message with a picture; pick a style
-    /styles                                      the gallery, with thumbnails
-    /custom content style                        your own style picture (optimisation, ~30 s)
-    /settings [strength] [keep_colors]           your defaults, also as buttons (ephemeral)
-    /forget                                      delete your data, after a confirmation button
+    /stylize image style strength keep_colors stroke   a pack style (autocomplete), buttons
+    Apps ▸ Stylize (message context menu)              any message with a picture; pick a style
+    /styles                                            the gallery, with thumbnails
+    /custom content style                              your own style picture (optimisation, ~30 s)
+    /settings [strength] [keep_colors] [stroke]        your defaults, also as buttons (ephemeral)
+    /forget                                            delete your data, after a confirmation button
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from discord.http import Route
 
 from storage import Job, JobState, User
 from stylejax.errors import StyleJAXError
+from stylejax.stroke import STROKES
 
 from .config import ConfigError, Settings
 from .core import StyleService
@@ -316,6 +317,11 @@ class I18nTranslator(app_commands.Translator):
         return t(key, lang) if key and lang != "en" else None
 
 
+# The stroke-size presets as a choice; a name is translated like every command text.
+STROKE_CHOICES = [app_commands.Choice(name=_text(f"stroke_{name}"), value=name)
+                  for name in STROKES]
+
+
 async def style_autocomplete(interaction: Interaction,
                              current: str) -> list[app_commands.Choice[str]]:
     """Styles whose id or name (in the user's language) contains what was typed so far."""
@@ -325,11 +331,13 @@ async def style_autocomplete(interaction: Interaction,
 
 @app_commands.command(name="stylize", description=_text("cmd_stylize"))
 @app_commands.describe(image=_text("opt_image"), style=_text("opt_style"),
-                       strength=_text("opt_strength"), keep_colors=_text("opt_keep_colors"))
+                       strength=_text("opt_strength"), keep_colors=_text("opt_keep_colors"),
+                       stroke=_text("opt_stroke"))
 @app_commands.autocomplete(style=style_autocomplete)
+@app_commands.choices(stroke=STROKE_CHOICES)
 async def stylize(interaction: Interaction, image: discord.Attachment, style: str | None = None,
                   strength: app_commands.Range[float, 0.0, 1.0] | None = None,
-                  keep_colors: bool | None = None) -> None:
+                  keep_colors: bool | None = None, stroke: str | None = None) -> None:
     """Without a style, show the style menu (the same as the context menu does)."""
     if style is None:
         await _offer_styles(interaction, image)
@@ -345,7 +353,8 @@ async def stylize(interaction: Interaction, image: discord.Attachment, style: st
         photo = await image.read()
         owner = await _user(interaction)
         return await asyncio.to_thread(service.submit, owner, photo, style=style,
-                                       strength=strength, keep_colors=keep_colors)
+                                       strength=strength, keep_colors=keep_colors,
+                                       stroke=stroke)
 
     await _run_request(interaction, submit)
 
@@ -389,11 +398,13 @@ async def styles(interaction: Interaction) -> None:
 
 @app_commands.command(name="custom", description=_text("cmd_custom"))
 @app_commands.describe(content=_text("opt_image"), style=_text("opt_style_picture"),
-                       strength=_text("opt_strength"), keep_colors=_text("opt_keep_colors"))
+                       strength=_text("opt_strength"), keep_colors=_text("opt_keep_colors"),
+                       stroke=_text("opt_stroke"))
+@app_commands.choices(stroke=STROKE_CHOICES)
 async def custom(interaction: Interaction, content: discord.Attachment,
                  style: discord.Attachment,
                  strength: app_commands.Range[float, 0.0, 1.0] | None = None,
-                 keep_colors: bool | None = None) -> None:
+                 keep_colors: bool | None = None, stroke: str | None = None) -> None:
     """Any style picture: optimised on the spot, so it shows progress for longer."""
     service, lang = _service(interaction), _lang(interaction)
     for attachment in (content, style):
@@ -407,17 +418,19 @@ async def custom(interaction: Interaction, content: discord.Attachment,
         photo, style_image = await asyncio.gather(content.read(), style.read())
         owner = await _user(interaction)
         return await asyncio.to_thread(service.submit, owner, photo, style_image=style_image,
-                                       strength=strength, keep_colors=keep_colors)
+                                       strength=strength, keep_colors=keep_colors,
+                                       stroke=stroke)
 
     await _run_request(interaction, submit, working=t("custom_working", lang))
 
 
 @app_commands.command(name="settings", description=_text("cmd_settings"))
 @app_commands.describe(strength=_text("opt_default_strength"),
-                       keep_colors=_text("opt_keep_colors"))
+                       keep_colors=_text("opt_keep_colors"), stroke=_text("opt_default_stroke"))
+@app_commands.choices(stroke=STROKE_CHOICES)
 async def settings_command(interaction: Interaction,
                            strength: app_commands.Range[float, 0.0, 1.0] | None = None,
-                           keep_colors: bool | None = None) -> None:
+                           keep_colors: bool | None = None, stroke: str | None = None) -> None:
     """Show your defaults; with options, change them first."""
     service, lang = _service(interaction), _lang(interaction)
     owner = await _user(interaction)
@@ -428,8 +441,11 @@ async def settings_command(interaction: Interaction,
         changes["settings"] = {"keep_colors": keep_colors}
     if changes:
         owner = await asyncio.to_thread(service.update_settings, owner, **changes)
+    if stroke is not None:  # the same rule as the settings buttons
+        owner = await asyncio.to_thread(apply_setting, service, owner,
+                                        Action("set", "stroke", stroke))
     text = settings_text(service, owner, lang)
-    if changes:
+    if changes or stroke is not None:
         text = f"{t('settings_saved', lang)}\n{text}"
     await interaction.response.send_message(text, ephemeral=True,
                                             view=_settings_view(service, owner, lang))
@@ -439,7 +455,7 @@ def _settings_view(service: StyleService, owner: User, lang: str) -> discord.ui.
     """The shared settings keyboard without what Discord decides itself: the language (the
     client's) and the output kind (always the full picture, shown in an embed)."""
     rows = [row for row in settings_keyboard(service, owner, lang)
-            if row and row[0][1].job in ("strength", "keep")]
+            if row and row[0][1].job in ("strength", "stroke", "keep")]
     return _draw(rows, service, lang)
 
 

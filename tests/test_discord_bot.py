@@ -143,7 +143,7 @@ def test_stylize_defers_shows_progress_and_posts_the_stylized_picture(tmp_path, 
             assert len(labels) == len(service.styles)
             (job,) = service.history(service.user("discord", ALICE.id))
             assert job.state is JobState.DONE and job.params == {
-                "strength": 0.75, "keep_colors": False, "style": "great-wave"}
+                "strength": 0.75, "keep_colors": False, "style": "great-wave", "stroke": 1.0}
             if os.environ.get("WRITE_DISCORD_DOCS"):
                 _write_docs(fake, sent, msg)
 
@@ -196,7 +196,8 @@ def test_buttons_stronger_another_style_and_delete_only_for_the_owner(tmp_path, 
         async with running_bot(tmp_path, stylizer) as (fake, service):
             alice = service.user("discord", ALICE.id)
             photo = photo_png(64, 96, seed=2)
-            msg = await _result(fake, ALICE, photo, strength=0.5)
+            msg = await _result(fake, ALICE, photo, strength=0.5, stroke="large")
+            assert service.history(alice)[0].params["stroke"] == 1.6
             buttons = _components(msg)
 
             # someone else's press: refused, only to them, and nothing is queued
@@ -220,7 +221,7 @@ def test_buttons_stronger_another_style_and_delete_only_for_the_owner(tmp_path, 
             restyled, _ = await _stylized(fake, pressed, photo)
             newest = service.history(alice)[0]
             assert newest.params == {"strength": 0.75, "keep_colors": False,
-                                     "style": "great-wave"}
+                                     "style": "great-wave", "stroke": 1.6}  # kept throughout
             assert "Great Wave" in restyled["embeds"][0]["description"]
 
             # delete: the job and its message go; Bob cannot delete Alice's
@@ -340,6 +341,13 @@ def test_autocomplete_styles_gallery_and_translations(tmp_path):
             assert style_opt["autocomplete"] is True
             strength = next(o for o in stylize_cmd["options"] if o["name"] == "strength")
             assert (strength["min_value"], strength["max_value"]) == (0.0, 1.0)
+            for name in ("stylize", "custom", "settings"):
+                command = next(c for c in fake.commands if c["name"] == name)
+                stroke = next(o for o in command["options"] if o["name"] == "stroke")
+                assert not stroke.get("required")
+                assert [c["value"] for c in stroke["choices"]] == ["small", "medium", "large"]
+                assert [c["name_localizations"]["zh-CN"] for c in stroke["choices"]] == [
+                    "细", "中", "粗"]
             menu = next(c for c in fake.commands if c["name"] == "Stylize")
             assert menu["type"] == 3 and menu["name_localizations"]["zh-CN"] == "艺术风格化"
 
@@ -371,6 +379,12 @@ def test_bad_inputs_get_friendly_ephemeral_errors(tmp_path):
             assert text.startswith(t("too_large", "en", detail=""))
             text = await error_for(ALICE, fake.upload("p.png", photo_png()), style="cubism")
             assert "/styles" in text
+            dan = FakeUser(404, "dan")  # Alice's requests are used up
+            sent = await fake.slash(dan, "stylize", image=fake.upload("p.png", photo_png()),
+                                    style="wood", stroke="huge")  # not one of the choices
+            text = await fake.ephemeral_text(sent)
+            assert "Stroke size must be small, medium, large or a number" in text
+            assert service.history(service.user("discord", dan.id)) == []
 
             # Bob's three requests pass, the fourth is told when to come back
             for _ in range(3):
@@ -392,25 +406,33 @@ def test_bad_inputs_get_friendly_ephemeral_errors(tmp_path):
 def test_settings_and_forget_with_confirmation(tmp_path):
     async def scenario() -> None:
         async with running_bot(tmp_path, None) as (fake, service):
-            sent = await fake.slash(ALICE, "settings", strength=0.5, keep_colors=True)
+            sent = await fake.slash(ALICE, "settings", strength=0.5, keep_colors=True,
+                                    stroke="large")
             text = await fake.ephemeral_text(sent)
             assert text.startswith(t("settings_saved", "en")) and "50%" in text
+            assert "Stroke size: large" in text
             alice = service.user("discord", ALICE.id)
             assert alice.default_strength == 0.5 and alice.settings["keep_colors"] is True
             job = service.submit(alice, photo_png(), style="wood")
-            assert job.params == {"strength": 0.5, "keep_colors": True, "style": "wood"}
+            assert job.params == {"strength": 0.5, "keep_colors": True, "style": "wood",
+                                  "stroke": 1.6}
 
             # the same settings as buttons: a press stores it and redraws the message
             reply = fake.original(sent)
             sets = {(a.job, a.arg): c["custom_id"] for row in reply["components"]
                     for c in row["components"] if (a := decode_action(c["custom_id"]))}
             assert set(sets) == {("strength", "25"), ("strength", "50"), ("strength", "75"),
-                                 ("strength", "100"), ("keep", "0")}
+                                 ("strength", "100"), ("keep", "0"), ("stroke", "small"),
+                                 ("stroke", "medium"), ("stroke", "large")}
             pressed = await fake.press(ALICE, reply, sets["strength", "75"])
             await fake.wait_for(lambda: fake.callback(pressed))
             assert _callback_type(fake, pressed) == 7
             assert service.user("discord", ALICE.id).default_strength == 0.75
             assert "75%" in fake.original(sent)["content"]
+            pressed = await fake.press(ALICE, fake.original(sent), sets["stroke", "small"])
+            await fake.wait_for(lambda: fake.callback(pressed))
+            assert service.user("discord", ALICE.id).settings["stroke"] == 0.6
+            assert "Stroke size: small" in fake.original(sent)["content"]
 
             sent = await fake.slash(ALICE, "forget")
             confirm = await fake.wait_for(lambda: fake.original(sent))
