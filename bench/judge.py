@@ -7,6 +7,9 @@ that need no network at all:
 
 - ``style_act``: Gram matrices of Lite2's post-ReLU6 expansion activations at 1/2 … 1/16 of the
   picture (the VGG-like view);
+- ``style_half``: the same at half the size (result and style picture downscaled 2×): colour
+  speckle and pixel-scale noise that can satisfy a full-size Gram average away here, while
+  strokes and motifs stay;
 - ``style_out``: Gram matrices of Lite2's block outputs (the linear projections; the view whose
   Lite0 twin our first loss over-fitted with speckle);
 - ``content``: Lite2 block outputs at 1/8 and 1/16, MSE relative to the photo's energy;
@@ -63,6 +66,7 @@ class StyleTarget:
     act: list[jax.Array]
     out: list[jax.Array]
     hist: np.ndarray
+    half: list[jax.Array]
 
 
 @dataclass
@@ -72,6 +76,11 @@ class PhotoTarget:
     act: list[jax.Array]       # the photo's own grams: the "unchanged" baseline
     out: list[jax.Array]
     hist: np.ndarray
+    half: list[jax.Array]
+
+
+def _half(rgb: np.ndarray) -> np.ndarray:
+    return fit_long_side(rgb, max(rgb.shape[:2]) // 2)
 
 
 class Judge:
@@ -96,12 +105,12 @@ class Judge:
     def style_target(self, style_rgb: np.ndarray) -> StyleTarget:
         s = fit_long_side(style_rgb, self.style_size)
         act, out, _ = self._feats(s)
-        return StyleTarget(act, out, rgb_histogram(s))
+        return StyleTarget(act, out, rgb_histogram(s), self._feats(_half(s))[0])
 
     def photo_target(self, photo_rgb: np.ndarray) -> PhotoTarget:
         p = fit_long_side(photo_rgb, self.size)
         act, out, content = self._feats(p)
-        return PhotoTarget(p, content, act, out, rgb_histogram(p))
+        return PhotoTarget(p, content, act, out, rgb_histogram(p), self._feats(_half(p))[0])
 
     @staticmethod
     def _style_loss(grams: list[jax.Array], target: list[jax.Array]) -> float:
@@ -116,11 +125,14 @@ class Judge:
         act, out, content = self._feats(r)
         base_act = self._style_loss(photo.act, style.act)
         base_out = self._style_loss(photo.out, style.out)
+        half = self._feats(_half(r))[0]
         c = np.mean([float(jnp.mean((a - b) ** 2) / (jnp.mean(b**2) + 1e-12))
                      for a, b in zip(content, photo.content)])
         hist = rgb_histogram(r)
         return {
             "style_act": self._style_loss(act, style.act) / base_act,
+            "style_half": (self._style_loss(half, style.half)
+                           / self._style_loss(photo.half, style.half)),
             "style_out": self._style_loss(out, style.out) / base_out,
             "content": float(c),
             "ssim": float(structural_similarity(_gray(r), _gray(photo.rgb), data_range=1.0)),

@@ -26,9 +26,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-
 from judge import Judge, fit_long_side
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -99,13 +98,13 @@ def custom_method(size: int, before: bool = False, **overrides) -> Method:
     return run
 
 
-def pack_method(size: int) -> Method:
+def pack_method(size: int, stroke: float = 1.0) -> Method:
     from stylejax import Stylizer
 
     stylizer = Stylizer()
 
     def run(photo: np.ndarray, pair: Pair) -> np.ndarray:
-        return stylizer.stylize(photo, pair.pack_style, max_size=size)
+        return stylizer.stylize(photo, pair.pack_style, max_size=size, stroke=stroke)
 
     return run
 
@@ -123,6 +122,7 @@ def summarise(rows: list[dict], method: str, reference: str = "magenta") -> dict
     return {
         "method": method, "pairs": len(mine),
         "style_act": geomean([r["style_act"] for r in mine]),
+        "style_half": geomean([r["style_half"] for r in mine]),
         "style_out": geomean([r["style_out"] for r in mine]),
         "content": float(np.mean([r["content"] for r in mine])),
         "content_vs_ref": geomean(content_ratio),
@@ -134,12 +134,14 @@ def summarise(rows: list[dict], method: str, reference: str = "magenta") -> dict
 
 
 def markdown_table(summaries: list[dict], reference: str = "magenta") -> str:
-    head = ("| method | pairs | style vs photo (Lite2 act) | style vs photo (Lite2 out) | "
-            f"content vs {reference} | SSIM to photo | colour dist. to style / photo | s / picture |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---|---:|"]
+    head = ("| method | pairs | style vs photo: act | act, half size | block outputs | "
+            f"content vs {reference} | SSIM to photo | colour dist. to style / photo "
+            "| s / picture |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for s in summaries:
         lines.append(
-            f"| {s['method']} | {s['pairs']} | {s['style_act']:.3f} | {s['style_out']:.3f} | "
+            f"| {s['method']} | {s['pairs']} | {s['style_act']:.3f} | {s['style_half']:.3f} | "
+            f"{s['style_out']:.3f} | "
             f"{s['content_vs_ref']:.2f}x | {s['ssim']:.2f} | "
             f"{s['hist_style']:.2f} / {s['hist_photo']:.2f} | {s['seconds']:.2f} |")
     return "\n".join(lines)
@@ -218,6 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
                     help="CustomStyleConfig overrides for the 'custom' method (JSON values), "
                          "for experiments: --config 'style_taps=[\"stem\"]' learning_rate=0.05")
+    ap.add_argument("--pack-strokes", nargs="*", type=float, default=[],
+                    help="also run the pack at these stroke sizes (as methods pack@S)")
     ap.add_argument("--tiny", action="store_true", help="2 photos × 2 styles, 128 px, 3 s")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -268,6 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
             rgb = load_rgb(pack_style_file(sid))
             pairs += [Pair(p, f"pack:{sid}", rgb, pack_style=sid) for p in photos]
         methods = {"magenta": magenta_method(args.size), "pack": pack_method(args.size)}
+        for stroke in args.pack_strokes:
+            methods[f"pack@{stroke:g}"] = pack_method(args.size, stroke)
         rows += run_set("pack", pairs, methods, judge, out, max(1, len(pairs) // 12), log)
         summaries["pack"] = [summarise([r for r in rows if r["set"] == "pack"], m)
                              for m in methods]

@@ -19,6 +19,7 @@ import optax
 from PIL import Image
 
 from . import losses
+from .engine import enable_compilation_cache
 from .features import (
     BLOCK_OUTPUT_STYLE_TAPS,
     DEFAULT_CONTENT_TAPS,
@@ -31,36 +32,43 @@ from .generator import preserve_colors
 
 @dataclass(frozen=True)
 class CustomStyleConfig:
-    """Knobs of the optimisation; the defaults were picked by looking at results (docs/)."""
+    """Knobs of the optimisation; defaults chosen with bench/quality.py and by eye."""
 
     size: int = 512                      # long side of the result
-    steps: int = 120                     # total Adam steps over all scales
+    steps: int = 1000                    # step cap over all scales (the time budget ends first)
     scales: tuple[float, ...] = (0.5, 1.0)
-    scale_steps: tuple[float, ...] = (0.6, 0.4)  # share of the steps per scale
+    scale_steps: tuple[float, ...] = (0.5, 0.5)  # share of the step cap per scale
+    scale_time: tuple[float, ...] = (0.5, 0.5)   # share of the time budget per scale
+    measure_every: int = 10              # steps between loss reports (a forward pass each)
     time_budget_s: float = 30.0          # wall clock, start-up and compiling included…
     min_steps: int = 10                  # …but never fewer steps than this (a cold start)
-    learning_rate: float = 0.03
-    style_weight: float = 1.0
+    # L-BFGS, as Gatys et al. used: Adam's per-pixel normalised steps move every pixel by about
+    # the learning rate whatever its gradient, which paints colour speckle (docs/quality.md).
+    optimizer: str = "lbfgs"             # or "adam" (optax, with jitter and a pyramid)
+    lbfgs_memory: int = 10
+    learning_rate: float = 0.03          # Adam only
+    style_weight: float = 100.0
     content_weight: float = 1.0
     tv_weight: float = 3.0
     style_taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
     content_taps: tuple[str, ...] = DEFAULT_CONTENT_TAPS
     use_swag: bool = False               # SWAG at T=1 over-saturated our results; see docs
-    jitter: int = 4                      # random shift (px) per step against aliasing noise
-    fine_lr_mult: float = 0.3            # finest pyramid level moves slower: less speckle
     swag_temperature: float = 1.0
+    jitter: int = 4                      # Adam only: random shift (px) per step
+    fine_lr_mult: float = 0.3            # Adam only: the finest pyramid level moves slower
     normalise_layers: bool = True        # each style layer's loss divided by its target's scale
     style_size: int | None = None        # long side the style picture is viewed at (None: = size)
     stroke: float = 1.0                  # × that size: 2 = strokes twice as big (stylejax.stroke)
-    pyramid_levels: int = 4              # optimise a Laplacian-like pyramid, not raw pixels
+    pyramid_levels: int = 1              # >1: optimise a pyramid of sums, not raw pixels
     match_colors_first: bool = True      # start from the photo recoloured to the style's palette
-    optimizer: str = "adam"              # or "lbfgs" (optax, zoom line search; no jitter)
-    lbfgs_memory: int = 10
 
 
 def legacy_config(size: int = 512) -> CustomStyleConfig:
-    """The first loss (Gram matrices of Lite0 block outputs): the benchmark's "before" column."""
-    return CustomStyleConfig(size=size, style_taps=BLOCK_OUTPUT_STYLE_TAPS)
+    """The first design (Adam on a 4-level pyramid, Gram matrices of Lite0 block outputs, 120
+    steps): the benchmark's "before" column."""
+    return CustomStyleConfig(size=size, steps=120, scale_steps=(0.6, 0.4), optimizer="adam",
+                             style_weight=1.0, style_taps=BLOCK_OUTPUT_STYLE_TAPS,
+                             pyramid_levels=4)
 
 
 @dataclass
@@ -168,11 +176,12 @@ class _Objective:
             @jax.jit
             def lbfgs_step(levels, opt_state, key):
                 del key
+                # The line search's last evaluation is reused: one forward+backward per step
+                # when the first trial step is accepted (the usual case).
                 total, grad = value_and_grad(levels, state=opt_state)
                 updates, opt_state = self.opt.update(grad, opt_state, levels, value=total,
                                                      grad=grad, value_fn=value)
-                levels = optax.apply_updates(levels, updates)
-                return levels, opt_state, dict(self.loss_terms(render(levels)), total=total)
+                return optax.apply_updates(levels, updates), opt_state, {"total": total}
 
             return lbfgs_step, jax.jit(render)
 
@@ -206,6 +215,30 @@ def compose_pyramid(levels: list[jax.Array], shape: tuple[int, ...]) -> jax.Arra
     for lv in levels[1:]:
         out = out + jax.image.resize(lv, shape, "linear")
     return out
+
+
+def trim_frame(rgb: np.ndarray, max_share: float = 0.1, tolerance: float = 12.0) -> np.ndarray:
+    """Cut a scan's plain frame (black border, mount, canvas edge) off a style picture.
+
+    A Gram loss reproduces everything in the style picture, a frame included: it comes back as
+    straight dark lines and rectangles across the result. A row or column belongs to the frame
+    while it is nearly uniform (spread below `tolerance` grey levels), scanning in from each side
+    up to `max_share` of the picture.
+    """
+    grey = rgb.astype(np.float32).mean(axis=2)
+    h, w = grey.shape
+
+    def depth(lines: np.ndarray, limit: int) -> int:
+        n = 0
+        while n < limit and float(lines[n].std()) < tolerance:
+            n += 1
+        return n
+
+    top = depth(grey, int(h * max_share))
+    bottom = depth(grey[::-1], int(h * max_share))
+    left = depth(grey.T, int(w * max_share))
+    right = depth(grey.T[::-1], int(w * max_share))
+    return rgb[top : h - bottom, left : w - right]
 
 
 def match_colors(photo: np.ndarray, style: np.ndarray) -> np.ndarray:
@@ -242,6 +275,11 @@ def measure_losses(photo_rgb: np.ndarray, style_rgb: np.ndarray, result_rgb: np.
     return {k: float(v) for k, v in terms.items()}
 
 
+def _fraction(start: float, cfg: CustomStyleConfig, done: int, total: int) -> float:
+    """Progress: whichever of time and steps is nearer its limit (the run ends at the first)."""
+    return min(1.0, max((time.monotonic() - start) / cfg.time_budget_s, done / total))
+
+
 def stylize_with_image(
     photo_rgb: np.ndarray,
     style_rgb: np.ndarray,
@@ -258,15 +296,18 @@ def stylize_with_image(
     """
     cfg = cfg or CustomStyleConfig()
     start = time.monotonic()
+    deadline = start + cfg.time_budget_s
+    enable_compilation_cache()  # a worker's second custom job skips most compiling
     photo_full = _resize(photo_rgb, cfg.size)
+    style_rgb = trim_frame(style_rgb)
     x = None
     history: list[dict] = []
     done = 0
     stopped = False
     key = jax.random.PRNGKey(0)
-    plan = [(s, max(1, round(cfg.steps * share))) for s, share in zip(cfg.scales, cfg.scale_steps)]
-    total_steps = sum(n for _, n in plan)
-    for scale, n_steps in plan:
+    caps = [max(1, round(cfg.steps * share)) for share in cfg.scale_steps]
+    total_steps = sum(caps)
+    for k, (scale, cap) in enumerate(zip(cfg.scales, caps)):
         long_side = max(16, round(cfg.size * scale))
         photo = _to_batch(_resize(photo_rgb, long_side))
         style = _to_batch(_resize(style_rgb,
@@ -283,21 +324,34 @@ def stylize_with_image(
             x = jax.image.resize(x, photo.shape, "bicubic").clip(0, 1)
         levels = make_pyramid(x, cfg.pyramid_levels)
         opt_state = obj.opt.init(levels)
-        for _ in range(n_steps):
+        # This scale may spend its share of the time left; the last one spends all of it.
+        share = cfg.scale_time[k] / sum(cfg.scale_time[k:])
+        scale_end = time.monotonic() + share * max(0.0, deadline - time.monotonic())
+        terms: dict = {}
+        measure = jax.jit(obj.loss_terms)
+        for i in range(cap):
             key, sub = jax.random.split(key)
-            levels, opt_state, terms = step(levels, opt_state, sub)
+            levels, opt_state, out = step(levels, opt_state, sub)
             done += 1
-            record = {k: float(v) for k, v in terms.items()}
-            record.update(step=done, scale=scale, seconds=time.monotonic() - start)
+            if i % cfg.measure_every == 0:
+                terms = {t: float(v) for t, v in measure(render(levels)).items()}
+            record = dict(terms, total=float(out["total"]), step=done, scale=scale,
+                          seconds=time.monotonic() - start)
             history.append(record)
             if progress is not None:
-                progress(done / total_steps, record)
-            if (should_stop is not None and should_stop()) or (
-                time.monotonic() - start > cfg.time_budget_s and done >= cfg.min_steps
-            ):
+                progress(_fraction(start, cfg, done, total_steps), record)
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            now = time.monotonic()
+            if done >= cfg.min_steps and now > deadline:
                 stopped = done < total_steps
                 break
+            if done >= cfg.min_steps and now > scale_end and k < len(caps) - 1:
+                break  # on to the next scale
         x = render(levels)
+        # The scale's last record carries the losses of the picture it hands on.
+        history[-1].update({t: float(v) for t, v in measure(x).items()})
         if stopped:
             break
     out = jax.image.resize(x, (1, *photo_full.shape[:2], 3), "bicubic").clip(0, 1)

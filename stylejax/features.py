@@ -166,18 +166,17 @@ class EfficientNetLite(nnx.Module):
     def resolve_tap(self, name: str) -> tuple[int, int]:
         """A tap name → (block index, place in the block): stem is block -1, head block N."""
         n = self.num_blocks
-        base, _, sub = name.partition(".")
-        if sub and sub not in _SUBS:
-            sub = "?"
-        place = _SUBS.get(sub, _SUB_OUT)
-        if base == "stem" and not sub:
-            return -1, _SUB_OUT
-        if base == "head" and not sub:
-            return n, _SUB_OUT
-        if base in self.stage_last_block and not sub:
-            return self.stage_last_block[base], _SUB_OUT
-        if base.startswith("block") and base[5:].isdigit() and int(base[5:]) < n and sub != "?":
-            return int(base[5:]), place
+        base, dot, sub = name.partition(".")
+        if not dot:
+            if base == "stem":
+                return -1, _SUB_OUT
+            if base == "head":
+                return n, _SUB_OUT
+            if base in self.stage_last_block:
+                return self.stage_last_block[base], _SUB_OUT
+        is_block = base.startswith("block") and base[5:].isdigit() and int(base[5:]) < n
+        if is_block and (not dot or sub in _SUBS):
+            return int(base[5:]), _SUBS.get(sub, _SUB_OUT)
         raise ValueError(
             f"Unknown feature tap {name!r}; use stem, block0..block{n - 1} (optionally with "
             f".expand or .dw), stage1..stage{len(self.stage_last_block)}, head")

