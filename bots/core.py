@@ -8,14 +8,16 @@ to the queue; workers (`bots.worker`) do the stylising.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
-from storage import STYLE_SHA_PARAM, BlobStore, Job, JobKind, JobState, Store, User
+from storage import BlobStore, Job, JobKind, JobState, Store, User
 from storage.queue import JobQueue, open_queue
 from stylejax.errors import InvalidRequestError, StyleJAXError
 from stylejax.imageio import ImageLimits, decode_image
 from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_styles
+from stylejax.request import StyleRequest
 from stylejax.stroke import parse_stroke
 
 from .config import Settings
@@ -48,8 +50,12 @@ class JobNotFoundError(StyleJAXError):
 
 
 def job_stroke(job: Job) -> float:
-    """A job's stroke size; jobs recorded before there was a choice are medium (1.0)."""
-    return float(job.params.get("stroke", 1.0))
+    """A job's stroke size (`job.request.stroke`; old jobs read as medium)."""
+    return job.request.stroke
+
+
+# The reference of a custom style picture that arrives as bytes, until it is kept (its sha).
+_UPLOAD = "upload"
 
 
 def queue_options(settings: Settings) -> dict:
@@ -70,8 +76,10 @@ class StyleService:
         self.blobs = blobs or BlobStore(data / "blobs")
         self.jobs = LocalJobBook(self.store, self.blobs)  # what workers read and record
         self.queue = queue or open_queue(settings.queue_url, **queue_options(settings))
-        # ids and names only: the service front never needs the weights
-        self.styles: list[StyleInfo] = read_pack_styles(settings.pack or default_pack_dir())
+        # the pack's folder is decided here once; ids and names only: the front never needs
+        # the weights
+        self.pack_dir = Path(settings.pack) if settings.pack is not None else default_pack_dir()
+        self.styles: list[StyleInfo] = read_pack_styles(self.pack_dir)
         self.limits = ImageLimits(max_bytes=settings.max_upload_bytes)
         self.rate = TokenBucket(settings.rate_per_minute / 60.0, settings.rate_burst)
 
@@ -84,10 +92,23 @@ class StyleService:
         """A style id, unambiguous prefix or word of an id → the id (UnknownStyleError else)."""
         return self.styles[find_style(self.styles, query)].id
 
+    def style_info(self, style_id: str) -> StyleInfo | None:
+        """The pack style with exactly this id (names, thumbnail), or None."""
+        return next((s for s in self.styles if s.id == style_id), None)
+
     def style_name(self, style_id: str, lang: str | None = "en") -> str:
         """The display name of a pack style in the user's language (the id if unknown)."""
-        info = next((s for s in self.styles if s.id == style_id), None)
+        info = self.style_info(style_id)
         return info.name(lang or "en") if info is not None else style_id
+
+    def style_label(self, job: Job, lang: str | None = "en") -> str | None:
+        """The pack style's display name of a job, or None for a custom-style job."""
+        request = job.request
+        if request.is_custom:
+            return None
+        if request.style is not None:
+            return self.style_name(request.style, lang)
+        return " + ".join(self.style_name(sid, lang) for sid, _ in request.blend)
 
     def default_strength(self, owner: User) -> float:
         return owner.default_strength if owner.default_strength is not None else 1.0
@@ -106,6 +127,19 @@ class StyleService:
         decode_image(photo, limits=self.limits)
         return self.blobs.put(photo, owner=str(owner.id))
 
+    def make_request(self, owner: User, *, style: str | None = None,
+                     style_image: str | None = None, strength: float | None = None,
+                     keep_colors: bool | None = None,
+                     stroke: float | str | None = None) -> StyleRequest:
+        """A front end's options as a validated StyleRequest; what was left out (None) is the
+        user's setting. `style_image` is the custom picture's reference (its sha, once kept)."""
+        return StyleRequest.create(
+            style=style, style_image=style_image,
+            strength=self.default_strength(owner) if strength is None else strength,
+            keep_colors=(bool(owner.settings.get("keep_colors", False)) if keep_colors is None
+                         else keep_colors),
+            stroke=self.default_stroke(owner) if stroke is None else stroke)
+
     def submit(self, owner: User, photo: bytes | None = None, *, photo_sha: str | None = None,
                style: str | None = None, style_image: bytes | None = None,
                style_sha: str | None = None, strength: float | None = None,
@@ -115,43 +149,48 @@ class StyleService:
         The photo comes as bytes or as the sha of a staged/earlier upload (`stage_photo`);
         likewise a custom style picture (`style_image` or `style_sha`). `stroke` is a preset
         name or a factor (stylejax.stroke); None, like the other options, means the user's
-        setting.
+        setting. The options become a StyleRequest (`make_request`), checked there once.
         """
+        self._take_token(owner)
+        custom = style_image is not None or style_sha is not None
+        request = self.make_request(owner, style=style,
+                                    style_image=(style_sha or _UPLOAD) if custom else None,
+                                    strength=strength, keep_colors=keep_colors, stroke=stroke)
+        return self._store_and_queue(owner, request, photo, photo_sha, style_image)
+
+    def submit_request(self, owner: User, request: StyleRequest, photo: bytes | None = None,
+                       *, photo_sha: str | None = None,
+                       style_image: bytes | None = None) -> Job:
+        """Store and queue a request a front end built itself (`StyleRequest.create`): a custom
+        request names its picture by sha, or the picture comes as `style_image` bytes."""
+        self._take_token(owner)
+        return self._store_and_queue(owner, request, photo, photo_sha, style_image)
+
+    def _take_token(self, owner: User) -> None:
         wait = self.rate.try_acquire(f"user:{owner.id}")
         if wait:
             raise RateLimitedError(max(1, round(wait + 0.5)))
-        custom = style_image is not None or style_sha is not None
-        if (style is None) == (not custom):
-            raise InvalidRequestError("Choose either a style or a style picture.")
+
+    def _store_and_queue(self, owner: User, request: StyleRequest, photo: bytes | None,
+                         photo_sha: str | None, style_image: bytes | None) -> Job:
         if (photo is None) == (photo_sha is None):
             raise InvalidRequestError("Send one photo.")
-        if strength is None:
-            strength = self.default_strength(owner)
-        if not 0.0 <= float(strength) <= 1.0:
-            raise InvalidRequestError(f"Strength must be between 0 and 1, got {strength}.")
-        if keep_colors is None:
-            keep_colors = bool(owner.settings.get("keep_colors", False))
-        stroke = self.default_stroke(owner) if stroke is None else parse_stroke(stroke)
         # refuse bad input before anything is stored
         if photo is None:
             self._check_blob(photo_sha)
         else:
             decode_image(photo, limits=self.limits)
-        params: dict = {"strength": float(strength), "keep_colors": bool(keep_colors),
-                        "stroke": stroke}
-        if style is not None:
-            kind = JobKind.PACK
-            params["style"] = self.style_id(style)
+        if not request.is_custom:
+            request = request.resolved(self.styles)
+        elif style_image is not None:
+            decode_image(style_image, limits=self.limits)
+            request = dataclasses.replace(
+                request, style_image=self.blobs.put(style_image, owner=str(owner.id)))
         else:
-            kind = JobKind.CUSTOM
-            if style_image is not None:
-                decode_image(style_image, limits=self.limits)
-                style_sha = self.blobs.put(style_image, owner=str(owner.id))
-            else:
-                self._check_blob(style_sha)
-            params[STYLE_SHA_PARAM] = style_sha
+            self._check_blob(request.style_image)
+        kind = JobKind(request.kind)
         input_sha = photo_sha if photo is None else self.blobs.put(photo, owner=str(owner.id))
-        job = self.store.create_job(owner.id, kind, params, input_sha,
+        job = self.store.create_job(owner.id, kind, request.to_params(), input_sha,
                                     max_active=self.settings.max_active_jobs)
         try:
             self.queue.enqueue(job.id, {"kind": kind.value})
@@ -181,15 +220,9 @@ class StyleService:
         job's style (pack id or custom picture) is kept. Options left out are kept too.
         """
         prev = self.job(job_id, owner)
-        p = prev.params
-        strength = p["strength"] if strength is None else strength
-        keep_colors = p["keep_colors"] if keep_colors is None else keep_colors
-        stroke = job_stroke(prev) if stroke is None else stroke
-        if style is None and prev.kind is JobKind.CUSTOM:
-            return self.submit(owner, photo_sha=prev.input_sha, style_sha=p[STYLE_SHA_PARAM],
-                               strength=strength, keep_colors=keep_colors, stroke=stroke)
-        return self.submit(owner, photo_sha=prev.input_sha, style=style or p["style"],
-                           strength=strength, keep_colors=keep_colors, stroke=stroke)
+        request = prev.request.with_changes(style=style, strength=strength,
+                                            keep_colors=keep_colors, stroke=stroke)
+        return self.submit_request(owner, request, photo_sha=prev.input_sha)
 
     def delete_job(self, job_id: str, owner: User) -> None:
         """Remove one job and the pictures nothing else refers to (a chat's "delete" button)."""

@@ -169,7 +169,7 @@ async def _present(interaction: Interaction, job: Job, lang: str, working: str =
     await interaction.edit_original_response(
         content=None, embed=embed, attachments=[discord.File(io.BytesIO(data), name)],
         view=_draw(result_keyboard(final, lang), service, lang,
-                   strength=final.params["strength"]))
+                   strength=final.request.strength))
 
 
 async def _run_request(interaction: Interaction, make_job: Callable[[], Awaitable[Job]],
@@ -561,9 +561,9 @@ def _chosen_style(service: StyleService, values: list[str]) -> str | None:
 def _changes(service: StyleService, verb: str, job: Job, values: list[str]) -> dict | None:
     """What "stronger", "weaker", "keep colours" or a menu choice changes in a finished job."""
     if verb in ("up", "down"):
-        return {"strength": next_strength(job.params["strength"], 1 if verb == "up" else -1)}
+        return {"strength": next_strength(job.request.strength, 1 if verb == "up" else -1)}
     if verb == "keep":
-        return {"keep_colors": not job.params["keep_colors"]}
+        return {"keep_colors": not job.request.keep_colors}
     if verb == "style":
         style = _chosen_style(service, values)
         return {"style": style} if style else None

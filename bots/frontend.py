@@ -30,7 +30,7 @@ from stylejax.errors import (
     UnknownStyleError,
     UnsupportedImageError,
 )
-from stylejax.pack import default_pack_dir
+from stylejax.request import check_strength
 from stylejax.stroke import STROKES, stroke_name
 
 from .core import (
@@ -78,9 +78,10 @@ def parse_caption(service: StyleService, text: str | None, *,
         value = float(raw.rstrip("%"))
         if raw.endswith("%") or value > 1.0:
             value /= 100.0
-        if not 0.0 <= value <= 1.0:
-            raise InvalidRequestError("Strength must be between 0 and 1 (or 0–100%).")
-        strength = value
+        try:
+            strength = check_strength(value)  # StyleRequest's rule; the caption's own words
+        except InvalidRequestError:
+            raise InvalidRequestError("Strength must be between 0 and 1 (or 0–100%).") from None
     style = None
     if words:
         query = "-".join(words)
@@ -164,10 +165,10 @@ def matching_styles(service: StyleService, query: str, lang: str,
 
 def style_thumbnail(service: StyleService, style_id: str) -> Path | None:
     """The thumbnail file of a pack style (for galleries), or None when the pack has none."""
-    info = next((s for s in service.styles if s.id == style_id), None)
+    info = service.style_info(style_id)
     if info is None or info.thumbnail is None:
         return None
-    path = Path(service.settings.pack or default_pack_dir()) / info.thumbnail
+    path = service.pack_dir / info.thumbnail
     return path if path.is_file() else None
 
 
@@ -257,11 +258,8 @@ def progress_text(job: Job, lang: str) -> str:
 def outcome_text(service: StyleService, job: Job, lang: str) -> str:
     """The caption for a finished job, or why it did not finish."""
     if job.state is JobState.DONE:
-        if "style" in job.params:
-            style = service.style_name(job.params["style"], lang)
-        else:
-            style = t("your_style", lang)
-        return t("done", lang, style=style, strength=int(round(job.params["strength"] * 100)))
+        style = service.style_label(job, lang) or t("your_style", lang)
+        return t("done", lang, style=style, strength=int(round(job.request.strength * 100)))
     if job.state is JobState.CANCELLED:
         return t("cancelled", lang)
     if job.state is JobState.FAILED:
@@ -279,7 +277,7 @@ _PAGE_ARG = re.compile(r"^(pick|style)(\d{1,3})$")
 
 def result_keyboard(job: Job, lang: str) -> Keyboard:
     """Under a finished picture: stronger/weaker, another style, colours toggle, delete."""
-    keep = bool(job.params.get("keep_colors"))
+    keep = job.request.keep_colors
     return [[(t("btn_stronger", lang), Action("up", job.id)),
              (t("btn_weaker", lang), Action("down", job.id))],
             [(t("btn_another", lang), Action("style", job.id)),
@@ -387,10 +385,9 @@ def history_text(service: StyleService, jobs: list[Job], lang: str) -> str:
         return t("history_empty", lang)
     lines = [t("history", lang)]
     for job in jobs:
-        style = (service.style_name(job.params["style"], lang) if "style" in job.params
-                 else t("your_style", lang))
+        style = service.style_label(job, lang) or t("your_style", lang)
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(job.created_at))
         lines.append(t("history_line", lang, when=when, style=style,
-                       strength=int(round(job.params["strength"] * 100)),
+                       strength=int(round(job.request.strength * 100)),
                        state=_STATE_MARK[job.state]))
     return "\n".join(lines)

@@ -30,7 +30,6 @@ from starlette.staticfiles import StaticFiles
 from storage import Job, JobState, User
 from storage.errors import JobNotFound, TooManyActiveJobsError
 from stylejax.errors import ImageTooLargeError, InvalidRequestError, StyleJAXError
-from stylejax.pack import default_pack_dir
 
 from .core import (
     GENERIC_ERROR,
@@ -38,7 +37,6 @@ from .core import (
     RateLimitedError,
     ServiceBusyError,
     StyleService,
-    job_stroke,
 )
 
 log = logging.getLogger("stylejax.http")
@@ -102,7 +100,7 @@ class _BodyLimit:
 
 def _job_json(job: Job) -> dict:
     return {"id": job.id, "state": job.state.value, "progress": round(float(job.progress), 4),
-            "error": job.error, "stroke": job_stroke(job)}
+            "error": job.error, "stroke": job.request.stroke}
 
 
 STROKE_FIELD = ("Brush stroke size relative to the picture: small, medium (the default), large, "
@@ -118,7 +116,7 @@ def _read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
 
 def create_app(service: StyleService) -> FastAPI:
     settings = service.settings
-    pack_dir = Path(settings.pack) if settings.pack is not None else default_pack_dir()
+    pack_dir = service.pack_dir
     key_users = {hashlib.sha256(k.get_secret_value().encode()).hexdigest()[:16]
                  for k in settings.api_keys}
     app = FastAPI(title="StyleJAX", version="1", redoc_url=None,
@@ -213,7 +211,7 @@ def create_app(service: StyleService) -> FastAPI:
 
     @app.get(f"{API}/styles/{{style_id}}/thumbnail")
     async def thumbnail(style_id: str):
-        info = next((s for s in service.styles if s.id == style_id), None)
+        info = service.style_info(style_id)
         if info is None or not info.thumbnail:
             raise ApiError(404, "No such style thumbnail.")
         root = pack_dir.resolve()
@@ -242,7 +240,7 @@ def create_app(service: StyleService) -> FastAPI:
         job = service.submit(user, photo, style=style, style_image=style_bytes,
                              strength=strength, keep_colors=keep_colors, stroke=stroke)
         return JSONResponse(
-            {"id": job.id, "state": job.state.value, "stroke": job_stroke(job),
+            {"id": job.id, "state": job.state.value, "stroke": job.request.stroke,
              "status_url": f"{API}/jobs/{job.id}", "result_url": f"{API}/jobs/{job.id}/result"},
             status_code=202, headers={"Location": f"{API}/jobs/{job.id}"})
 

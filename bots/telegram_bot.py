@@ -539,7 +539,7 @@ async def strength_button(update: Update, context: Context, action: Action, user
     if job is not None:
         step = 1 if action.verb == "up" else -1
         await _again(update, context, user, lang, job,
-                     strength=next_strength(job.params["strength"], step))
+                     strength=next_strength(job.request.strength, step))
 
 
 async def keep_button(update: Update, context: Context, action: Action, user: User,
@@ -547,7 +547,7 @@ async def keep_button(update: Update, context: Context, action: Action, user: Us
     job = await _own_job(update, context, action, user, lang)
     if job is not None:
         await _again(update, context, user, lang, job,
-                     keep_colors=not job.params["keep_colors"])
+                     keep_colors=not job.request.keep_colors)
 
 
 async def style_button(update: Update, context: Context, action: Action, user: User,

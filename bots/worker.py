@@ -3,7 +3,8 @@
 Delivery is at-least-once (a worker that dies mid-job leaves the job to be redelivered), and the
 result is recorded exactly once: `Store.mark_done` succeeds for one caller only, and a redelivered
 job that is already finished is simply acknowledged. Pack jobs claimed together that share a
-style and options run as one batch through the engine.
+style and options run as one batch through the engine. The job's `StyleRequest` (`job.request`,
+its stored payload) goes to the stylizer unchanged.
 
 A worker reads and records jobs through a job book (`bots.jobbook`): the local stores next to
 the service, or the serving machine's internal API for workers on other machines.
@@ -26,7 +27,7 @@ from stylejax.imageio import encode_image
 from stylejax.stylizer import Stylizer
 
 from .config import Settings
-from .core import GENERIC_ERROR, StyleService, job_stroke, queue_options
+from .core import GENERIC_ERROR, StyleService, queue_options
 from .jobbook import JobBook, RemoteJobBook
 
 log = logging.getLogger("stylejax.worker")
@@ -131,10 +132,8 @@ class Worker:
         try:
             settings = self.settings
             size = min(settings.custom_style_size, settings.max_side)
-            result = self.stylizer.stylize_with_image(
-                self.book.photo(job), self.book.style_picture(job),
-                strength=job.params["strength"], keep_colors=job.params["keep_colors"],
-                stroke=job_stroke(job),
+            result = self.stylizer.run_custom(
+                job.request, self.book.photo(job), self.book.style_picture(job),
                 config=CustomStyleConfig(size=size, time_budget_s=settings.custom_style_seconds),
                 progress=lambda f, _losses: self.book.progress(job.id, 0.99 * f),
                 should_stop=lambda: self.stop.is_set() or cancelled())
@@ -152,16 +151,12 @@ class Worker:
             self._fail(d, job, err)
 
     def _run_pack_batch(self, items: list[tuple[Delivery, Job]]) -> None:
-        first = items[0][1]
-        params = first.params
+        request = items[0][1].request  # the batch shares it (StyleRequest.batch_key)
         try:
             photos = [self.book.photo(job) for _, job in items]
             for _, job in items:
                 self.book.progress(job.id, 0.1)
-            images = self.stylizer.stylize_many(
-                photos, params["style"], strength=params["strength"],
-                keep_colors=params["keep_colors"], max_size=self.settings.max_side,
-                stroke=job_stroke(first))
+            images = self.stylizer.run_many(request, photos, max_size=self.settings.max_side)
         except Exception as err:  # noqa: BLE001 - one bad photo must not fail its batch mates
             if len(items) > 1:
                 for item in items:
@@ -191,9 +186,7 @@ class Worker:
             if job.kind is JobKind.CUSTOM:
                 self._run_custom(d, job)
             else:
-                p = job.params
-                key = (p["style"], p["strength"], p["keep_colors"], job_stroke(job))
-                groups[key].append((d, job))
+                groups[job.request.batch_key()].append((d, job))
         for items in groups.values():
             self._run_pack_batch(items)
 

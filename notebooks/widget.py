@@ -23,6 +23,7 @@ strength and keep colours are instant) and the threads.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import logging
@@ -55,6 +56,7 @@ from stylejax.imageio import (
     to_float,
     to_uint8,
 )
+from stylejax.request import StyleRequest
 from stylejax.stroke import STROKES
 from stylejax.stylizer import Stylizer
 
@@ -444,6 +446,23 @@ class StylizeWidget:
             return other
         return {sid: 1.0 - m, other: m}
 
+    @property
+    def request(self) -> StyleRequest | None:
+        """The controls as a StyleRequest, checked as in every front end (None: no style yet).
+
+        A custom style's picture is the one uploaded here, so its reference is only a label.
+        """
+        choice = self.style_choice
+        if choice is None:
+            return None
+        if choice == CUSTOM:
+            kind: dict[str, Any] = {"style_image": "custom"}
+        else:
+            kind = {"blend": choice} if isinstance(choice, Mapping) else {"style": choice}
+        return StyleRequest.create(**kind, strength=float(self.strength.value),
+                                   keep_colors=bool(self.keep_colors.value),
+                                   stroke=self.stroke.value)
+
     def _describe(self) -> str:
         if self._style_id == CUSTOM:
             text = "your style"
@@ -506,8 +525,11 @@ class StylizeWidget:
         key_style = tuple(sorted(choice.items())) if isinstance(choice, Mapping) else choice
         key = (self._photo_version, key_style, photo.shape, self.stroke.value)
         raw = self._raw.get(key)
-        if raw is None:
-            raw = self.stylizer.stylize(photo, choice, strength=1.0, stroke=self.stroke.value)
+        if raw is None:  # cached at full strength: strength and colours are applied on top
+            if self.request is None:
+                raise StyleJAXError("Choose a style first.")
+            raw_request = dataclasses.replace(self.request, strength=1.0, keep_colors=False)
+            raw = self.stylizer.run(raw_request, photo)
             self._raw[key] = raw
             while len(self._raw) > 6:
                 self._raw.popitem(last=False)
@@ -523,9 +545,9 @@ class StylizeWidget:
             self._say(f"Stylizing ({'full size' if full else 'preview'})…", _BUSY)
             t0 = time.monotonic()
             photo, raw = self._styled(full)
+            request = self.request
             out = to_uint8(np.asarray(apply_controls(to_float(photo), to_float(raw),
-                                                     float(self.strength.value),
-                                                     bool(self.keep_colors.value))))
+                                                     request.strength, request.keep_colors)))
             seconds = time.monotonic() - t0
             self.renders[kind] += 1
             if token != self._token:  # overtaken by a change made meanwhile: do not show it
@@ -581,9 +603,10 @@ class StylizeWidget:
             self.progress.description = f"{self.progress.value}%"
 
         try:
-            res = self.stylizer.stylize_with_image(
-                photo, style, max_size=self.custom_config.size, config=self.custom_config,
-                progress=progress, should_stop=self._cancel.is_set, stroke=stroke)
+            # optimised at full strength: strength and colours are applied on top
+            request = StyleRequest.create(style_image="custom", stroke=stroke)
+            res = self.stylizer.run_custom(request, photo, style, config=self.custom_config,
+                                           progress=progress, should_stop=self._cancel.is_set)
         except Exception as err:
             self.progress.bar_style = "danger"
             self._fail(err)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stylejax.errors import InvalidRequestError, UnknownStyleError
+from stylejax.request import STYLE_PICTURE_KEY, StyleRequest, check_strength
 
 from ._sqlite import ThreadConnections
 from .blobs import check_sha
@@ -50,7 +51,8 @@ __all__ = [
 ]
 
 # Key in a custom job's params naming the style picture blob: counted as a blob reference.
-STYLE_SHA_PARAM = "style_sha"
+# The payload's layout is StyleRequest's (stylejax.request); this is its key for the picture.
+STYLE_SHA_PARAM = STYLE_PICTURE_KEY
 
 # Append-only: each step is a list of statements run in one transaction. Never edit a released
 # step; add a new one. (A step that rebuilds a table must switch foreign keys off around it.)
@@ -218,6 +220,12 @@ class Job:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+
+    @property
+    def request(self) -> StyleRequest:
+        """What was asked for, as the worker and the stylizer take it (params are its payload;
+        jobs recorded before an option existed read with its default)."""
+        return StyleRequest.from_params(self.params)
 
     @property
     def blob_shas(self) -> frozenset[str]:
@@ -653,10 +661,5 @@ def _seed_language(language: str | None) -> str:
 
 
 def _strength(value: float | None) -> float | None:
-    """None, or a strength between 0 and 1 (the engine's range)."""
-    if value is None:
-        return None
-    strength = float(value)
-    if not 0.0 <= strength <= 1.0:
-        raise InvalidRequestError(f"Strength must be between 0 and 1, got {value}.")
-    return strength
+    """None, or a strength between 0 and 1 (StyleRequest's rule, stylejax.request)."""
+    return None if value is None else check_strength(value)

@@ -1,8 +1,9 @@
 """StyleJAX: photo style transfer with JAX/Flax — feature net, generator, engine, custom styles."""
 
 from .errors import StyleJAXError
+from .request import StyleRequest
 
-__all__ = ["Stylizer", "StyleJAXError"]
+__all__ = ["StyleJAXError", "StyleRequest", "Stylizer"]
 __version__ = "0.1.0"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StyleJAXError
+from .request import StyleRequest
 
 _FORMATS = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -60,6 +61,17 @@ def _parse_style(spec: str) -> str | dict[str, float]:
     return blend
 
 
+def _request(args: argparse.Namespace) -> StyleRequest:
+    """The command line as a StyleRequest (validated by StyleRequest.create, as in every
+    front end)."""
+    choice: dict = {"style_image": args.style_image}
+    if not args.style_image:
+        style = _parse_style(args.style)
+        choice = {"blend": style} if isinstance(style, dict) else {"style": style}
+    return StyleRequest.create(**choice, strength=args.strength,
+                               keep_colors=args.preserve_colors, stroke=args.stroke)
+
+
 def _outputs(photos: list[str], out: str) -> list[Path]:
     target = Path(out)
     if len(photos) == 1 and target.suffix.lower() in _FORMATS:
@@ -82,7 +94,6 @@ def _outputs(photos: list[str], out: str) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from .custom_style import CustomStyleConfig
     from .imageio import decode_image
-    from .stroke import parse_stroke
     from .stylizer import Stylizer
 
     stylizer = Stylizer(args.pack, backend=args.backend)
@@ -96,11 +107,12 @@ def run(args: argparse.Namespace) -> int:
         raise StyleJAXError("Choose a style: --style NAME or --style-image IMG.")
     if not args.output:
         raise StyleJAXError("Give an output with -o OUT.")
-    if not 0.0 <= args.strength <= 1.0:
-        raise StyleJAXError(f"--strength must be between 0 and 1, got {args.strength}.")
+    # the options are checked here, before any work: a typo fails at once
+    request = _request(args)
+    if not request.is_custom:  # style names → the pack's ids, before any photo is read
+        request = request.resolved(stylizer.styles)
     if args.max_size is not None and args.max_size < 16:
         raise StyleJAXError(f"--max-size must be at least 16, got {args.max_size}.")
-    stroke = parse_stroke(args.stroke)  # before any work: a typo fails at once
     for p in args.photos:
         if Path(p).is_dir():
             raise StyleJAXError(f"{Path(p).name} is a folder, not a photo.")
@@ -126,22 +138,18 @@ def run(args: argparse.Namespace) -> int:
                 bar.n = round(frac * 100)
                 bar.set_postfix_str(f"style {losses['style']:.3f} content {losses['content']:.3f}")
 
-            result = stylizer.stylize_with_image(
-                d.rgb, style_img, strength=args.strength, keep_colors=args.preserve_colors,
-                config=cfg, progress=progress, stroke=stroke)
+            result = stylizer.run_custom(request, d.rgb, style_img, config=cfg,
+                                         progress=progress)
             bar.close()
             _save(out, result.image, d)
             if not args.quiet:
                 print(f"{out}: {result.steps} steps in {result.seconds:.1f} s", file=sys.stderr)
         return 0
 
-    style = _parse_style(args.style)
     start = time.monotonic()
     for d, out in tqdm(list(zip(decoded, outputs)), desc="stylize", disable=args.quiet or
                        len(outputs) == 1):
-        image = stylizer.stylize(d.rgb, style, strength=args.strength,
-                                 keep_colors=args.preserve_colors, mask=args.mask,
-                                 max_size=args.max_size, stroke=stroke)
+        image = stylizer.run(request, d.rgb, mask=args.mask, max_size=args.max_size)
         _save(out, image, d)
     if not args.quiet:
         print(f"wrote {len(outputs)} picture(s) in {time.monotonic() - start:.1f} s",

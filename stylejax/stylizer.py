@@ -4,8 +4,11 @@
     s = Stylizer()                                   # the default pack (if installed)
     out = s.stylize("photo.jpg", "starry", strength=0.7)
     out = s.stylize_with_image("photo.jpg", "my_style.jpg").image
+    out = s.run(StyleRequest.create(style="starry", stroke="large"), "photo.jpg")
 
-Every front end (CLI, service workers, notebook widget) goes through this class.
+Every front end (CLI, service workers, notebook widget) goes through this class, with a
+`StyleRequest` (stylejax.request) that was validated where it was made: `run` / `run_many` /
+`run_custom` take it as it is; `stylize*` are the keyword form for Python callers.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from .errors import InvalidRequestError, StyleJAXError, WeightsError
 from .generator import apply_controls
 from .imageio import DecodedImage, decode_image, resize_max_side, to_float, to_uint8
 from .pack import StyleInfo, StylePack, default_pack_dir, load_pack, read_pack_styles
-from .stroke import pack_work_side, parse_stroke
+from .request import StyleRequest
+from .stroke import pack_work_side
 
 PhotoInput = np.ndarray | bytes | str | os.PathLike
 StyleChoice = str | int | Mapping[str, float]
@@ -123,6 +127,93 @@ class Stylizer:
         return self.engine.style_weights(self.pack.index(str(style)))
 
     # -- stylising ------------------------------------------------------------------------------
+    def run(self, request: StyleRequest, photo: PhotoInput, *,
+            style_image: PhotoInput | None = None, max_size: int | None = None,
+            mask: PhotoInput | None = None, config: CustomStyleConfig | None = None,
+            progress: Callable[[float], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """One request on one photo → H×W×3 uint8, whichever path the request takes.
+
+        The request was validated when it was made (`StyleRequest.create`); nothing is checked
+        twice here. A custom-style request reads `style_image` (or the file its reference
+        names); `max_size` caps the pack path's result, the custom path's size is `config`'s.
+        """
+        if request.is_custom:
+            return self.run_custom(
+                request, photo, style_image, config=config, should_stop=should_stop,
+                progress=None if progress is None else (lambda f, _losses: progress(f))).image
+        return self.run_many(request, [photo], max_size=max_size, mask=mask,
+                             progress=progress)[0]
+
+    def run_many(self, request: StyleRequest, photos: Sequence[PhotoInput], *,
+                 max_size: int | None = None, mask: PhotoInput | None = None,
+                 progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+        """A pack request on several photos in one batched call (same-size photos share one
+        compiled program).
+
+        The generator runs at a long side set by the stroke alone (stylejax.stroke), so texture
+        keeps its size relative to the picture whatever the photo's resolution; the result is
+        resized to the photo and blended with it there.
+        """
+        if request.is_custom:
+            raise ValueError("run_many takes pack-style requests; use run_custom")
+        if max_size is not None and max_size < 16:
+            raise InvalidRequestError(f"The size limit must be at least 16 pixels, got {max_size}.")
+        w = self.style_weights(request.style_choice)
+        rgbs = [load_photo(p) for p in photos]
+        if max_size is not None:
+            rgbs = [resize_max_side(r, max_size) for r in rgbs]
+        floats = [to_float(r) for r in rgbs]
+        work = [to_float(_fit_long_side(r, pack_work_side(request.stroke))) for r in rgbs]
+        raw = self.engine.run([Request(f, w) for f in work], progress)
+        out = []
+        for f, y in zip(floats, raw):
+            if y.shape[:2] != f.shape[:2]:
+                y = to_float(_fit_shape(to_uint8(np.asarray(y)), f.shape[:2]))
+            out.append(to_uint8(np.asarray(apply_controls(
+                f, y, request.strength, request.keep_colors, _mask_for(mask, f.shape[:2])))))
+        return out
+
+    def run_custom(self, request: StyleRequest, photo: PhotoInput,
+                   style_image: PhotoInput | None = None, *,
+                   config: CustomStyleConfig | None = None,
+                   progress: Callable[[float, dict], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> CustomStyleResult:
+        """A custom-style request: optimisation towards the picture within a time budget.
+
+        The picture is `style_image`, or the file the request's reference names. The result
+        says how many steps ran and whether it stopped early (a worker shutting down needs it).
+        """
+        if not request.is_custom:
+            raise ValueError("run_custom takes custom-style requests; use run_many")
+        rgb = load_photo(photo)
+        style_rgb = load_photo(request.style_image if style_image is None else style_image)
+        cfg = dataclasses.replace(config or CustomStyleConfig(), stroke=request.stroke)
+        result = stylize_with_image(rgb, style_rgb, cfg, keep_colors=request.keep_colors,
+                                    progress=progress, should_stop=should_stop)
+        if request.strength < 1.0:
+            from PIL import Image
+
+            base = np.asarray(Image.fromarray(rgb).resize(
+                (result.image.shape[1], result.image.shape[0]), Image.LANCZOS), np.float32) / 255
+            result.image = to_uint8(np.asarray(apply_controls(base, to_float(result.image),
+                                                              request.strength)))
+        return result
+
+    # -- the keyword API (thin wrappers over `run`) --------------------------------------------
+    def _pack_request(self, style: StyleChoice, strength: float, keep_colors: bool,
+                      stroke: float | str | None) -> StyleRequest:
+        if isinstance(style, (int, np.integer)):  # a style number: the pack's order
+            styles = self.styles
+            if not 0 <= int(style) < len(styles):
+                self.engine.style_weights(int(style))  # raises the engine's UnknownStyleError
+            style = styles[int(style)].id
+        if isinstance(style, Mapping):
+            return StyleRequest.create(blend=style, strength=strength, keep_colors=keep_colors,
+                                       stroke=stroke)
+        return StyleRequest.create(style=str(style), strength=strength,
+                                   keep_colors=keep_colors, stroke=stroke)
+
     def stylize(self, photo: PhotoInput, style: StyleChoice, *, strength: float = 1.0,
                 keep_colors: bool = False, mask: PhotoInput | None = None,
                 max_size: int | None = None, stroke: float | str = 1.0) -> np.ndarray:
@@ -135,31 +226,9 @@ class Stylizer:
                      mask: PhotoInput | None = None, max_size: int | None = None,
                      progress: Callable[[float], None] | None = None,
                      stroke: float | str = 1.0) -> list[np.ndarray]:
-        """Several photos in one batched call (same-size photos share one compiled program).
-
-        The generator runs at a long side set by `stroke` alone (stylejax.stroke), so texture
-        keeps its size relative to the picture whatever the photo's resolution; the result is
-        resized to the photo and blended with it there.
-        """
-        stroke = parse_stroke(stroke)
-        if not 0.0 <= float(strength) <= 1.0:
-            raise InvalidRequestError(f"Strength must be between 0 and 1, got {strength}.")
-        if max_size is not None and max_size < 16:
-            raise InvalidRequestError(f"The size limit must be at least 16 pixels, got {max_size}.")
-        w = self.style_weights(style)
-        rgbs = [load_photo(p) for p in photos]
-        if max_size is not None:
-            rgbs = [resize_max_side(r, max_size) for r in rgbs]
-        floats = [to_float(r) for r in rgbs]
-        work = [to_float(_fit_long_side(r, pack_work_side(stroke))) for r in rgbs]
-        raw = self.engine.run([Request(f, w) for f in work], progress)
-        out = []
-        for f, y in zip(floats, raw):
-            if y.shape[:2] != f.shape[:2]:
-                y = to_float(_fit_shape(to_uint8(np.asarray(y)), f.shape[:2]))
-            out.append(to_uint8(np.asarray(apply_controls(
-                f, y, strength, keep_colors, _mask_for(mask, f.shape[:2])))))
-        return out
+        """Several photos in one batched call: `run_many` with the options as keywords."""
+        request = self._pack_request(style, strength, keep_colors, stroke)
+        return self.run_many(request, photos, max_size=max_size, mask=mask, progress=progress)
 
     def stylize_with_image(self, photo: PhotoInput, style_image: PhotoInput, *,
                            strength: float = 1.0, keep_colors: bool = False,
@@ -171,20 +240,10 @@ class Stylizer:
 
         `stroke` (stylejax.stroke) overrides the config's; None keeps it.
         """
-        if not 0.0 <= float(strength) <= 1.0:
-            raise InvalidRequestError(f"Strength must be between 0 and 1, got {strength}.")
-        rgb = load_photo(photo)
-        style_rgb = load_photo(style_image)
         cfg = config or CustomStyleConfig(size=max_size)
-        if stroke is not None:
-            cfg = dataclasses.replace(cfg, stroke=parse_stroke(stroke))
-        result = stylize_with_image(rgb, style_rgb, cfg, keep_colors=keep_colors,
-                                    progress=progress, should_stop=should_stop)
-        if strength < 1.0:
-            from PIL import Image
-
-            base = np.asarray(Image.fromarray(rgb).resize(
-                (result.image.shape[1], result.image.shape[0]), Image.LANCZOS), np.float32) / 255
-            result.image = to_uint8(np.asarray(apply_controls(base, to_float(result.image),
-                                                              strength)))
-        return result
+        ref = os.fspath(style_image) if isinstance(style_image, str | os.PathLike) else "picture"
+        request = StyleRequest.create(style_image=ref, strength=strength,
+                                      keep_colors=keep_colors,
+                                      stroke=cfg.stroke if stroke is None else stroke)
+        return self.run_custom(request, photo, style_image, config=cfg, progress=progress,
+                               should_stop=should_stop)

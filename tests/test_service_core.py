@@ -259,8 +259,8 @@ def test_custom_job_gets_its_stroke(service):
     calls: list[dict] = []
 
     class Recording(Stylizer):
-        def stylize_with_image(self, photo, style_image, **kwargs):
-            calls.append(kwargs)
+        def run_custom(self, request, photo, style_image=None, **kwargs):
+            calls.append({**kwargs, "stroke": request.stroke})
             rgb = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))
             return CustomStyleResult(image=rgb, seconds=0.0, steps=1, stopped_early=False)
 

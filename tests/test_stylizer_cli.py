@@ -346,11 +346,11 @@ def test_cli_stroke_reaches_the_style_image_path(capsys, files, tmp_path, monkey
 
     seen = {}
 
-    def fake(self, photo, style_image, **kwargs):
-        seen.update(kwargs)
+    def fake(self, request, photo, style_image=None, **kwargs):
+        seen.update(kwargs, stroke=request.stroke)
         return CustomStyleResult(image=photo, seconds=0.0, steps=1, stopped_early=False)
 
-    monkeypatch.setattr(Stylizer, "stylize_with_image", fake)
+    monkeypatch.setattr(Stylizer, "run_custom", fake)
     rc, _, err = _cli(capsys, files["photo"], "--style-image", files["style"], "--stroke", "1.3",
                       "-q", "-o", tmp_path / "custom.png")
     assert rc == 0, err

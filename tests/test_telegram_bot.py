@@ -48,9 +48,9 @@ class QuickStylizer(Stylizer):
 
     step_delay_s = 0.0  # > 0: each step takes at least this long (time to press Cancel)
 
-    def stylize_with_image(self, photo, style_image, *, max_size=512, config=None,
-                           progress=None, **kw):
-        config = config or CustomStyleConfig(size=max_size, steps=16, scales=(1.0,),
+    def run_custom(self, request, photo, style_image=None, *, config=None, progress=None,
+                   **kw):
+        config = config or CustomStyleConfig(size=512, steps=16, scales=(1.0,),
                                              scale_steps=(1.0,), time_budget_s=20.0)
 
         def paced(fraction: float, losses: dict) -> None:
@@ -58,8 +58,8 @@ class QuickStylizer(Stylizer):
                 progress(fraction, losses)
             time.sleep(self.step_delay_s)
 
-        return super().stylize_with_image(photo, style_image, max_size=max_size,
-                                          config=config, progress=paced, **kw)
+        return super().run_custom(request, photo, style_image, config=config,
+                                  progress=paced, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from stylejax.custom_style import CustomStyleConfig
 from stylejax.errors import StyleJAXError, UnknownStyleError
 from stylejax.generator import preserve_colors
 from stylejax.imageio import resize_max_side, to_float, to_uint8
+from stylejax.stroke import stroke_name
 from stylejax.stylizer import Stylizer
 
 TINY_CUSTOM = CustomStyleConfig(size=48, steps=4, min_steps=1, time_budget_s=120)
@@ -163,12 +164,13 @@ def test_stroke_size_re_optimises_a_custom_style(stylizer, photo, style_png, mon
 
     strokes = []
 
-    def optimise(photo, style, **kwargs):
-        strokes.append(kwargs["stroke"])
-        out = resize_max_side(photo, 48) // (2 if kwargs["stroke"] == "large" else 1)
+    def optimise(request, photo, style, **kwargs):
+        stroke = stroke_name(request.stroke)  # the widget's preset names
+        strokes.append(stroke)
+        out = resize_max_side(photo, 48) // (2 if stroke == "large" else 1)
         return CustomStyleResult(image=out, seconds=0.0, steps=1, stopped_early=False)
 
-    monkeypatch.setattr(stylizer, "stylize_with_image", optimise)
+    monkeypatch.setattr(stylizer, "run_custom", optimise)
     w = _w(stylizer, image=photo)
     w.style_upload.value = _upload("stripes.png", style_png)
     first = np.asarray(w.result)
