@@ -28,7 +28,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from storage.queue import (
+from storage.queue_base import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_VISIBILITY_S,
     DeadLetter,
