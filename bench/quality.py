@@ -8,8 +8,9 @@ Every method sees the same (photo, style picture) pairs in the same run: ``magen
 path, `Stylizer.stylize_with_image`), ``custom-before`` (the same optimiser with the first loss:
 Gram matrices of Lite0 block outputs) and ``pack`` (the built-in pack, on the pack's own styles).
 The judge (bench/judge.py) reads EfficientNet-Lite2, which no loss of ours uses. Results go to
-``OUT/results.json``, ``OUT/summary.md`` and contact sheets ``OUT/sheet_*.png``
-(photo | style | each method).
+``OUT/results.json``, ``OUT/summary.md`` and contact sheets ``OUT/sheet_*.jpg``
+(photo | style | each method, thumbnails) and, for the first pair of every style, the results
+at full size side by side (``OUT/full_<set>_<style>.jpg``).
 
 Photos and style pictures come from ../shared/data and are listed in bench/eval_set.json;
 training (issue 13's corpus) must keep them out.
@@ -175,11 +176,26 @@ def contact_sheet(rows: list[tuple[np.ndarray, np.ndarray, list[tuple[str, np.nd
     return sheet
 
 
+def full_size_strip(photo: np.ndarray, results: list[tuple[str, np.ndarray]]) -> Image.Image:
+    """Photo and every method's result at the size they were judged, labelled: for looking."""
+    tiles = [("photo", photo)] + results
+    h = photo.shape[0]
+    strip = Image.new("RGB", (sum(t.shape[1] + 6 for _, t in tiles), h + 18), "white")
+    draw = ImageDraw.Draw(strip)
+    x = 0
+    for label, t in tiles:
+        strip.paste(Image.fromarray(t).resize((round(t.shape[1] * h / t.shape[0]), h)), (x, 18))
+        draw.text((x + 4, 3), label, fill="black")
+        x += t.shape[1] + 6
+    return strip
+
+
 def run_set(name: str, pairs: list[Pair], methods: dict[str, Method], judge: Judge,
-            out: Path, sheet_every: int, log: Callable[[str], None]) -> list[dict]:
+            out: Path, on_sheet: Callable[[int], bool], log: Callable[[str], None]) -> list[dict]:
     rows: list[dict] = []
     style_targets = {}
     sheet_rows = []
+    shown_full: set[str] = set()
     for i, pair in enumerate(pairs):
         photo = fit_long_side(load_rgb(SHARED / "content" / pair.photo), judge.size)
         if pair.style not in style_targets:
@@ -195,11 +211,15 @@ def run_set(name: str, pairs: list[Pair], methods: dict[str, Method], judge: Jud
                          "seconds": seconds, **score})
             log(json.dumps(rows[-1]))
             results.append((mname, result))
-        if i % sheet_every == 0:
+        if on_sheet(i):
             sheet_rows.append((photo, fit_long_side(pair.style_rgb, photo.shape[0]), results))
+        if pair.style not in shown_full:
+            shown_full.add(pair.style)
+            full_size_strip(photo, results).save(
+                out / f"full_{name}_{pair.style.replace(':', '-')}.jpg", quality=90)
         if len(sheet_rows) == 6 or (i == len(pairs) - 1 and sheet_rows):
-            k = len(list(out.glob(f"sheet_{name}_*.png")))
-            contact_sheet(sheet_rows).save(out / f"sheet_{name}_{k}.png")
+            k = len(list(out.glob(f"sheet_{name}_*.jpg")))
+            contact_sheet(sheet_rows).save(out / f"sheet_{name}_{k}.jpg", quality=88)
             sheet_rows = []
     return rows
 
@@ -229,13 +249,10 @@ def main(argv: list[str] | None = None) -> dict:
         args.styles = args.styles or ["starry-night", "leopard"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("sheet_*.png"):
+    for old in [*out.glob("sheet_*.jpg"), *out.glob("full_*.jpg")]:
         old.unlink()
-    log_file = (out / "log.jsonl").open("w")
-
     def log(line: str) -> None:
         print(line, flush=True)
-        log_file.write(line + "\n")
 
     judge = Judge(size=args.size)
     photos = eval_photos(args.photos)
@@ -260,7 +277,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "custom": lambda: custom_method(args.size, **experiment),
                     "custom-before": lambda: custom_method(args.size, before=True, **overrides)}
         methods = {m: builders[m]() for m in args.methods}
-        rows += run_set("custom", pairs, methods, judge, out, max(1, len(pairs) // 12), log)
+        # The first pairs of the diagonal meet every style once: those go on the sheets.
+        rows += run_set("custom", pairs, methods, judge, out, lambda i: i < 12, log)
         summaries["custom"] = [summarise(rows, m) for m in methods]
     if "pack" in args.sets:
         from stylejax import Stylizer
@@ -274,10 +292,10 @@ def main(argv: list[str] | None = None) -> dict:
         methods = {"magenta": magenta_method(args.size), "pack": pack_method(args.size)}
         for stroke in args.pack_strokes:
             methods[f"pack@{stroke:g}"] = pack_method(args.size, stroke)
-        rows += run_set("pack", pairs, methods, judge, out, max(1, len(pairs) // 12), log)
+        every = max(1, len(pairs) // 12)
+        rows += run_set("pack", pairs, methods, judge, out, lambda i: i % every == 0, log)
         summaries["pack"] = [summarise([r for r in rows if r["set"] == "pack"], m)
                              for m in methods]
-    log_file.close()
     (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows,
                                                   "summaries": summaries}, indent=1))
     text = "\n\n".join(f"### {k} set\n\n{markdown_table(v)}" for k, v in summaries.items())
