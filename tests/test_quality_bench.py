@@ -41,7 +41,7 @@ def test_tiny_quality_run(tmp_path):
     assert {s["method"] for s in results["summaries"]["pack"]} == {"magenta", "pack"}
     magenta = next(s for s in results["summaries"]["custom"] if s["method"] == "magenta")
     assert magenta["content_vs_ref"] == pytest.approx(1.0)
-    sheets = sorted(tmp_path.glob("sheet_*.png"))
+    sheets = sorted(tmp_path.glob("sheet_*.jpg"))
     assert {p.name.split("_")[1] for p in sheets} == {"custom", "pack"}
     table = (tmp_path / "summary.md").read_text()
     assert "| custom |" in table and "| magenta |" in table
