@@ -1,9 +1,9 @@
 """The service core: what every front end (HTTP, Telegram, Discord) does, in one place.
 
 Front ends translate their platform's events into calls here and turn the results and typed
-errors into their own messages (`bots.i18n`). The core validates input before anything is
-queued (bad input gets a clear error and is never stored), records the job durably, and hands it
-to the queue; workers (`bots.worker`) do the stylising.
+errors (all in `stylejax.errors`) into their own messages (`bots.i18n`). The core validates
+input before anything is queued (bad input gets a clear error and is never stored), records the
+job durably, and hands it to the queue; workers (`bots.worker`) do the stylising.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ from pathlib import Path
 
 from storage import BlobStore, Job, JobKind, JobState, Store, User
 from storage.queue import JobQueue, open_queue
-from stylejax.errors import InvalidRequestError, StyleJAXError
+from stylejax.errors import (
+    GENERIC_ERROR,
+    InvalidRequestError,
+    JobNotFoundError,
+    RateLimitedError,
+    ServiceBusyError,
+)
 from stylejax.imageio import ImageLimits, decode_image
 from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_styles
 from stylejax.request import StyleRequest
@@ -25,29 +31,6 @@ from .jobbook import LocalJobBook
 from .ratelimit import TokenBucket
 
 log = logging.getLogger("stylejax.service")
-
-GENERIC_ERROR = "Something went wrong on our side; please try again."
-
-
-class RateLimitedError(StyleJAXError):
-    """Too many requests: `retry_after_s` says when the next one will be accepted."""
-
-    def __init__(self, retry_after_s: int):
-        super().__init__(f"Too many requests; try again in {retry_after_s} s.")
-        self.retry_after_s = retry_after_s
-
-
-class ServiceBusyError(StyleJAXError):
-    """The queue cannot take jobs right now (e.g. Redis unreachable); nothing was kept."""
-
-    def __init__(self) -> None:
-        super().__init__("The service is busy right now; please try again in a minute.")
-
-
-class JobNotFoundError(StyleJAXError):
-    def __init__(self) -> None:
-        super().__init__("No such picture job (it may have expired or been deleted).")
-
 
 def job_stroke(job: Job) -> float:
     """A job's stroke size (`job.request.stroke`; old jobs read as medium)."""

@@ -19,27 +19,27 @@ from pathlib import Path
 
 from PIL import Image
 
-from storage import Job, JobState, QuotaExceededError, TooManyActiveJobsError, User
+from storage import Job, JobState, User
 from stylejax.errors import (
+    GENERIC_ERROR,
     CorruptImageError,
     ImageTooLargeError,
     ImageTooSmallError,
     InvalidRequestError,
+    JobNotFoundError,
     NotAnImageError,
+    QuotaExceededError,
+    RateLimitedError,
+    ServiceBusyError,
     StyleJAXError,
+    TooManyActiveJobsError,
     UnknownStyleError,
     UnsupportedImageError,
 )
 from stylejax.request import check_strength
 from stylejax.stroke import STROKES, stroke_name
 
-from .core import (
-    GENERIC_ERROR,
-    JobNotFoundError,
-    RateLimitedError,
-    ServiceBusyError,
-    StyleService,
-)
+from .core import StyleService
 from .i18n import SUPPORTED, t
 
 STRENGTH_STEP = 0.25

@@ -28,16 +28,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 from storage import Job, JobState, User
-from storage.errors import JobNotFound, TooManyActiveJobsError
-from stylejax.errors import ImageTooLargeError, InvalidRequestError, StyleJAXError
-
-from .core import (
+from stylejax.errors import (
     GENERIC_ERROR,
+    ImageTooLargeError,
+    InvalidRequestError,
     JobNotFoundError,
     RateLimitedError,
     ServiceBusyError,
-    StyleService,
+    StyleJAXError,
+    TooManyActiveJobsError,
 )
+
+from .core import StyleService
 
 log = logging.getLogger("stylejax.http")
 
@@ -136,7 +138,7 @@ def create_app(service: StyleService) -> FastAPI:
             return _error(503, str(err), {"Retry-After": "30"})
         if isinstance(err, TooManyActiveJobsError):
             return _error(429, str(err), {"Retry-After": "10"})
-        if isinstance(err, JobNotFoundError | JobNotFound):
+        if isinstance(err, JobNotFoundError):
             return _error(404, str(err))
         if isinstance(err, ImageTooLargeError):
             return _error(413, str(err))

@@ -42,10 +42,10 @@ from telegram.ext import (
 )
 
 from storage import Job, JobState, User
-from stylejax.errors import StyleJAXError
+from stylejax.errors import JobNotFoundError, StyleJAXError
 
 from .config import Settings
-from .core import JobNotFoundError, StyleService
+from .core import StyleService
 from .frontend import (
     Action,
     Keyboard,

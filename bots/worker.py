@@ -22,12 +22,12 @@ from collections import defaultdict
 from storage import Job, JobKind
 from storage.queue import Delivery, JobQueue, new_consumer_name, open_queue
 from stylejax.custom_style import CustomStyleConfig
-from stylejax.errors import StyleJAXError
+from stylejax.errors import GENERIC_ERROR, StyleJAXError
 from stylejax.imageio import encode_image
 from stylejax.stylizer import Stylizer
 
 from .config import Settings
-from .core import GENERIC_ERROR, StyleService, queue_options
+from .core import StyleService, queue_options
 from .jobbook import JobBook, RemoteJobBook
 
 log = logging.getLogger("stylejax.worker")

@@ -29,7 +29,7 @@ from ._sqlite import ThreadConnections
 from .blobs import check_sha
 from .errors import (
     InvalidTransitionError,
-    JobNotFound,
+    JobNotFoundError,
     SchemaTooNewError,
     StorageError,
     TooManyActiveJobsError,
@@ -440,7 +440,7 @@ class Store:
                 current = conn.execute("SELECT state FROM jobs WHERE id = ?",
                                        (job_id,)).fetchone()
                 if current is None:
-                    raise JobNotFound(job_id)
+                    raise JobNotFoundError(job_id)
                 raise InvalidTransitionError(job_id, current["state"], state.value)
         return _job(row)
 
@@ -449,7 +449,7 @@ class Store:
 
         Deliver the result only when this returns True: a duplicate call (a redelivered job
         finishing twice, a retry after a lost reply) or a job cancelled meanwhile returns
-        False and changes nothing. Raises JobNotFound if the job was deleted meanwhile.
+        False and changes nothing. Raises JobNotFoundError if the job was deleted meanwhile.
         """
         check_sha(result_sha)
         now = self._clock()
@@ -461,7 +461,7 @@ class Store:
             if cur.rowcount == 1:
                 return True
             if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
-                raise JobNotFound(job_id)
+                raise JobNotFoundError(job_id)
         return False
 
     def set_progress(self, job_id: str, progress: float) -> bool:
@@ -490,7 +490,7 @@ class Store:
                                "WHERE id = ? RETURNING attempts",
                                (self._clock(), job_id)).fetchone()
         if row is None:
-            raise JobNotFound(job_id)
+            raise JobNotFoundError(job_id)
         return int(row["attempts"])
 
     def list_jobs(self, owner: int, limit: int = 20) -> list[Job]:
@@ -582,7 +582,7 @@ class Store:
         Returns the counts removed and the blob shas no other row refers to (delete those from
         the blob store; shared content stays). Writes an audit row with counts only — no
         personal data. Jobs still running are removed too; their worker's mark_done then raises
-        JobNotFound and the result is never delivered.
+        JobNotFoundError and the result is never delivered.
         """
         with self._db.write() as conn:
             candidates: set[str] = set()

@@ -1,7 +1,10 @@
-"""Typed errors whose messages are safe and friendly enough to show to a user as they are.
+"""Every error a user may see, in one module: the library's, the job book's and the service's.
 
-Front ends catch `StyleJAXError` and show `str(err)`; anything else is a bug and gets a generic
-message. Keep messages short, concrete and free of paths or internals.
+Front ends catch `StyleJAXError` and translate: the CLI prints `str(err)`, the HTTP API picks a
+status per class (bots/http_api.py), the chat bots a message id per class (bots/frontend.py
+`error_message`). Anything else is a bug and gets `GENERIC_ERROR`. Keep messages short,
+concrete and free of paths or internals. Internal failures that users never read (an illegal
+state change, a damaged database) are `storage.errors.StorageError`s.
 """
 
 from __future__ import annotations
@@ -41,3 +44,59 @@ class UnknownStyleError(StyleJAXError):
 
 class InvalidRequestError(StyleJAXError, ValueError):
     """A parameter out of range (strength, blend weights, sizes): the user can fix it."""
+
+
+GENERIC_ERROR = "Something went wrong on our side; please try again."
+
+
+# -- the service's (raised by storage and the service core; every front end may show them) ------
+class JobNotFoundError(StyleJAXError, LookupError):
+    """The job id is unknown, or not the asker's (never existed, expired, deleted)."""
+
+    def __init__(self, job_id: str | None = None) -> None:
+        super().__init__("No such picture job (it may have expired or been deleted).")
+        self.job_id = job_id
+
+
+class TooManyActiveJobsError(StyleJAXError):
+    """The user already has as many queued or running jobs as allowed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You already have {limit} picture(s) in progress. "
+            "Please wait for one to finish and try again."
+        )
+        self.limit = limit
+
+
+class QuotaExceededError(StyleJAXError):
+    """Storing this blob would take the owner past their storage quota."""
+
+    def __init__(self, used: int, size: int, limit: int) -> None:
+        super().__init__(
+            f"Your storage is full ({_mb(used)} of {_mb(limit)} used; this file needs "
+            f"{_mb(size)}). Delete some history or wait for old pictures to expire."
+        )
+        self.used = used
+        self.size = size
+        self.limit = limit
+
+
+class RateLimitedError(StyleJAXError):
+    """Too many requests: `retry_after_s` says when the next one will be accepted."""
+
+    def __init__(self, retry_after_s: int):
+        super().__init__(f"Too many requests; try again in {retry_after_s} s.")
+        self.retry_after_s = retry_after_s
+
+
+class ServiceBusyError(StyleJAXError):
+    """The queue cannot take jobs right now (e.g. Redis unreachable); nothing was kept."""
+
+    def __init__(self) -> None:
+        super().__init__("The service is busy right now; please try again in a minute.")
+
+
+def _mb(n: int) -> str:
+    """Bytes as a short human figure for messages."""
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"

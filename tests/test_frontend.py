@@ -10,12 +10,14 @@ from photos import photo_png
 
 from bots import frontend as fe
 from bots.config import Settings
-from bots.core import RateLimitedError, ServiceBusyError, StyleService
+from bots.core import StyleService
 from storage import JobState, TooManyActiveJobsError
 from stylejax.errors import (
     ImageTooLargeError,
     InvalidRequestError,
     NotAnImageError,
+    RateLimitedError,
+    ServiceBusyError,
     UnknownStyleError,
 )
 

@@ -11,10 +11,16 @@ from photos import photo_png
 from PIL import Image
 
 from bots.config import Settings
-from bots.core import JobNotFoundError, RateLimitedError, StyleService, job_stroke
+from bots.core import StyleService, job_stroke
 from bots.worker import GENERIC_ERROR, Worker
 from storage import JobKind, JobState, TooManyActiveJobsError
-from stylejax.errors import InvalidRequestError, NotAnImageError, UnknownStyleError
+from stylejax.errors import (
+    InvalidRequestError,
+    JobNotFoundError,
+    NotAnImageError,
+    RateLimitedError,
+    UnknownStyleError,
+)
 from stylejax.stylizer import Stylizer
 
 

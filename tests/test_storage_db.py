@@ -17,7 +17,7 @@ from storage.db import LATEST_VERSION, STYLE_SHA_PARAM, JobKind, JobState, Store
 from storage.errors import (
     InvalidBlobIdError,
     InvalidTransitionError,
-    JobNotFound,
+    JobNotFoundError,
     SchemaTooNewError,
     StorageError,
     TooManyActiveJobsError,
@@ -268,12 +268,12 @@ def test_illegal_transitions_are_refused(store: Store) -> None:
         with pytest.raises(InvalidTransitionError):
             store.set_state(job.id, target)
     assert store.get_job(job.id) == failed
-    with pytest.raises(JobNotFound) as missing:
+    with pytest.raises(JobNotFoundError) as missing:
         store.set_state("no-such-job", JobState.RUNNING)
     assert isinstance(missing.value, StyleJAXError)
-    with pytest.raises(JobNotFound):
+    with pytest.raises(JobNotFoundError):
         store.mark_done("no-such-job", sha("r"))
-    with pytest.raises(JobNotFound):
+    with pytest.raises(JobNotFoundError):
         store.increment_attempts("no-such-job")
 
 
@@ -513,7 +513,7 @@ def test_delete_user_data(store: Store) -> None:
     report = store.delete_user_data(bob.id, keep_account=True)
     assert report.counts["users"] == 0 and store.get_user(bob.id) is not None
     assert report.orphaned_shas == {shared, sha("b2")}
-    with pytest.raises(JobNotFound):
+    with pytest.raises(JobNotFoundError):
         store.mark_done(b2.id, sha("late"))
     assert [a["what"] for a in store.deletion_audit()] == ["all", "history"]
 
