@@ -1,7 +1,8 @@
 """User-facing messages in English and Chinese, chosen by the user's language.
 
-Front ends never hard-code text: they ask for a message id and pass the user's language, so a
-new language or a reworded message reaches Telegram, Discord and the web page at once.
+The chat front ends (Telegram, Discord) never hard-code text: they ask for a message id and
+pass the user's language, so a new language or a reworded message reaches both bots at once.
+The web page has its own table (bots/web/app.js), since it renders in the browser.
 """
 
 from __future__ import annotations

@@ -42,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--data-dir", help="where jobs and pictures are kept")
-    serve.add_argument("--workers", type=int, help="worker threads (0: API only)")
+    serve.add_argument("--workers", type=int,
+                       help="worker processes (threads with STYLEJAX_WORKER_MODE=thread; "
+                            "0: API only)")
     serve.add_argument("--config", help="TOML settings file")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
@@ -165,10 +167,6 @@ class _ProcessWorkers:
                     return
                 backoff[i] = min(self.RESTART_BACKOFF_S[1], backoff[i] * 2)
                 self._spawn(i)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p is not None]
 
     def start(self) -> None:
         for i in range(self.n):

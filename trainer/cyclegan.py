@@ -1,29 +1,11 @@
 """Unpaired photo ↔ painting training, CycleGAN style (Zhu et al. 2017).
 
-Where the multi-style trainer needs one style picture per style, this mode learns one painter
-from a folder of their works and a folder of photos, with no pairs: two generators, G_ab
-(photo → painting) and G_ba (painting → photo), and one discriminator per domain. The
-generators are trained jointly on
-
-    adversarial   G_ab fools D_b and G_ba fools D_a (least squares by default, as in the paper),
-    cycle         ‖G_ba(G_ab(a)) − a‖₁ + ‖G_ab(G_ba(b)) − b‖₁, weight 10 (the paper's λ),
-    identity      ‖G_ab(b) − b‖₁ + ‖G_ba(a) − a‖₁, weight 5: the paper's reference code scales
-                  it by 0.5·λ, which keeps the colours of a painting-like input unchanged,
-
-then the discriminators on real pictures against stopped-gradient fakes. The networks are our
-own Generator and MultiScaleDiscriminator with one style slot each, so G_ab exports as a
-one-style pack the Stylizer serves like any other. Two simplifications from the paper: no
-history buffer of 50 old fakes (the multi-scale spectral-norm discriminator is stable without
-it, and it would have to live in the checkpoint), and Adam's learning rate is constant for the
-first half of the run and decays linearly to zero over the second, the paper's schedule in
-steps rather than epochs.
-
-One difference from the paper matters in practice: our generator starts as (nearly) the
-identity (its logit skip connection), where the cycle and identity losses are already zero, so
-only the adversarial term pulls the generators away. On a toy photo/stripes set, 400 steps with
-identity weight 5 stayed at the identity while the discriminators won outright; with 0 (or 0.5
-at cycle weight 1) G_ab turned the photos painting-coloured, so the identity weight defaults
-to 0 here.
+Learns one painter from a folder of their works and a folder of photos, with no pairs: two
+generators, G_ab (photo → painting) and G_ba (painting → photo), and one discriminator per
+domain. They are our own Generator and MultiScaleDiscriminator with one style slot each, so
+G_ab exports as a one-style pack the Stylizer serves like any other. The losses, where this
+differs from the paper and what the trials showed (why the identity weight defaults to 0) are
+in docs/training.md, "CycleGAN: losses and departures from the paper".
 
 As in trainer/loop.py, the step is pure (all arrays in `CycleState`), batches are a function
 of (seed, step), so a run resumed from a checkpoint is exactly the uninterrupted one.
