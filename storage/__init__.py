@@ -1,6 +1,6 @@
 """Durable state of the service: SQLite metadata, content-addressed blobs, the job queue.
 
-- `Store` (storage.db): users, jobs and their lifecycle, custom styles, deletion audit; the only
+- `Store` (storage.db): users, jobs and their lifecycle, the deletion audit; the only
   place SQL lives. Safe across threads and processes (SQLite WAL).
 - `BlobStore` (storage.blobs): photos and results on disk by sha256, atomic writes, per-user
   quota, retention sweep.
@@ -19,7 +19,6 @@ from .blobs import DEFAULT_MAX_BYTES_PER_USER, BlobStore, check_sha
 from .db import (
     LATEST_VERSION,
     STYLE_SHA_PARAM,
-    CustomStyle,
     DeletionReport,
     Job,
     JobKind,
@@ -44,7 +43,6 @@ __all__ = [
     "STYLE_SHA_PARAM",
     "BlobNotFoundError",
     "BlobStore",
-    "CustomStyle",
     "DeletionReport",
     "InvalidBlobIdError",
     "InvalidTransitionError",

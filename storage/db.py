@@ -1,4 +1,4 @@
-"""SQLite metadata store: users, jobs, custom styles and the deletion audit.
+"""SQLite metadata store: users, jobs and the deletion audit.
 
 `Store` is the only place SQL lives. It is safe to share one `Store` between threads (each
 thread gets its own connection) and to open the same file from several processes (WAL mode,
@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from stylejax.errors import InvalidRequestError, UnknownStyleError
+from stylejax.errors import InvalidRequestError
 from stylejax.request import STYLE_PICTURE_KEY, StyleRequest, check_strength
 
 from ._sqlite import ThreadConnections
@@ -39,7 +39,6 @@ __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
     "STYLE_SHA_PARAM",
-    "CustomStyle",
     "DeletionReport",
     "Job",
     "JobKind",
@@ -111,6 +110,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX jobs_input_sha ON jobs(input_sha)",
         "CREATE INDEX jobs_result_sha ON jobs(result_sha)",
         f"CREATE INDEX jobs_style_sha ON jobs(json_extract(params, '$.{STYLE_SHA_PARAM}'))",
+    ),
+    # v3: saved custom styles were never offered by any front end; their table goes (a custom
+    # style picture is a job's STYLE_SHA_PARAM blob, nothing more).
+    (
+        "DROP TABLE custom_styles",
     ),
 )
 LATEST_VERSION = len(MIGRATIONS)
@@ -235,17 +239,6 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
-class CustomStyle:
-    """A style picture a user uploaded and named, for reuse."""
-
-    id: int
-    owner: int
-    blob_sha: str
-    name: str
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True)
 class DeletionReport:
     """What a deletion removed, and which blobs nobody references any more."""
 
@@ -269,11 +262,6 @@ def _job(row: sqlite3.Row) -> Job:
                attempts=row["attempts"], error=row["error"], result_sha=row["result_sha"],
                created_at=row["created_at"], started_at=row["started_at"],
                finished_at=row["finished_at"], updated_at=row["updated_at"])
-
-
-def _style(row: sqlite3.Row) -> CustomStyle:
-    return CustomStyle(id=row["id"], owner=row["owner"], blob_sha=row["blob_sha"],
-                       name=row["name"], created_at=row["created_at"])
 
 
 def _placeholders(n: int) -> str:
@@ -548,36 +536,10 @@ class Store:
                              chunk)
             return self._unreferenced(conn, candidates)
 
-    # --- custom styles -----------------------------------------------------------------------
-
-    def add_custom_style(self, owner: int, blob_sha: str, name: str) -> CustomStyle:
-        """Remember a user's style picture under a name for later jobs."""
-        check_sha(blob_sha)
-        name = name.strip()[:64] or "my style"
-        with self._db.write() as conn:
-            row = conn.execute("INSERT INTO custom_styles (owner, blob_sha, name, created_at) "
-                               "VALUES (?, ?, ?, ?) RETURNING *",
-                               (owner, blob_sha, name, self._clock())).fetchone()
-        return _style(row)
-
-    def list_custom_styles(self, owner: int) -> list[CustomStyle]:
-        """The owner's saved styles, oldest first (stable numbering in menus)."""
-        rows = self._read("SELECT * FROM custom_styles WHERE owner = ? ORDER BY id", (owner,))
-        return [_style(r) for r in rows]
-
-    def delete_custom_style(self, owner: int, style_id: int) -> frozenset[str]:
-        """Delete one of the owner's saved styles; returns the blob shas now unreferenced."""
-        with self._db.write() as conn:
-            row = conn.execute("DELETE FROM custom_styles WHERE id = ? AND owner = ? "
-                               "RETURNING blob_sha", (style_id, owner)).fetchone()
-            if row is None:
-                raise UnknownStyleError("You have no saved style with that number.")
-            return self._unreferenced(conn, {row["blob_sha"]})
-
     # --- deletion and retention --------------------------------------------------------------
 
     def delete_user_data(self, user_id: int, *, keep_account: bool = False) -> DeletionReport:
-        """Erase a user's jobs and custom styles (and, unless `keep_account`, the user row).
+        """Erase a user's jobs (and, unless `keep_account`, the user row).
 
         Returns the counts removed and the blob shas no other row refers to (delete those from
         the blob store; shared content stays). Writes an audit row with counts only — no
@@ -588,13 +550,8 @@ class Store:
             candidates: set[str] = set()
             for row in conn.execute("SELECT * FROM jobs WHERE owner = ?", (user_id,)):
                 candidates.update(_job(row).blob_shas)
-            for row in conn.execute("SELECT blob_sha FROM custom_styles WHERE owner = ?",
-                                    (user_id,)):
-                candidates.add(row["blob_sha"])
             counts = {
                 "jobs": conn.execute("DELETE FROM jobs WHERE owner = ?", (user_id,)).rowcount,
-                "custom_styles": conn.execute("DELETE FROM custom_styles WHERE owner = ?",
-                                              (user_id,)).rowcount,
                 "users": 0 if keep_account else conn.execute(
                     "DELETE FROM users WHERE id = ?", (user_id,)).rowcount,
             }
@@ -618,21 +575,19 @@ class Store:
         """Every blob sha some row refers to: the `keep` set for BlobStore.sweep."""
         rows = self._read(
             "SELECT input_sha FROM jobs UNION SELECT result_sha FROM jobs "
-            f"UNION SELECT json_extract(params, '$.{STYLE_SHA_PARAM}') FROM jobs "
-            "UNION SELECT blob_sha FROM custom_styles")
+            f"UNION SELECT json_extract(params, '$.{STYLE_SHA_PARAM}') FROM jobs")
         return {r[0] for r in rows if isinstance(r[0], str)}
 
     @staticmethod
     def _unreferenced(conn: sqlite3.Connection, shas: Iterable[str]) -> frozenset[str]:
-        """The subset of `shas` that no job or custom style refers to (indexed lookups)."""
+        """The subset of `shas` that no job refers to (indexed lookups)."""
         orphans = set()
         for sha in shas:
             used = conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM jobs WHERE input_sha = ?) "
                 "OR EXISTS (SELECT 1 FROM jobs WHERE result_sha = ?) "
                 f"OR EXISTS (SELECT 1 FROM jobs WHERE json_extract(params, '$.{STYLE_SHA_PARAM}')"
-                " = ?) OR EXISTS (SELECT 1 FROM custom_styles WHERE blob_sha = ?)",
-                (sha, sha, sha, sha)).fetchone()[0]
+                " = ?)", (sha, sha, sha)).fetchone()[0]
             if not used:
                 orphans.add(sha)
         return frozenset(orphans)

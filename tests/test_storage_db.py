@@ -22,7 +22,7 @@ from storage.errors import (
     StorageError,
     TooManyActiveJobsError,
 )
-from stylejax.errors import InvalidRequestError, StyleJAXError, UnknownStyleError
+from stylejax.errors import InvalidRequestError, StyleJAXError
 
 DAY = 86400.0
 
@@ -65,7 +65,7 @@ def test_fresh_database_gets_latest_schema_and_history(tmp_path: Path) -> None:
     store = Store(path)
     assert store.version == LATEST_VERSION >= 2
     store.close()
-    assert {"users", "jobs", "custom_styles", "deletions", "schema_version"} <= tables(path)
+    assert {"users", "jobs", "deletions", "schema_version"} <= tables(path)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
@@ -93,10 +93,8 @@ def test_v1_database_is_migrated_with_its_data(tmp_path: Path) -> None:
     assert user.id == 7 and user.language == "en"
     job = store.get_job("old-job")
     assert job is not None and job.params == {"style": "wave"} and job.state is JobState.DONE
-    # New tables of later steps work on the migrated file.
-    style = store.add_custom_style(7, sha("style"), "mine")
-    assert store.list_custom_styles(7) == [style]
-    assert store.referenced_blobs() == {sha("in"), sha("style")}
+    # Later steps' tables and indexes work on the migrated file.
+    assert store.referenced_blobs() == {sha("in")}
 
 
 def test_database_newer_than_code_is_refused(tmp_path: Path) -> None:
@@ -492,17 +490,13 @@ def test_delete_user_data(store: Store) -> None:
     store.mark_done(a1.id, sha("a1-out"))
     a2 = store.create_job(alice.id, "custom", {STYLE_SHA_PARAM: sha("alice-style")},
                           sha("a2-in"))
-    store.add_custom_style(alice.id, sha("alice-saved"), "watercolour")
-    store.add_custom_style(alice.id, sha("alice-style"), "same picture, saved")
     b1 = store.create_job(bob.id, "pack", {}, shared)
 
     report = store.delete_user_data(alice.id)
-    assert report.counts == {"jobs": 2, "custom_styles": 2, "users": 1, "blobs": 4}
-    assert report.orphaned_shas == {sha("a1-out"), sha("a2-in"), sha("alice-style"),
-                                    sha("alice-saved")}
+    assert report.counts == {"jobs": 2, "users": 1, "blobs": 3}
+    assert report.orphaned_shas == {sha("a1-out"), sha("a2-in"), sha("alice-style")}
     assert store.get_user(alice.id) is None
     assert store.get_job(a1.id) is None and store.get_job(a2.id) is None
-    assert store.list_custom_styles(alice.id) == []
     assert store.get_job(b1.id) is not None and store.get_user(bob.id) == bob
     assert store.referenced_blobs() == {shared}
     audit = store.deletion_audit(alice.id)
@@ -516,20 +510,6 @@ def test_delete_user_data(store: Store) -> None:
     with pytest.raises(JobNotFoundError):
         store.mark_done(b2.id, sha("late"))
     assert [a["what"] for a in store.deletion_audit()] == ["all", "history"]
-
-
-def test_custom_styles(store: Store) -> None:
-    alice = store.get_or_create_user("telegram", "alice").id
-    bob = store.get_or_create_user("telegram", "bob").id
-    s1 = store.add_custom_style(alice, sha("s1"), "  ink  ")
-    s2 = store.add_custom_style(alice, sha("s2"), "")
-    assert (s1.name, s2.name) == ("ink", "my style")
-    assert store.list_custom_styles(alice) == [s1, s2]
-    with pytest.raises(UnknownStyleError):
-        store.delete_custom_style(bob, s1.id)  # not bob's
-    store.create_job(alice, "custom", {STYLE_SHA_PARAM: sha("s1")}, sha("p"))
-    assert store.delete_custom_style(alice, s1.id) == frozenset()  # a job still uses it
-    assert store.delete_custom_style(alice, s2.id) == {sha("s2")}
 
 
 def test_many_openers_of_a_fresh_file(tmp_path: Path) -> None:
