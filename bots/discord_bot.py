@@ -42,6 +42,7 @@ from .frontend import (
     Action,
     Keyboard,
     apply_setting,
+    button_changes,
     cancel_keyboard,
     confirm_keyboard,
     decode_action,
@@ -546,7 +547,7 @@ class StyleJAXBot(discord.AutoShardedClient):
             await interaction.delete_original_response()  # the message the button was on
             await interaction.followup.send(t("deleted", lang), ephemeral=True)
         else:
-            changes = _changes(service, verb, job, values)
+            changes = button_changes(service, job, verb, values[0] if values else "")
             if changes is None:
                 await _refuse(interaction, t("expired_button", lang))
                 return
@@ -556,18 +557,6 @@ class StyleJAXBot(discord.AutoShardedClient):
 
 def _chosen_style(service: StyleService, values: list[str]) -> str | None:
     return style_by_index(service, values[0]) if values else None
-
-
-def _changes(service: StyleService, verb: str, job: Job, values: list[str]) -> dict | None:
-    """What "stronger", "weaker", "keep colours" or a menu choice changes in a finished job."""
-    if verb in ("up", "down"):
-        return {"strength": next_strength(job.request.strength, 1 if verb == "up" else -1)}
-    if verb == "keep":
-        return {"keep_colors": not job.request.keep_colors}
-    if verb == "style":
-        style = _chosen_style(service, values)
-        return {"style": style} if style else None
-    return None
 
 
 def build_client(service: StyleService, settings: Settings) -> discord.Client:

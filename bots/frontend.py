@@ -101,6 +101,7 @@ class Action:
 
 # stronger, weaker, another style (arg = style index or "" for the menu), keep colours,
 # delete, pick a style for a staged photo (job = photo token), forget-confirm, cancel, page
+RESUBMIT_VERBS = ("up", "down", "keep", "style")  # the same photo again, something changed
 VERBS = ("up", "down", "style", "keep", "del", "pick", "forget", "cancel", "page", "set")
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{0,48}$")
 
@@ -123,6 +124,21 @@ def decode_action(data: str | None) -> Action | None:
     if not _TOKEN.match(job) or not _TOKEN.match(arg):
         return None
     return Action(verb, job, arg)
+
+
+def button_changes(service: StyleService, job: Job, verb: str,
+                   style_arg: str = "") -> dict | None:
+    """What "stronger", "weaker", "keep colours" or "another style" (`style_arg`: the chosen
+    style's index) changes in a finished job, as `StyleService.resubmit` keywords. None for
+    a style choice that no longer exists (an old button): the adapter says "expired"."""
+    if verb in ("up", "down"):
+        return {"strength": next_strength(job.request.strength, 1 if verb == "up" else -1)}
+    if verb == "keep":
+        return {"keep_colors": not job.request.keep_colors}
+    if verb == "style":
+        style = style_by_index(service, style_arg)
+        return {"style": style} if style else None
+    return None
 
 
 def photo_token(sha: str) -> str:

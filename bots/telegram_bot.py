@@ -47,9 +47,11 @@ from stylejax.errors import JobNotFoundError, StyleJAXError
 from .config import Settings
 from .core import StyleService
 from .frontend import (
+    RESUBMIT_VERBS,
     Action,
     Keyboard,
     apply_setting,
+    button_changes,
     cancel_keyboard,
     confirm_keyboard,
     decode_action,
@@ -57,7 +59,6 @@ from .frontend import (
     error_message,
     follow_job,
     history_text,
-    next_strength,
     outcome_text,
     output_of,
     page_target,
@@ -523,55 +524,31 @@ async def page_button(update: Update, context: Context, action: Action, user: Us
         _markup(style_keyboard(_service(context), lang, verb, action.job, page)))
 
 
-async def _again(update: Update, context: Context, user: User, lang: str, job: Job,
-                 **changes: Any) -> None:
-    """The same photo again with some options changed, as a new status + picture."""
-    query = update.callback_query
-    new = await _call(_service(context).resubmit, user, job.id, **changes)
-    await query.answer()
-    _follow_soon(update, context, user, lang, new, chat_id=query.message.chat_id,
-                  origin=_origin(query.message))
-
-
-async def strength_button(update: Update, context: Context, action: Action, user: User,
-                          lang: str) -> None:
-    job = await _own_job(update, context, action, user, lang)
-    if job is not None:
-        step = 1 if action.verb == "up" else -1
-        await _again(update, context, user, lang, job,
-                     strength=next_strength(job.request.strength, step))
-
-
-async def keep_button(update: Update, context: Context, action: Action, user: User,
-                      lang: str) -> None:
-    job = await _own_job(update, context, action, user, lang)
-    if job is not None:
-        await _again(update, context, user, lang, job,
-                     keep_colors=not job.request.keep_colors)
-
-
-async def style_button(update: Update, context: Context, action: Action, user: User,
-                       lang: str) -> None:
-    """No style yet: show the picker (a new message); a style: run it on the same photo."""
+async def change_button(update: Update, context: Context, action: Action, user: User,
+                        lang: str) -> None:
+    """Stronger, weaker, keep colours, another style (`bots.frontend.button_changes` says what
+    each changes): the same photo again. "Another style" without a choice shows the picker."""
     query = update.callback_query
     job = await _own_job(update, context, action, user, lang)
     if job is None:
         return
-    if not action.arg:
+    if action.verb == "style" and not action.arg:
         await query.answer()
         origin = _origin(query.message)
         await context.bot.send_message(
             query.message.chat_id, t("choose_style", lang), reply_parameters=_reply_to(origin),
             reply_markup=_markup(style_keyboard(_service(context), lang, "style", job.id)))
         return
-    style = style_by_index(_service(context), action.arg)
-    if style is None:
+    changes = button_changes(_service(context), job, action.verb, action.arg)
+    if changes is None:
         await _refuse(update, t("expired_button", lang))
         return
-    new = await _call(_service(context).resubmit, user, job.id, style=style)
+    new = await _call(_service(context).resubmit, user, job.id, **changes)
     await query.answer()
+    # a style picked from the picker turns the picker message into the new status message
+    status = query.message if action.verb == "style" else None
     _follow_soon(update, context, user, lang, new, chat_id=query.message.chat_id,
-                  origin=_origin(query.message), status=query.message)
+                  origin=_origin(query.message), status=status)
 
 
 async def delete_button(update: Update, context: Context, action: Action, user: User,
@@ -628,9 +605,9 @@ async def set_button(update: Update, context: Context, action: Action, user: Use
 
 
 _BUTTONS: dict[str, ButtonHandler] = {
-    "pick": pick_button, "page": page_button, "up": strength_button, "down": strength_button,
-    "keep": keep_button, "style": style_button, "del": delete_button, "cancel": cancel_button,
+    "pick": pick_button, "page": page_button, "del": delete_button, "cancel": cancel_button,
     "forget": forget_button, "set": set_button,
+    **dict.fromkeys(RESUBMIT_VERBS, change_button),
 }
 
 

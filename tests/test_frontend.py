@@ -133,3 +133,16 @@ def test_stroke_setting_text_keyboard_and_labels(service):
     assert [a.arg for _, a in row] == ["small", "medium", "large"]
     assert fe.stroke_label(1.3, "zh") == "1.3"  # a factor set through the API: as a number
     assert service.submit(user, photo_png(), style="wave").params["stroke"] == 1.6
+
+
+def test_what_each_change_button_does(service):
+    """Stronger / weaker / keep colours / another style, decided once for both bots."""
+    user = service.user("test", 21)
+    job = service.submit(user, photo_png(64, 64, 1), style="wave", strength=0.75)
+    assert fe.button_changes(service, job, "up") == {"strength": 1.0}
+    assert fe.button_changes(service, job, "down") == {"strength": 0.5}
+    assert fe.button_changes(service, job, "keep") == {"keep_colors": True}
+    assert fe.button_changes(service, job, "style", "0") == {"style": service.styles[0].id}
+    assert fe.button_changes(service, job, "style", "99") is None  # an old menu
+    assert fe.button_changes(service, job, "del") is None
+    assert set(fe.RESUBMIT_VERBS) <= set(fe.VERBS)
