@@ -7,8 +7,14 @@ decoding in `submit`, SQLite reads) runs in the threadpool: those endpoints are 
 Identity: with `settings.api_keys` set, every `/api/v1` call needs a valid `X-API-Key` header and
 the user is ("api", sha256 prefix of the key); otherwise the user is ("web", client address).
 
+Layout: `create_app` puts the service and the API key digests on `app.state` and includes one
+router per concern, each built by a small function: `pages_router` (health check, web page),
+`styles_router` (public config, styles, thumbnails) and `jobs_router` (submit, state, result,
+cancel, events); the endpoints get the service and the user through the `Service` and
+`ApiUser` dependencies. The worker endpoints are `bots.worker_api.worker_router`.
+
 No `from __future__ import annotations` here: FastAPI must see the real annotations of the
-endpoints, some of which name a dependency defined inside `create_app`.
+endpoints.
 """
 
 import asyncio
@@ -21,7 +27,7 @@ from pathlib import Path
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -116,16 +122,44 @@ def _read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
     return data
 
 
-def create_app(service: StyleService) -> FastAPI:
-    settings = service.settings
-    pack_dir = service.pack_dir
-    key_users = {hashlib.sha256(k.get_secret_value().encode()).hexdigest()[:16]
-                 for k in settings.api_keys}
-    app = FastAPI(title="StyleJAX", version="1", redoc_url=None,
-                  description="Photo style transfer: post a photo and a style, get it back.")
-    app.add_middleware(_BodyLimit, max_body=2 * settings.max_upload_bytes + 1_000_000)
+# -- dependencies: what `create_app` put on app.state
+async def the_service(request: Request) -> StyleService:
+    return request.app.state.service
 
-    # -- errors -----------------------------------------------------------------------------------
+
+Service = Annotated[StyleService, Depends(the_service)]
+
+
+def _key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def current_user(request: Request, service: Service,
+                 x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> User:
+    key_users: set[str] = request.app.state.api_key_digests
+    if key_users:
+        digest = _key_digest(x_api_key or "")
+        ok = x_api_key is not None and any(hmac.compare_digest(digest, k) for k in key_users)
+        if not ok:
+            raise ApiError(401, "A valid X-API-Key header is required.",
+                           {"WWW-Authenticate": "X-API-Key"})
+        return service.user("api", digest)
+    host = request.client.host if request.client else "unknown"
+    return service.user("web", host)
+
+
+ApiUser = Annotated[User, Depends(current_user)]
+
+
+def language(request: Request) -> str:
+    accept = request.headers.get("accept-language", "")
+    return (accept.split(",")[0].split(";")[0].strip() or "en").lower()
+
+
+# -- errors
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error answers JSON `{"error": message}`, with the status its class calls for."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, err: ApiError):
         return _error(err.status, err.message, err.headers)
@@ -164,59 +198,47 @@ def create_app(service: StyleService) -> FastAPI:
         log.error("unhandled error on %s %s: %r", req.method, req.url.path, err)
         return _error(500, GENERIC_ERROR)
 
-    # -- identity ---------------------------------------------------------------------------------
-    def current_user(request: Request,
-                     x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> User:
-        if key_users:
-            digest = hashlib.sha256((x_api_key or "").encode()).hexdigest()[:16]
-            ok = x_api_key is not None and any(hmac.compare_digest(digest, k) for k in key_users)
-            if not ok:
-                raise ApiError(401, "A valid X-API-Key header is required.",
-                               {"WWW-Authenticate": "X-API-Key"})
-            return service.user("api", digest)
-        host = request.client.host if request.client else "unknown"
-        return service.user("web", host)
 
-    ApiUser = Annotated[User, Depends(current_user)]
+# -- routes
+def pages_router() -> APIRouter:
+    """The health check and the web page (its assets are mounted at /static by `create_app`)."""
+    router = APIRouter()
 
-    def language(request: Request) -> str:
-        accept = request.headers.get("accept-language", "")
-        return (accept.split(",")[0].split(";")[0].strip() or "en").lower()
-
-    if settings.worker_key is not None:  # workers on other machines (bots/worker_api.py)
-        from .worker_api import worker_router
-
-        app.include_router(worker_router(service))
-
-    # -- routes -----------------------------------------------------------------------------------
-    @app.get("/healthz")
+    @router.get("/healthz")
     async def healthz():
         return {"status": "ok"}
 
-    @app.api_route("/", methods=["GET", "HEAD"])
+    @router.api_route("/", methods=["GET", "HEAD"])
     async def web_page():
         return FileResponse(WEB_DIR / "index.html", media_type="text/html; charset=utf-8",
                             headers=_PAGE_HEADERS)
 
-    @app.get(f"{API}/config")
-    async def public_config():
-        """What the web page checks before uploading (no secrets here)."""
-        return {"max_upload_bytes": settings.max_upload_bytes,
-                "api_key_required": bool(key_users)}
+    return router
 
-    @app.get(f"{API}/styles")
-    async def styles(request: Request):
+
+def styles_router() -> APIRouter:
+    """What a client reads before it submits: the public config and the pack's styles."""
+    router = APIRouter(prefix=API)
+
+    @router.get("/config")
+    async def public_config(request: Request, service: Service):
+        """What the web page checks before uploading (no secrets here)."""
+        return {"max_upload_bytes": service.settings.max_upload_bytes,
+                "api_key_required": bool(request.app.state.api_key_digests)}
+
+    @router.get("/styles")
+    async def styles(request: Request, service: Service):
         lang = language(request)
         return [{"id": s.id, "name": s.name(lang), "names": s.names,
                  "thumbnail_url": f"{API}/styles/{s.id}/thumbnail" if s.thumbnail else None}
                 for s in service.styles]
 
-    @app.get(f"{API}/styles/{{style_id}}/thumbnail")
-    async def thumbnail(style_id: str):
+    @router.get("/styles/{style_id}/thumbnail")
+    async def thumbnail(style_id: str, service: Service):
         info = service.style_info(style_id)
         if info is None or not info.thumbnail:
             raise ApiError(404, "No such style thumbnail.")
-        root = pack_dir.resolve()
+        root = service.pack_dir.resolve()
         path = (root / info.thumbnail).resolve()
         if root not in path.parents or not path.is_file():
             raise ApiError(404, "No such style thumbnail.")
@@ -224,15 +246,22 @@ def create_app(service: StyleService) -> FastAPI:
         return FileResponse(path, media_type=media,
                             headers={"Cache-Control": "public, max-age=3600"})
 
-    @app.post(f"{API}/jobs", status_code=202)
-    def submit(image: Annotated[UploadFile, File()], user: ApiUser,
+    return router
+
+
+def jobs_router() -> APIRouter:
+    """Submit a job, read its state, fetch its picture, cancel it, follow it (SSE)."""
+    router = APIRouter(prefix=f"{API}/jobs")
+
+    @router.post("", status_code=202)
+    def submit(image: Annotated[UploadFile, File()], user: ApiUser, service: Service,
                style: Annotated[str | None, Form()] = None,
                style_image: Annotated[UploadFile | None, File()] = None,
                strength: Annotated[float | None, Form()] = None,
                keep_colors: Annotated[bool | None, Form()] = None,
                stroke: Annotated[str | None, Form(description=STROKE_FIELD,
                                                   examples=["large"])] = None):
-        limit = settings.max_upload_bytes
+        limit = service.settings.max_upload_bytes
         photo = _read_upload(image, limit, "photo")
         style_bytes = _read_upload(style_image, limit, "style picture") if style_image else None
         if style is not None and not style.strip():
@@ -246,52 +275,75 @@ def create_app(service: StyleService) -> FastAPI:
              "status_url": f"{API}/jobs/{job.id}", "result_url": f"{API}/jobs/{job.id}/result"},
             status_code=202, headers={"Location": f"{API}/jobs/{job.id}"})
 
-    @app.get(f"{API}/jobs/{{job_id}}")
-    def job_status(job_id: str, user: ApiUser):
+    @router.get("/{job_id}")
+    def job_status(job_id: str, user: ApiUser, service: Service):
         return _job_json(service.job(job_id, user))
 
-    @app.get(f"{API}/jobs/{{job_id}}/result")
-    def job_result(job_id: str, user: ApiUser):
+    @router.get("/{job_id}/result")
+    def job_result(job_id: str, user: ApiUser, service: Service):
         job = service.job(job_id, user)
         if job.state is not JobState.DONE:
             raise ApiError(409, f"The picture is not ready (state: {job.state.value}).")
         return Response(service.result(job_id, user), media_type="image/png")
 
-    @app.delete(f"{API}/jobs/{{job_id}}")
-    def job_cancel(job_id: str, user: ApiUser):
+    @router.delete("/{job_id}")
+    def job_cancel(job_id: str, user: ApiUser, service: Service):
         return _job_json(service.cancel(job_id, user))
 
-    @app.get(f"{API}/jobs/{{job_id}}/events")
-    def job_events(job_id: str, request: Request, user: ApiUser):
+    @router.get("/{job_id}/events")
+    def job_events(job_id: str, request: Request, user: ApiUser, service: Service):
         service.job(job_id, user)  # 404 before the stream starts
-
-        async def stream():
-            deadline = time.monotonic() + SSE_MAX_S
-            last: tuple | None = None
-            last_sent = time.monotonic()
-            while time.monotonic() < deadline:
-                try:
-                    job = await anyio.to_thread.run_sync(service.job, job_id, user)
-                except JobNotFoundError:
-                    yield f"data: {json.dumps({'state': 'gone', 'progress': 0.0})}\n\n"
-                    return
-                now = (job.state.value, round(float(job.progress), 4))
-                if now != last:
-                    event = {"state": now[0], "progress": now[1]}
-                    if job.error:
-                        event["error"] = job.error
-                    yield f"data: {json.dumps(event)}\n\n"
-                    last, last_sent = now, time.monotonic()
-                elif time.monotonic() - last_sent > SSE_KEEPALIVE_S:
-                    yield ": keep-alive\n\n"
-                    last_sent = time.monotonic()
-                if job.state.is_terminal or await request.is_disconnected():
-                    return
-                await asyncio.sleep(SSE_POLL_S)
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
+        return StreamingResponse(_job_event_stream(service, job_id, user, request),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})
 
+    return router
+
+
+async def _job_event_stream(service: StyleService, job_id: str, user: User, request: Request):
+    """Server-sent events: the job's state and progress on each change, until it ends."""
+    deadline = time.monotonic() + SSE_MAX_S
+    last: tuple | None = None
+    last_sent = time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            job = await anyio.to_thread.run_sync(service.job, job_id, user)
+        except JobNotFoundError:
+            yield f"data: {json.dumps({'state': 'gone', 'progress': 0.0})}\n\n"
+            return
+        now = (job.state.value, round(float(job.progress), 4))
+        if now != last:
+            event = {"state": now[0], "progress": now[1]}
+            if job.error:
+                event["error"] = job.error
+            yield f"data: {json.dumps(event)}\n\n"
+            last, last_sent = now, time.monotonic()
+        elif time.monotonic() - last_sent > SSE_KEEPALIVE_S:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        if job.state.is_terminal or await request.is_disconnected():
+            return
+        await asyncio.sleep(SSE_POLL_S)
+
+
+# -- the app
+def create_app(service: StyleService) -> FastAPI:
+    """The app: `service` and the API key digests on app.state, then the error handlers, the
+    routers and the page's static files."""
+    settings = service.settings
+    app = FastAPI(title="StyleJAX", version="1", redoc_url=None,
+                  description="Photo style transfer: post a photo and a style, get it back.")
+    app.state.service = service
+    app.state.api_key_digests = {_key_digest(k.get_secret_value()) for k in settings.api_keys}
+    app.add_middleware(_BodyLimit, max_body=2 * settings.max_upload_bytes + 1_000_000)
+    add_error_handlers(app)
+    if settings.worker_key is not None:  # workers on other machines (bots/worker_api.py)
+        from .worker_api import worker_router
+
+        app.include_router(worker_router(service))
+    app.include_router(pages_router())
+    app.include_router(styles_router())
+    app.include_router(jobs_router())
     app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
     return app
