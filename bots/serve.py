@@ -10,24 +10,27 @@ if they die. `worker` runs one worker alone: point several machines at one Redis
 
 Settings come from the TOML file < STYLEJAX_* environment < flags. Ctrl-C or SIGTERM stops the
 server, lets the workers finish their current jobs (bounded wait) and closes the service.
+
+This module is the wiring: the command line (`main`, the `stylejax` console script) and the two
+entry points `serve` and `run_worker`. What `serve` starts lives beside it: the worker pool and
+its process supervisor in `bots/worker_pool.py`, the chat bots in `bots/bot_runner.py`, the
+janitor (dead letters, retention sweep) in `bots/janitor.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
+from .bot_runner import ChatBots
 from .config import ConfigError, Settings, load_settings
+from .janitor import Janitor
+from .worker_pool import ProcessWorkers, ThreadWorkers
 
 log = logging.getLogger("stylejax.serve")
 
@@ -61,227 +64,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _join_all(threads: list[threading.Thread], timeout_s: float) -> bool:
-    """Join every thread within one shared timeout; True when all of them ended."""
-    deadline = time.monotonic() + timeout_s
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    return not any(t.is_alive() for t in threads)
-
-
-class _ThreadWorkers:
-    """N `Worker`s sharing one Stylizer in this process (`STYLEJAX_WORKER_MODE=thread`)."""
-
-    def __init__(self, service, n: int):
-        from stylejax.stylizer import Stylizer
-
-        from .worker import Worker
-
-        self.stylizer = Stylizer(service.settings.pack)
-        self.workers = [Worker(service, stylizer=self.stylizer,
-                               max_batch=service.settings.max_batch) for _ in range(n)]
-        self.threads: list[threading.Thread] = []
-        self._init_lock = threading.Lock()
-
-    def _run(self, worker) -> None:
-        try:
-            with self._init_lock:  # load the pack once, not once per thread
-                _ = self.stylizer.engine
-            worker.run()
-        except Exception:  # noqa: BLE001 - a dead worker must be visible in the log
-            log.exception("worker %s stopped on an error", worker.consumer)
-
-    def start(self) -> None:
-        for i, w in enumerate(self.workers):
-            t = threading.Thread(target=self._run, args=(w,), name=f"stylejax-worker-{i}",
-                                 daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def stop(self) -> None:
-        for w in self.workers:
-            w.stop.set()
-
-    def join(self, timeout_s: float) -> bool:
-        return _join_all(self.threads, timeout_s)
-
-
-# What a worker process needs to see as `serve` does, whatever source (file, flag) set it.
-_WORKER_SETTINGS = ("queue", "pack", "max_side", "max_batch", "batch_wait_s",
-                    "custom_style_seconds", "custom_style_size", "queue_visibility_s")
-
-
-class _ProcessWorkers:
-    """N `stylejax worker` subprocesses, restarted when one dies (the default).
-
-    Processes use every core (no GIL between them) and a crash, even a SIGKILL, costs only the
-    jobs in flight, which the queue redelivers after their lease.
-    """
-
-    RESTART_BACKOFF_S = (1.0, 30.0)
-
-    def __init__(self, settings: Settings, n: int, config_path: str | None):
-        self.settings = settings
-        self.n = n
-        self.config_path = config_path
-        self.procs: list[subprocess.Popen | None] = [None] * n
-        self._stopping = threading.Event()
-        self._supervisor = threading.Thread(target=self._supervise, name="stylejax-supervisor",
-                                            daemon=True)
-
-    def _command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "bots.serve", "worker",
-               "--data-dir", str(Path(self.settings.data_dir).absolute()),
-               "--parent-pid", str(os.getpid()),
-               "--log-level", logging.getLevelName(log.getEffectiveLevel()).lower()]
-        if self.config_path:
-            cmd += ["--config", str(self.config_path)]
-        return cmd
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        # N processes × all cores each would oversubscribe the CPU
-        env.setdefault("STYLEJAX_ORT_THREADS", str(max(1, (os.cpu_count() or 1) // self.n)))
-        # the workers read the same settings; flags given to `serve` travel as environment
-        for name in _WORKER_SETTINGS:
-            value = getattr(self.settings, name)
-            if value is not None and value != "":
-                env[f"STYLEJAX_{name.upper()}"] = str(value)
-        env.pop("TELEGRAM_BOT_TOKEN", None)  # workers never talk to the platforms
-        env.pop("DISCORD_BOT_TOKEN", None)
-        return env
-
-    def _spawn(self, i: int) -> None:
-        self.procs[i] = subprocess.Popen(self._command(), env=self._env())
-        log.info("worker process %d started (pid %d)", i, self.procs[i].pid)
-
-    def _supervise(self) -> None:
-        backoff = [self.RESTART_BACKOFF_S[0]] * self.n
-        while not self._stopping.wait(0.5):
-            for i, proc in enumerate(self.procs):
-                if proc is None or proc.poll() is None:
-                    continue
-                log.warning("worker process %d (pid %d) exited with %s; restarting in %.0f s",
-                            i, proc.pid, proc.returncode, backoff[i])
-                if self._stopping.wait(backoff[i]):
-                    return
-                backoff[i] = min(self.RESTART_BACKOFF_S[1], backoff[i] * 2)
-                self._spawn(i)
-
-    def start(self) -> None:
-        for i in range(self.n):
-            self._spawn(i)
-        self._supervisor.start()
-
-    def stop(self) -> None:
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        for proc in self.procs:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # finish the current jobs, claim no more
-
-    def join(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        clean = True
-        for proc in self.procs:
-            if proc is None:
-                continue
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()  # its jobs are redelivered to the next worker to start
-                proc.wait()
-                clean = False
-        return clean
-
-
-class _FrontEnds:
-    """The chat bots whose tokens are configured, each on its own asyncio loop in a thread."""
-
-    def __init__(self, service, settings: Settings):
-        self.service, self.settings = service, settings
-        self.threads: list[threading.Thread] = []
-        self._stops: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-        self._lock = threading.Lock()
-
-    def configured(self) -> list[str]:
-        names = []
-        if self.settings.telegram_bot_token is not None:
-            names.append("telegram")
-        if self.settings.discord_bot_token is not None:
-            names.append("discord")
-        return names
-
-    def _run(self, name: str) -> None:
-        if name == "telegram":
-            from .telegram_bot import run_telegram as run_bot
-        else:
-            from .discord_bot import run_discord as run_bot
-
-        async def main() -> None:
-            stop = asyncio.Event()
-            with self._lock:
-                self._stops.append((asyncio.get_running_loop(), stop))
-            await run_bot(self.service, self.settings, stop)
-
-        try:
-            asyncio.run(main())
-        except Exception as err:  # noqa: BLE001 - one broken bot must not stop the others
-            # the repr of a platform error never holds the token (adapters use SecretStr)
-            log.error("%s bot stopped on an error: %s", name, type(err).__name__)
-
-    def start(self) -> None:
-        for name in self.configured():
-            t = threading.Thread(target=self._run, args=(name,), name=f"stylejax-{name}",
-                                 daemon=True)
-            t.start()
-            self.threads.append(t)
-            log.info("started the %s bot", name)
-
-    def stop(self) -> None:
-        """Ask every running bot to stop; safe to call again, and after a bot has ended."""
-        with self._lock:
-            for loop, stop in self._stops:
-                with contextlib.suppress(RuntimeError):  # that bot's loop already closed
-                    loop.call_soon_threadsafe(stop.set)
-
-    def join(self, timeout_s: float) -> bool:
-        return _join_all(self.threads, timeout_s)
-
-
-class _Janitor:
-    """Off the request path: fails the jobs the queue gave up on (every 10 s, also for workers
-    on other machines) and runs the retention sweep (hourly)."""
-
-    REAP_EVERY_S = 10.0
-    SWEEP_EVERY_S = 3600.0
-
-    def __init__(self, service):
-        self.service = service
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stylejax-janitor", daemon=True)
-
-    def _run(self) -> None:
-        swept_at = -self.SWEEP_EVERY_S
-        while True:
-            try:
-                self.service.reap_dead_letters()
-                if time.monotonic() - swept_at >= self.SWEEP_EVERY_S:
-                    swept_at = time.monotonic()
-                    self.service.sweep_expired()
-            except Exception as err:  # noqa: BLE001 - retry at the next round
-                log.warning("janitor round failed: %r", err)
-            if self._stop.wait(self.REAP_EVERY_S):
-                return
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 def serve(settings: Settings, log_level: str = "info", config_path: str | None = None) -> int:
     import uvicorn
 
@@ -290,11 +72,11 @@ def serve(settings: Settings, log_level: str = "info", config_path: str | None =
 
     service = StyleService(settings)
     if settings.worker_mode == "thread":
-        pool = _ThreadWorkers(service, settings.workers)
+        pool = ThreadWorkers(service, settings.workers)
     else:
-        pool = _ProcessWorkers(settings, settings.workers, config_path)
-    bots = _FrontEnds(service, settings)
-    janitor = _Janitor(service)
+        pool = ProcessWorkers(settings, settings.workers, config_path)
+    bots = ChatBots(service, settings)
+    janitor = Janitor(service)
 
     def on_signal(signum, _frame):  # also what uvicorn re-raises after its own shutdown
         log.info("%s received, shutting down", signal.Signals(signum).name)
