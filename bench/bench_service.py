@@ -41,7 +41,7 @@ class _Workers:
     def __init__(self, mode: str, n: int, service: StyleService, stylizer: Stylizer | None):
         self.mode, self.procs, self.pool, self.threads = mode, [], [], []
         if mode == "thread":
-            self.pool = [Worker(service, stylizer=stylizer, max_batch=4) for _ in range(n)]
+            self.pool = [Worker.beside(service, stylizer=stylizer, max_batch=4) for _ in range(n)]
             self.threads = [threading.Thread(target=w.run, daemon=True) for w in self.pool]
             for t in self.threads:
                 t.start()

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         return self.queue or f"sqlite:///{(self.data_dir / 'queue.db').absolute()}"
 
 
+def queue_options(settings: Settings) -> dict:
+    """Settings the queue URL does not already carry (the URL's own query wins)."""
+    return {} if "visibility_s=" in settings.queue_url else {
+        "visibility_s": settings.queue_visibility_s}
+
+
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():

@@ -26,7 +26,7 @@ from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_sty
 from stylejax.request import StyleRequest
 from stylejax.stroke import parse_stroke
 
-from .config import Settings
+from .config import Settings, queue_options
 from .jobbook import LocalJobBook
 from .ratelimit import TokenBucket
 
@@ -39,12 +39,6 @@ def job_stroke(job: Job) -> float:
 
 # The reference of a custom style picture that arrives as bytes, until it is kept (its sha).
 _UPLOAD = "upload"
-
-
-def queue_options(settings: Settings) -> dict:
-    """Settings the queue URL does not already carry (the URL's own query wins)."""
-    return {} if "visibility_s=" in settings.queue_url else {
-        "visibility_s": settings.queue_visibility_s}
 
 
 class StyleService:

@@ -1,7 +1,8 @@
 """The janitor `stylejax serve` runs: the service's housekeeping, off the request path.
 
 Each round calls `StyleService.reap_dead_letters` and, hourly, `StyleService.sweep_expired`
-(the retention sweep); a failed round is logged and retried at the next one.
+(the retention sweep); a failed round is logged and retried at the next one. It is the one
+reaper of dead letters: workers (here or on other machines) leave them to it.
 """
 
 from __future__ import annotations

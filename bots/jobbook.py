@@ -42,6 +42,9 @@ class JobBook(Protocol):
     def requeue(self, job_id: str) -> None:
         """Back to queued for another attempt (no-op when the job already ended)."""
 
+    def close(self) -> None:
+        """Release what the book holds (files, connections)."""
+
 
 class LocalJobBook:
     """The service's own Store and BlobStore."""
@@ -88,6 +91,10 @@ class LocalJobBook:
         job = self.store.get_job(job_id)
         if job is not None and job.state is JobState.RUNNING:
             self.store.set_state(job_id, JobState.QUEUED)
+
+    def close(self) -> None:
+        self.store.close()
+        self.blobs.close()
 
 
 def job_to_json(job: Job) -> dict:

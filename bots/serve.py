@@ -114,8 +114,10 @@ def serve(settings: Settings, log_level: str = "info", config_path: str | None =
 
 def run_worker(settings: Settings, parent_pid: int | None = None,
                server_url: str | None = None) -> int:
-    """One worker process: claim, stylise, store, until SIGTERM (or its parent is gone)."""
-    from .core import StyleService
+    """One worker process: claim, stylise, store, until SIGTERM (or its parent is gone).
+
+    It opens only a queue and a job book (`Worker.local` / `Worker.remote`), not the service;
+    the serving machine's janitor fails the dead letters."""
     from .worker import Worker
 
     if server_url:
@@ -127,11 +129,9 @@ def run_worker(settings: Settings, parent_pid: int | None = None,
             print("stylejax: set STYLEJAX_WORKER_KEY to the serving machine's worker key",
                   file=sys.stderr)
             return 2
-        service = None
         worker = Worker.remote(settings, server_url, max_batch=settings.max_batch)
     else:
-        service = StyleService(settings)
-        worker = Worker(service, max_batch=settings.max_batch)
+        worker = Worker.local(settings, max_batch=settings.max_batch)
     worker.install_signal_handlers()
     if parent_pid:
         def watch_parent() -> None:  # an orphaned worker would hold jobs nobody asked for
@@ -146,11 +146,7 @@ def run_worker(settings: Settings, parent_pid: int | None = None,
         _ = worker.stylizer.engine  # load the pack before the first claim
         worker.run()
     finally:
-        if service is not None:
-            service.close()
-        else:
-            worker.queue.close()
-            worker.book.close()
+        worker.close()
     log.info("worker %s stopped after %d job(s)", worker.consumer, worker.handled)
     return 0
 

@@ -6,8 +6,10 @@ job that is already finished is simply acknowledged. Pack jobs claimed together 
 style and options run as one batch through the engine. The job's `StyleRequest` (`job.request`,
 its stored payload) goes to the stylizer unchanged.
 
-A worker reads and records jobs through a job book (`bots.jobbook`): the local stores next to
-the service, or the serving machine's internal API for workers on other machines.
+A worker needs only a queue, a job book (`bots.jobbook`: the local stores, or the serving
+machine's internal API for workers on other machines) and a Stylizer; it never builds the
+front-end core. Dead letters (jobs the queue gave up on) are not a worker's business: the janitor
+of `stylejax serve` (`bots.janitor`) fails them, also for workers on other machines.
 """
 
 from __future__ import annotations
@@ -18,23 +20,22 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
-from storage import Job, JobKind
+from storage import BlobStore, Job, JobKind, Store
 from storage.queue import Delivery, JobQueue, new_consumer_name, open_queue
 from stylejax.custom_style import CustomStyleConfig
 from stylejax.errors import GENERIC_ERROR, StyleJAXError
 from stylejax.imageio import encode_image
 from stylejax.stylizer import Stylizer
 
-from .config import Settings
-from .core import StyleService, queue_options
-from .jobbook import JobBook, RemoteJobBook
+from .config import Settings, queue_options
+from .jobbook import JobBook, LocalJobBook, RemoteJobBook
 
 log = logging.getLogger("stylejax.worker")
 
 __all__ = ["GENERIC_ERROR", "Worker"]
 
-REAP_EVERY_S = 10.0
 QUEUE_RETRY_S = (0.5, 10.0)  # back-off range while the queue (e.g. Redis) is unreachable
 
 
@@ -69,19 +70,34 @@ class _Heartbeat:
 class Worker:
     """One consumer of the queue; `run()` loops until stopped (or `max_jobs` are handled)."""
 
-    def __init__(self, service: StyleService | None = None, *, stylizer: Stylizer | None = None,
-                 consumer: str | None = None, max_batch: int = 4, book: JobBook | None = None,
-                 queue: JobQueue | None = None, settings: Settings | None = None):
-        """Next to the service: `Worker(service)`. Elsewhere: see `Worker.remote`."""
-        self.service = service
-        self.settings = settings or service.settings
-        self.queue = queue or service.queue
-        self.book = book or service.jobs
-        self.stylizer = stylizer or Stylizer(self.settings.pack)
+    def __init__(self, queue: JobQueue, book: JobBook, stylizer: Stylizer | None = None, *,
+                 settings: Settings, consumer: str | None = None, max_batch: int = 4):
+        """Jobs from `queue`, read and recorded through `book`, stylised by `stylizer` (one for
+        `settings.pack` when not given). See `beside`, `local` and `remote` for the usual three."""
+        self.settings = settings
+        self.queue = queue
+        self.book = book
+        self.stylizer = stylizer or Stylizer(settings.pack)
         self.consumer = consumer or new_consumer_name()
         self.max_batch = max_batch
         self.stop = threading.Event()
         self.handled = 0
+
+    @classmethod
+    def beside(cls, service, **kwargs) -> Worker:
+        """A worker in the serving process (worker threads, tests): the service's queue, job
+        book (`service.jobs`) and settings; nothing else of the service is used."""
+        return cls(service.queue, service.jobs, settings=service.settings, **kwargs)
+
+    @classmethod
+    def local(cls, settings: Settings, **kwargs) -> Worker:
+        """A worker process sharing the service's disk (`stylejax worker`, the processes of
+        `stylejax serve`): the queue and the stores under `settings.data_dir`."""
+        data = Path(settings.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        book = LocalJobBook(Store(data / "meta.db"), BlobStore(data / "blobs"))
+        queue = open_queue(settings.queue_url, **queue_options(settings))
+        return cls(queue, book, settings=settings, **kwargs)
 
     @classmethod
     def remote(cls, settings: Settings, server_url: str, **kwargs) -> Worker:
@@ -91,7 +107,13 @@ class Worker:
             raise ValueError("a remote worker needs STYLEJAX_WORKER_KEY (the server's too)")
         book = RemoteJobBook(server_url, settings.worker_key.get_secret_value())
         queue = open_queue(settings.queue_url, **queue_options(settings))
-        return cls(book=book, queue=queue, settings=settings, **kwargs)
+        return cls(queue, book, settings=settings, **kwargs)
+
+    def close(self) -> None:
+        """Close the queue and the job book (of a `local` or `remote` worker; one `beside` the
+        service leaves them to the service)."""
+        self.queue.close()
+        self.book.close()
 
     # -- one job ----------------------------------------------------------------------------------
     def _start(self, d: Delivery) -> Job | None:
@@ -195,15 +217,11 @@ class Worker:
         """Claim and handle jobs until `stop` is set; returns how many deliveries it handled."""
         queue = self.queue
         idle_since = time.monotonic()
-        reaped_at = 0.0
         backoff = QUEUE_RETRY_S[0]
         while not self.stop.is_set():
             if max_jobs is not None and self.handled >= max_jobs:
                 break
             try:
-                if self.service is not None and time.monotonic() - reaped_at > REAP_EVERY_S:
-                    self.service.reap_dead_letters()
-                    reaped_at = time.monotonic()
                 # claim() also takes over deliveries whose worker died (expired leases)
                 batch = queue.claim(self.consumer, block_s=1.0, max_items=self.max_batch)
                 wait = self.settings.batch_wait_s

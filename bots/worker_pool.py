@@ -38,8 +38,9 @@ class ThreadWorkers:
         from .worker import Worker
 
         self.stylizer = Stylizer(service.settings.pack)
-        self.workers = [Worker(service, stylizer=self.stylizer,
-                               max_batch=service.settings.max_batch) for _ in range(n)]
+        self.workers = [Worker.beside(service, stylizer=self.stylizer,
+                                      max_batch=service.settings.max_batch)
+                        for _ in range(n)]
         self.threads: list[threading.Thread] = []
         self._init_lock = threading.Lock()
 

@@ -61,7 +61,7 @@ async def running_bot(tmp_path: Path, stylizer: Stylizer | None,
         service = StyleService(settings)
         worker = thread = None
         if stylizer is not None:
-            worker = Worker(service, stylizer=stylizer)
+            worker = Worker.beside(service, stylizer=stylizer)
             thread = threading.Thread(target=worker.run, daemon=True)
             thread.start()
         stop = asyncio.Event()

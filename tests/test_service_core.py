@@ -46,7 +46,7 @@ def test_submit_run_and_fetch_result(service, stylizer):
     alice = service.user("test", 1, "en")
     job = service.submit(alice, _png(), style="wave", strength=0.8)
     assert job.state is JobState.QUEUED and job.params["style"] == "great-wave"
-    worker = Worker(service, stylizer=stylizer)
+    worker = Worker.beside(service, stylizer=stylizer)
     assert worker.run(max_jobs=1) == 1
     done = service.job(job.id, alice)
     assert done.state is JobState.DONE and done.progress == 1.0
@@ -59,7 +59,7 @@ def test_submit_run_and_fetch_result(service, stylizer):
 def test_batch_of_same_style_jobs(service, stylizer):
     users = [service.user("test", i) for i in range(3)]
     jobs = [service.submit(u, _png(seed=i), style="starry-night") for i, u in enumerate(users)]
-    worker = Worker(service, stylizer=stylizer, max_batch=4)
+    worker = Worker.beside(service, stylizer=stylizer, max_batch=4)
     worker.run(idle_exit_s=0.5)
     assert all(service.job(j.id).state is JobState.DONE for j in jobs)
 
@@ -111,7 +111,7 @@ def test_worker_records_a_clear_error_and_goes_on(service, stylizer):
     good = service.submit(frank, _png(seed=1), style="kandinsky")
     bad = service.submit(frank, _png(seed=2), style="kandinsky")
     service.blobs.delete(bad.input_sha)  # the upload vanished (e.g. disk trouble)
-    Worker(service, stylizer=stylizer).run(idle_exit_s=0.5)
+    Worker.beside(service, stylizer=stylizer).run(idle_exit_s=0.5)
     assert service.job(good.id).state is JobState.DONE
     failed = service.job(bad.id)
     assert failed.state is JobState.FAILED     # retried max_attempts times, then given up
@@ -126,7 +126,7 @@ def test_staged_photo_resubmit_and_delete(service, stylizer):
         service.stage_photo(gina, b"not a picture")
     first = service.submit(gina, photo_sha=sha, style="wave", strength=0.5)
     assert first.input_sha == sha
-    Worker(service, stylizer=stylizer).run(max_jobs=1)
+    Worker.beside(service, stylizer=stylizer).run(max_jobs=1)
     stronger = service.resubmit(gina, first.id, strength=0.75)
     assert stronger.params == {**first.params, "strength": 0.75}
     other = service.resubmit(gina, first.id, style="kandinsky")
@@ -162,7 +162,7 @@ def test_retention_sweep_removes_old_jobs_and_stray_pictures(tmp_path, stylizer)
     try:
         ida = svc.user("test", 10)
         old = svc.submit(ida, _png(seed=6), style="wave")
-        Worker(svc, stylizer=stylizer).run(max_jobs=1)
+        Worker.beside(svc, stylizer=stylizer).run(max_jobs=1)
         staged = svc.stage_photo(ida, _png(seed=7))
         ancient = _time.time() - 8 * 86400
         for sha in (old.input_sha, svc.job(old.id).result_sha, staged):
@@ -187,7 +187,7 @@ def test_stopping_worker_hands_a_custom_job_back(tmp_path, stylizer):
     try:
         user = svc.user("test", 11)
         job = svc.submit(user, _png(64, 64, seed=1), style_image=_png(64, 64, seed=2))
-        first = Worker(svc, stylizer=stylizer)
+        first = Worker.beside(svc, stylizer=stylizer)
         runner = threading.Thread(target=first.run, kwargs={"max_jobs": 1})
         runner.start()
         deadline = time.monotonic() + 60
@@ -200,7 +200,7 @@ def test_stopping_worker_hands_a_custom_job_back(tmp_path, stylizer):
         back = svc.job(job.id)
         assert back.state is JobState.QUEUED and back.result_sha is None
         svc.settings.custom_style_seconds = 2  # the next worker may finish quickly
-        Worker(svc, stylizer=stylizer).run(max_jobs=1)
+        Worker.beside(svc, stylizer=stylizer).run(max_jobs=1)
         done = svc.job(job.id)
         assert done.state is JobState.DONE and done.result_sha is not None
     finally:
@@ -224,7 +224,7 @@ def test_stroke_travels_from_submit_to_the_worker(service, stylizer):
                                     "keep_colors": False}, large.input_sha)
     service.queue.enqueue(old.id, {"kind": "pack"})
     assert job_stroke(old) == 1.0
-    Worker(service, stylizer=stylizer, max_batch=4).run(idle_exit_s=0.5)
+    Worker.beside(service, stylizer=stylizer, max_batch=4).run(idle_exit_s=0.5)
     assert all(service.job(j.id).state is JobState.DONE for j in (large, medium, old))
     big, mid = _result(service, large.id), _result(service, medium.id)
     assert np.abs(big - mid).mean() > 2  # the stroke changed the picture
@@ -273,6 +273,6 @@ def test_custom_job_gets_its_stroke(service):
     kim = service.user("test", 14)
     job = service.submit(kim, _png(64, 64, seed=1), style_image=_png(64, 64, seed=2),
                          stroke=0.5)
-    Worker(service, stylizer=Recording(backend="onnx")).run(max_jobs=1)
+    Worker.beside(service, stylizer=Recording(backend="onnx")).run(max_jobs=1)
     assert service.job(job.id).state is JobState.DONE
     assert [c["stroke"] for c in calls] == [0.5]

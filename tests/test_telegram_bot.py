@@ -76,7 +76,7 @@ class Bot:
     workers: list[tuple[Worker, threading.Thread]] = field(default_factory=list)
 
     def start_worker(self, stylizer: Stylizer) -> None:
-        worker = Worker(self.service, stylizer=stylizer)
+        worker = Worker.beside(self.service, stylizer=stylizer)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         self.workers.append((worker, thread))
