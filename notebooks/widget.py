@@ -37,21 +37,19 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from stylejax.custom_style import CustomStyleConfig
 from stylejax.errors import (
-    ImageTooLargeError,
-    ImageTooSmallError,
     StyleJAXError,
     WeightsError,
 )
 from stylejax.generator import apply_controls
 from stylejax.imageio import (
-    DEFAULT_LIMITS,
     DecodedImage,
     decode_image,
     encode_image,
+    picture_to_rgb,
     resize_max_side,
     to_float,
     to_uint8,
@@ -73,42 +71,18 @@ def to_rgb(image: ImageInput) -> np.ndarray:
     """A path, bytes, array or PIL image → H×W×3 uint8, with the same checks as uploads.
 
     Bytes and files go through `decode_image` (format allow-list, size limits, EXIF rotation,
-    alpha composited on white); arrays and PIL images get the same normalisation and limits.
+    alpha composited on white); arrays and PIL images through `picture_to_rgb`, the same
+    normalisation and limits (both in `stylejax.imageio`).
     """
     if isinstance(image, DecodedImage):
         return image.rgb
     if isinstance(image, (bytes, bytearray, memoryview, str, os.PathLike)):
         return decode_image(bytes(image) if isinstance(image, (bytearray, memoryview))
                             else image).rgb
-    if isinstance(image, Image.Image):
-        im = ImageOps.exif_transpose(image)
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, rgba)
-        arr = np.asarray(im.convert("RGB"))
-    elif isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise StyleJAXError(f"A picture array must be H×W, H×W×3 or H×W×4, "
-                                f"got shape {tuple(image.shape)}.")
-        if arr.shape[2] == 4:
-            a = to_float(arr[..., 3:])
-            arr = to_float(arr[..., :3]) * a + (1.0 - a)
-        arr = to_uint8(arr)
-    else:
-        raise StyleJAXError(f"Cannot use a {type(image).__name__} as a picture: give a file "
-                            "path, bytes, a NumPy array or a PIL image.")
-    h, w = arr.shape[:2]
-    lim = DEFAULT_LIMITS
-    if min(h, w) < lim.min_side:
-        raise ImageTooSmallError(f"The picture is too small: {w}×{h}, each side must be at "
-                                 f"least {lim.min_side} pixels.")
-    if h * w > lim.max_pixels or max(h, w) > lim.max_side:
-        raise ImageTooLargeError(f"The picture is too large: {w}×{h}.")
-    return np.ascontiguousarray(arr)
+    if isinstance(image, (Image.Image, np.ndarray)):
+        return picture_to_rgb(image)
+    raise StyleJAXError(f"Cannot use a {type(image).__name__} as a picture: give a file "
+                        "path, bytes, a NumPy array or a PIL image.")
 
 
 def _jpeg(rgb: np.ndarray, side: int) -> bytes:

@@ -242,11 +242,50 @@ def decode_image(
     if a is not None and a.min() == 255:
         a = None  # an alpha channel with nothing transparent in it
     if a is not None and alpha == "composite":
-        a16 = a.astype(np.uint16)[:, :, None]
-        bg = np.asarray(background, dtype=np.uint16).reshape(1, 1, 3)
-        rgb = ((rgb.astype(np.uint16) * a16 + bg * (255 - a16) + 127) // 255).astype(np.uint8)
-        a = None
+        rgb, a = _composite(rgb, a, background), None
     return DecodedImage(rgb, a, fmt, animated, n_frames, original_mode, rotated)
+
+
+def _composite(rgb: np.ndarray, a: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """uint8 colour and alpha over an opaque background colour, rounded to the nearest."""
+    a16 = a.astype(np.uint16)[:, :, None]
+    bg = np.asarray(background, dtype=np.uint16).reshape(1, 1, 3)
+    return ((rgb.astype(np.uint16) * a16 + bg * (255 - a16) + 127) // 255).astype(np.uint8)
+
+
+def picture_to_rgb(
+    image: Image.Image | np.ndarray,
+    *,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """A picture already in memory (a PIL image or an array) to H×W×3 uint8, normalised as
+    `decode_image` normalises uploads: EXIF rotation and any colour mode (PIL), alpha composited
+    on `background`, the same size limits. Arrays may be H×W, H×W×3 or H×W×4, uint8 or floats in
+    [0, 1]."""
+    if isinstance(image, Image.Image):
+        im, _ = _exif_transpose(image)
+        rgb, a = _to_arrays(im)
+        if a is not None:
+            rgb = _composite(rgb, a, background)
+    elif isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise UnsupportedImageError(f"A picture array must be H×W, H×W×3 or H×W×4, "
+                                        f"got shape {tuple(image.shape)}.")
+        if arr.shape[2] == 4:
+            a = to_float(arr[..., 3:])
+            bg = np.asarray(background, np.float32).reshape(1, 1, 3) / 255.0
+            arr = to_float(arr[..., :3]) * a + bg * (1.0 - a)
+        rgb = to_uint8(arr)
+    else:
+        raise TypeError(f"picture_to_rgb takes a PIL image or an array, not "
+                        f"{type(image).__name__}")
+    h, w = rgb.shape[:2]
+    _check_size(w, h, limits)
+    return np.ascontiguousarray(rgb)
 
 
 def to_float(rgb: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from stylejax.imageio import (
     ImageLimits,
     decode_image,
     encode_image,
+    picture_to_rgb,
     resize_max_side,
     save_image,
     to_float,
@@ -397,3 +398,20 @@ def test_resize_max_side() -> None:
     f = resize_max_side(to_float(photo), 100)
     assert f.shape == (50, 100, 3) and f.dtype == np.float32
     assert np.abs(to_uint8(f).astype(int) - small).max() <= 2
+
+
+def test_pictures_in_memory_are_normalised_like_uploads() -> None:
+    """PIL images and arrays (the notebook widget's inputs) come out as the same bytes would."""
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (40, 50, 4), dtype=np.uint8)
+    im = Image.fromarray(rgba)
+    from_bytes = decode_image(_save(im, "PNG")).rgb
+    np.testing.assert_array_equal(picture_to_rgb(im), from_bytes)
+    np.testing.assert_array_equal(picture_to_rgb(rgba), from_bytes)
+    np.testing.assert_array_equal(picture_to_rgb(to_float(rgba[..., :3])), rgba[..., :3])
+    gray = picture_to_rgb(rgba[..., 0])
+    assert gray.shape == (40, 50, 3) and (gray == rgba[..., :1]).all()
+    with pytest.raises(ImageTooSmallError, match="too small"):
+        picture_to_rgb(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UnsupportedImageError):
+        picture_to_rgb(np.zeros((20, 20, 2), np.uint8))
