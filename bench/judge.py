@@ -27,21 +27,14 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from stylejax.features import load_feature_net
+from stylejax.imageio import resize_long_side, resize_to
 from stylejax.losses import gram_matrix
 
 ACT_TAPS = ("stem", "block1.expand", "block4.expand", "block7.expand", "block11.expand")
 OUT_TAPS = ("stage1", "stage2", "stage3", "stage4")
 CONTENT_TAPS = ("stage4", "stage5")
-
-
-def fit_long_side(rgb: np.ndarray, long_side: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    s = long_side / max(h, w)
-    size = (max(8, round(w * s)), max(8, round(h * s)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
@@ -80,7 +73,7 @@ class PhotoTarget:
 
 
 def _half(rgb: np.ndarray) -> np.ndarray:
-    return fit_long_side(rgb, max(rgb.shape[:2]) // 2)
+    return resize_long_side(rgb, max(rgb.shape[:2]) // 2)
 
 
 class Judge:
@@ -103,12 +96,12 @@ class Judge:
         self._feats = feats
 
     def style_target(self, style_rgb: np.ndarray) -> StyleTarget:
-        s = fit_long_side(style_rgb, self.style_size)
+        s = resize_long_side(style_rgb, self.style_size)
         act, out, _ = self._feats(s)
         return StyleTarget(act, out, rgb_histogram(s), self._feats(_half(s))[0])
 
     def photo_target(self, photo_rgb: np.ndarray) -> PhotoTarget:
-        p = fit_long_side(photo_rgb, self.size)
+        p = resize_long_side(photo_rgb, self.size)
         act, out, content = self._feats(p)
         return PhotoTarget(p, content, act, out, rgb_histogram(p), self._feats(_half(p))[0])
 
@@ -121,7 +114,7 @@ class Judge:
         from skimage.metrics import structural_similarity
 
         h, w = photo.rgb.shape[:2]
-        r = np.asarray(Image.fromarray(result_rgb).resize((w, h), Image.LANCZOS))
+        r = resize_to(result_rgb, (h, w))
         act, out, content = self._feats(r)
         base_act = self._style_loss(photo.act, style.act)
         base_out = self._style_loss(photo.out, style.out)

@@ -27,8 +27,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from judge import Judge, fit_long_side
+from judge import Judge
 from PIL import Image, ImageDraw
+
+from stylejax.imageio import resize_long_side
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -197,7 +199,7 @@ def run_set(name: str, pairs: list[Pair], methods: dict[str, Method], judge: Jud
     sheet_rows = []
     shown_full: set[str] = set()
     for i, pair in enumerate(pairs):
-        photo = fit_long_side(load_rgb(SHARED / "content" / pair.photo), judge.size)
+        photo = resize_long_side(load_rgb(SHARED / "content" / pair.photo), judge.size)
         if pair.style not in style_targets:
             style_targets[pair.style] = judge.style_target(pair.style_rgb)
         target = judge.photo_target(photo)
@@ -212,7 +214,7 @@ def run_set(name: str, pairs: list[Pair], methods: dict[str, Method], judge: Jud
             log(json.dumps(rows[-1]))
             results.append((mname, result))
         if on_sheet(i):
-            sheet_rows.append((photo, fit_long_side(pair.style_rgb, photo.shape[0]), results))
+            sheet_rows.append((photo, resize_long_side(pair.style_rgb, photo.shape[0]), results))
         if pair.style not in shown_full:
             shown_full.add(pair.style)
             full_size_strip(photo, results).save(

@@ -269,7 +269,8 @@ def measure_losses(photo_rgb: np.ndarray, style_rgb: np.ndarray, result_rgb: np.
     cfg = cfg or CustomStyleConfig()
     h, w = result_rgb.shape[:2]
     photo = _to_batch(np.asarray(Image.fromarray(photo_rgb).resize((w, h), Image.LANCZOS)))
-    style = _to_batch(_resize(style_rgb, round((cfg.style_size or max(h, w)) * cfg.stroke)))
+    style = _to_batch(_resize(trim_frame(style_rgb),
+                              round((cfg.style_size or max(h, w)) * cfg.stroke)))
     obj = _Objective(cfg, photo, style)
     terms = jax.jit(obj.loss_terms)(_to_batch(result_rgb))
     return {k: float(v) for k, v in terms.items()}
@@ -333,7 +334,9 @@ def stylize_with_image(
             key, sub = jax.random.split(key)
             levels, opt_state, out = step(levels, opt_state, sub)
             done += 1
-            if i % cfg.measure_every == 0:
+            if "style" in out:  # Adam's step returns its terms; L-BFGS's only the total
+                terms = {t: float(v) for t, v in out.items() if t != "total"}
+            elif i % cfg.measure_every == 0:
                 terms = {t: float(v) for t, v in measure(render(levels)).items()}
             record = dict(terms, total=float(out["total"]), step=done, scale=scale,
                           seconds=time.monotonic() - start)

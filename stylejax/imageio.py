@@ -326,6 +326,21 @@ def resize_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return np.clip(out_arr, planes.min(), planes.max())  # no Lanczos overshoot
 
 
+def resize_to(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 H×W×3 resized (up or down, Lanczos) to `shape` = (height, width)."""
+    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.Resampling.LANCZOS))
+
+
+def resize_long_side(rgb: np.ndarray, long_side: int) -> np.ndarray:
+    """uint8 H×W×3 resized up or down so the longer side is `long_side` (aspect kept, ≥ 8 px):
+    for working scales that must not depend on the photo's resolution."""
+    h, w = rgb.shape[:2]
+    if max(h, w) == long_side:
+        return rgb
+    s = long_side / max(h, w)
+    return resize_to(rgb, (max(8, round(h * s)), max(8, round(w * s))))
+
+
 def encode_image(
     rgb: np.ndarray,
     fmt: Literal["png", "jpeg", "webp"] = "png",

@@ -24,7 +24,15 @@ from .custom_style import CustomStyleConfig, CustomStyleResult, stylize_with_ima
 from .engine import Engine, Request
 from .errors import InvalidRequestError, StyleJAXError, WeightsError
 from .generator import apply_controls
-from .imageio import DecodedImage, decode_image, resize_max_side, to_float, to_uint8
+from .imageio import (
+    DecodedImage,
+    decode_image,
+    resize_long_side,
+    resize_max_side,
+    resize_to,
+    to_float,
+    to_uint8,
+)
 from .pack import StyleInfo, StylePack, default_pack_dir, load_pack, read_pack_styles
 from .request import StyleRequest
 from .stroke import pack_work_side
@@ -60,21 +68,6 @@ def _mask_for(mask: PhotoInput | None, shape: tuple[int, int]) -> np.ndarray | N
         m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize(
             (shape[1], shape[0]), Image.BILINEAR), np.float32) / 255.0
     return np.clip(m, 0, 1)[..., None]
-
-
-def _fit_shape(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.LANCZOS))
-
-
-def _fit_long_side(rgb: np.ndarray, long_side: int) -> np.ndarray:
-    """Resize (up or down) so the long side is `long_side`; the aspect ratio is kept."""
-    h, w = rgb.shape[:2]
-    if max(h, w) == long_side:
-        return rgb
-    s = long_side / max(h, w)
-    return _fit_shape(rgb, (max(8, round(h * s)), max(8, round(w * s))))
 
 
 class Stylizer:
@@ -164,12 +157,12 @@ class Stylizer:
         if max_size is not None:
             rgbs = [resize_max_side(r, max_size) for r in rgbs]
         floats = [to_float(r) for r in rgbs]
-        work = [to_float(_fit_long_side(r, pack_work_side(request.stroke))) for r in rgbs]
+        work = [to_float(resize_long_side(r, pack_work_side(request.stroke))) for r in rgbs]
         raw = self.engine.run([Request(f, w) for f in work], progress)
         out = []
         for f, y in zip(floats, raw):
             if y.shape[:2] != f.shape[:2]:
-                y = to_float(_fit_shape(to_uint8(np.asarray(y)), f.shape[:2]))
+                y = to_float(resize_to(to_uint8(np.asarray(y)), f.shape[:2]))
             out.append(to_uint8(np.asarray(apply_controls(
                 f, y, request.strength, request.keep_colors, _mask_for(mask, f.shape[:2])))))
         return out

@@ -53,12 +53,14 @@ def test_judge_sees_no_change_in_the_photo_and_a_perfect_match_in_the_style():
     import numpy as np
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from judge import Judge, fit_long_side
+    from judge import Judge
+
+    from stylejax.imageio import resize_long_side
     skimage_data = pytest.importorskip("skimage.data")
 
     judge = Judge(size=128)
-    photo = fit_long_side(skimage_data.chelsea()[:, 75:375], 128)  # square, as the style
-    style = fit_long_side(skimage_data.astronaut(), 128)
+    photo = resize_long_side(skimage_data.chelsea()[:, 75:375], 128)  # square, as the style
+    style = resize_long_side(skimage_data.astronaut(), 128)
     pt, st = judge.photo_target(photo), judge.style_target(style)
     same = judge.score(pt, st, photo)
     assert same["style_act"] == pytest.approx(1.0, rel=1e-4)

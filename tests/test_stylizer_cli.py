@@ -78,14 +78,14 @@ def test_strength_zero_returns_the_photo(stylizer, photo):
 
 def test_full_strength_is_the_engine_output(stylizer, photo):
     """The engine paints at the stroke's working side; the result is resized to the photo."""
+    from stylejax.imageio import resize_long_side, resize_to
     from stylejax.stroke import pack_work_side
-    from stylejax.stylizer import _fit_long_side, _fit_shape
 
     out = stylizer.stylize(photo, "a")
     assert out.shape == photo.shape
-    work = to_float(_fit_long_side(photo, pack_work_side(1.0)))
+    work = to_float(resize_long_side(photo, pack_work_side(1.0)))
     raw = stylizer.engine.run([Request(work, stylizer.style_weights("a"))])[0]
-    np.testing.assert_array_equal(out, _fit_shape(to_uint8(np.asarray(raw)), photo.shape[:2]))
+    np.testing.assert_array_equal(out, resize_to(to_uint8(np.asarray(raw)), photo.shape[:2]))
     assert np.abs(out.astype(int) - photo.astype(int)).mean() > 5
     half = stylizer.stylize(photo, "a", strength=0.5)
     d_half = np.abs(half.astype(int) - photo.astype(int)).mean()
