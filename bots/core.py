@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from storage import BlobStore, Job, JobKind, JobState, Store, User
+from storage.job_events import JobEvent, job_events
 from storage.queue import JobQueue, open_queue
 from stylejax.errors import (
     GENERIC_ERROR,
@@ -214,6 +216,16 @@ class StyleService:
         if job is None or (owner is not None and job.owner != owner.id):
             raise JobNotFoundError()
         return job
+
+    def events(self, job_id: str, owner: User | None = None, **follow) -> AsyncIterator[JobEvent]:
+        """The job's changes (`storage.job_events`), as only its owner may see them: the one
+        stream that the SSE endpoint and the chat bots follow."""
+
+        def read(job_id: str) -> Job | None:
+            job = self.store.get_job(job_id)
+            return None if job is None or (owner is not None and job.owner != owner.id) else job
+
+        return job_events(read, job_id, **follow)
 
     def result(self, job_id: str, owner: User | None = None) -> bytes:
         job = self.job(job_id, owner)

@@ -1,13 +1,13 @@
 """The Discord front end: slash commands, a message context menu and buttons over the service core.
 
 A thin adapter. Every rule (what "stronger" means, which text an error gets, how a job is
-followed) lives in `bots.frontend` and `bots.core`; this module only turns Discord interactions
+followed) lives in `bots.chat` and `bots.core`; this module only turns Discord interactions
 into service calls and service results into Discord messages. Service calls block (SQLite, the
 blob store), so each one runs in a thread; the event loop never stylises or waits on disk.
 
 The keyboards (result buttons, cancel, settings, confirmation) are the shared ones from
-`bots.frontend`, drawn here as Discord components; a style choice becomes one select menu.
-Components are `DynamicItem`s: their custom_id carries the `frontend.Action`, so they keep
+`bots.chat`, drawn here as Discord components; a style choice becomes one select menu.
+Components are `DynamicItem`s: their custom_id carries the `chat.Action`, so they keep
 working after a restart with no per-message state in memory, and every press on a job is
 checked against the job's owner.
 
@@ -36,9 +36,7 @@ from storage import Job, JobState, User
 from stylejax.errors import StyleJAXError
 from stylejax.stroke import STROKES
 
-from .config import ConfigError, Settings
-from .core import StyleService
-from .frontend import (
+from .chat import (
     Action,
     Keyboard,
     apply_setting,
@@ -63,6 +61,8 @@ from .frontend import (
     style_thumbnail,
     upload_refusal,
 )
+from .config import ConfigError, Settings
+from .core import StyleService
 from .i18n import language_of, t
 
 log = logging.getLogger("stylejax.discord")
@@ -121,7 +121,7 @@ def _attachment_refusal(attachment: discord.Attachment, lang: str, limit: int) -
 
 def _draw(keyboard: Keyboard, service: StyleService, lang: str, *,
           strength: float | None = None) -> discord.ui.View:
-    """A shared keyboard (`bots.frontend`) as Discord components.
+    """A shared keyboard (`bots.chat`) as Discord components.
 
     Buttons keep their rows; a style choice ("style"/"pick" without a style index) becomes one
     select menu of every style instead of Telegram's paged buttons. With `strength` given,

@@ -17,16 +17,13 @@ No `from __future__ import annotations` here: FastAPI must see the real annotati
 endpoints.
 """
 
-import asyncio
 import hashlib
 import hmac
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -303,28 +300,20 @@ def jobs_router() -> APIRouter:
 
 async def _job_event_stream(service: StyleService, job_id: str, user: User, request: Request):
     """Server-sent events: the job's state and progress on each change, until it ends."""
-    deadline = time.monotonic() + SSE_MAX_S
-    last: tuple | None = None
-    last_sent = time.monotonic()
-    while time.monotonic() < deadline:
-        try:
-            job = await anyio.to_thread.run_sync(service.job, job_id, user)
-        except JobNotFoundError:
+    async for event in service.events(job_id, user, poll_s=SSE_POLL_S,
+                                      heartbeat_s=SSE_KEEPALIVE_S, timeout_s=SSE_MAX_S):
+        job = event.job
+        if job is None:
             yield f"data: {json.dumps({'state': 'gone', 'progress': 0.0})}\n\n"
-            return
-        now = (job.state.value, round(float(job.progress), 4))
-        if now != last:
-            event = {"state": now[0], "progress": now[1]}
+        elif event.changed:
+            data = {"state": job.state.value, "progress": round(float(job.progress), 4)}
             if job.error:
-                event["error"] = job.error
-            yield f"data: {json.dumps(event)}\n\n"
-            last, last_sent = now, time.monotonic()
-        elif time.monotonic() - last_sent > SSE_KEEPALIVE_S:
+                data["error"] = job.error
+            yield f"data: {json.dumps(data)}\n\n"
+        else:
             yield ": keep-alive\n\n"
-            last_sent = time.monotonic()
-        if job.state.is_terminal or await request.is_disconnected():
+        if await request.is_disconnected():
             return
-        await asyncio.sleep(SSE_POLL_S)
 
 
 # -- the app
@@ -341,7 +330,7 @@ def create_app(service: StyleService) -> FastAPI:
     if settings.worker_key is not None:  # workers on other machines (bots/worker_api.py)
         from .worker_api import worker_router
 
-        app.include_router(worker_router(service))
+        app.include_router(worker_router(service.jobs, settings.worker_key))
     app.include_router(pages_router())
     app.include_router(styles_router())
     app.include_router(jobs_router())

@@ -61,15 +61,23 @@ class LocalJobBook:
         self.store.increment_attempts(job.id)
         return job
 
-    def is_cancelled(self, job_id: str) -> bool:
+    def state(self, job_id: str) -> str:
+        """The job's state, or "gone" once it is deleted."""
         job = self.store.get_job(job_id)
-        return job is None or job.state is JobState.CANCELLED
+        return job.state.value if job is not None else "gone"
+
+    def is_cancelled(self, job_id: str) -> bool:
+        return self.state(job_id) in (JobState.CANCELLED.value, "gone")
+
+    def picture(self, sha: str) -> bytes:
+        """A stored picture by its sha256 (`storage.BlobStore` errors when there is none)."""
+        return self.blobs.get(sha)
 
     def photo(self, job: Job) -> bytes:
-        return self.blobs.get(job.input_sha)
+        return self.picture(job.input_sha)
 
     def style_picture(self, job: Job) -> bytes:
-        return self.blobs.get(job.params[STYLE_SHA_PARAM])
+        return self.picture(job.params[STYLE_SHA_PARAM])
 
     def progress(self, job_id: str, fraction: float) -> None:
         self.store.set_progress(job_id, fraction)
@@ -77,6 +85,11 @@ class LocalJobBook:
     def finish(self, job: Job, png: bytes) -> bool:
         sha = self.blobs.put(png, owner=str(job.owner))
         return self.store.mark_done(job.id, sha)
+
+    def finish_id(self, job_id: str, png: bytes) -> bool:
+        """`finish` for a caller that holds only the id (a remote worker); False when gone."""
+        job = self.store.get_job(job_id)
+        return job is not None and self.finish(job, png)
 
     def fail(self, job_id: str, error: str) -> bool:
         job = self.store.get_job(job_id)

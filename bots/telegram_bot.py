@@ -2,7 +2,7 @@
 
 Handlers are small async functions. They turn Telegram updates into `StyleService` calls (run in
 threads: the store and blob store block) and results into messages; the rules every chat front
-end shares (captions, buttons, error texts, following a job) live in `bots.frontend`.
+end shares (captions, buttons, error texts, following a job) live in `bots.chat`.
 
     app = build_application(service, settings)          # handlers registered, nothing started
     await run_telegram(service, settings, stop_event)   # polling, or a webhook when configured
@@ -44,9 +44,7 @@ from telegram.ext import (
 from storage import Job, JobState, User
 from stylejax.errors import JobNotFoundError, StyleJAXError
 
-from .config import Settings
-from .core import StyleService
-from .frontend import (
+from .chat import (
     RESUBMIT_VERBS,
     Action,
     Keyboard,
@@ -74,6 +72,8 @@ from .frontend import (
     style_thumbnail,
     upload_refusal,
 )
+from .config import Settings
+from .core import StyleService
 from .i18n import SUPPORTED, language_of, t
 
 log = logging.getLogger("stylejax.telegram")
@@ -526,7 +526,7 @@ async def page_button(update: Update, context: Context, action: Action, user: Us
 
 async def change_button(update: Update, context: Context, action: Action, user: User,
                         lang: str) -> None:
-    """Stronger, weaker, keep colours, another style (`bots.frontend.button_changes` says what
+    """Stronger, weaker, keep colours, another style (`bots.chat.button_changes` says what
     each changes): the same photo again. "Another style" without a choice shows the picker."""
     query = update.callback_query
     job = await _own_job(update, context, action, user, lang)

@@ -13,17 +13,17 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request
 from fastapi.responses import Response
+from pydantic import SecretStr
 
 from storage import BlobNotFoundError, InvalidBlobIdError
 
-from .core import StyleService
-from .jobbook import job_to_json
+from .jobbook import LocalJobBook, job_to_json
 
 PREFIX = "/internal/v1"
 
 
-def worker_router(service: StyleService) -> APIRouter:
-    key = service.settings.worker_key
+def worker_router(book: LocalJobBook, key: SecretStr | None) -> APIRouter:
+    """The serving machine's job book over HTTP, for the `key` holders only."""
     expected = hashlib.sha256(key.get_secret_value().encode()).digest() if key else b""
 
     def authorised(x_worker_key: Annotated[str | None, Header(alias="X-Worker-Key")] = None):
@@ -33,7 +33,6 @@ def worker_router(service: StyleService) -> APIRouter:
 
     router = APIRouter(prefix=PREFIX, dependencies=[Depends(authorised)],
                        include_in_schema=False)
-    book = service.jobs
 
     @router.post("/jobs/{job_id}/begin")
     def begin(job_id: str):
@@ -42,13 +41,12 @@ def worker_router(service: StyleService) -> APIRouter:
 
     @router.get("/jobs/{job_id}")
     def state(job_id: str):
-        job = service.store.get_job(job_id)
-        return {"state": job.state.value if job is not None else "gone"}
+        return {"state": book.state(job_id)}
 
     @router.get("/blobs/{sha}")
     def blob(sha: str):
         try:
-            return Response(service.blobs.get(sha), media_type="application/octet-stream")
+            return Response(book.picture(sha), media_type="application/octet-stream")
         except (BlobNotFoundError, InvalidBlobIdError, FileNotFoundError):
             raise HTTPException(404, "No such picture.") from None
 
@@ -61,10 +59,7 @@ def worker_router(service: StyleService) -> APIRouter:
     @router.post("/jobs/{job_id}/result")
     async def result(job_id: str, request: Request):
         png = await request.body()
-        job = service.store.get_job(job_id)
-        if job is None:
-            return {"recorded": False}
-        return {"recorded": await to_thread.run_sync(book.finish, job, png)}
+        return {"recorded": await to_thread.run_sync(book.finish_id, job_id, png)}
 
     @router.post("/jobs/{job_id}/fail")
     def fail(job_id: str, error: Annotated[str, Body(embed=True, max_length=500)]):

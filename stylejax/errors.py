@@ -1,7 +1,7 @@
 """Every error a user may see, in one module: the library's, the job book's and the service's.
 
 Front ends catch `StyleJAXError` and translate: the CLI prints `str(err)`, the HTTP API picks a
-status per class (bots/http_api.py), the chat bots a message id per class (bots/frontend.py
+status per class (bots/http_api.py), the chat bots a message id per class (bots/chat.py
 `error_message`). Anything else is a bug and gets `GENERIC_ERROR`. Keep messages short,
 concrete and free of paths or internals. Internal failures that users never read (an illegal
 state change, a damaged database) are `storage.errors.StorageError`s.

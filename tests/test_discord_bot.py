@@ -24,10 +24,10 @@ from fake_discord import EPHEMERAL, FakeDiscord, FakeUser, Sent
 from photos import photo_png
 from PIL import Image
 
+from bots.chat import decode_action
 from bots.config import Settings
 from bots.core import StyleService
 from bots.discord_bot import run_discord
-from bots.frontend import decode_action
 from bots.i18n import t
 from bots.worker import Worker
 from storage import JobState

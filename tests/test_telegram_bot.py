@@ -23,9 +23,9 @@ from fake_telegram import BOT_USERNAME, Call, FakeTelegram, transcript, user
 from photos import photo_png
 from PIL import Image
 
+from bots.chat import MAX_CALLBACK_BYTES
 from bots.config import Settings
 from bots.core import StyleService
-from bots.frontend import MAX_CALLBACK_BYTES
 from bots.i18n import t
 from bots.telegram_bot import run_telegram
 from bots.worker import Worker
@@ -671,7 +671,7 @@ def test_webhook_mode_when_a_webhook_url_is_set(tmp_path):
 
 def test_style_keyboard_pages_and_compact_button_data(tmp_path):
     """Many styles page with ◀ ▶; every button's data fits Telegram's 64 bytes."""
-    from bots.frontend import (
+    from bots.chat import (
         Action,
         apply_setting,
         decode_action,

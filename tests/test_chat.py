@@ -1,4 +1,4 @@
-"""The rules both chat adapters share (bots/frontend.py), tested once, without a platform."""
+"""The rules both chat adapters share (bots/chat.py), tested once, without a platform."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from photos import photo_png
 
-from bots import frontend as fe
+from bots import chat
 from bots.config import Settings
 from bots.core import StyleService
 from storage import JobState, TooManyActiveJobsError
@@ -38,49 +38,49 @@ def service(tmp_path):
     (None, None, None),
 ])
 def test_captions(service, text, style, strength):
-    req = fe.parse_caption(service, text, mention="StyleBot")
+    req = chat.parse_caption(service, text, mention="StyleBot")
     assert req.style == style and req.strength == pytest.approx(strength)
 
 
 def test_bad_captions_are_readable_errors(service):
     with pytest.raises(UnknownStyleError):
-        fe.parse_caption(service, "cubism 0.5")
+        chat.parse_caption(service, "cubism 0.5")
     with pytest.raises(InvalidRequestError):
-        fe.parse_caption(service, "wave 250")
+        chat.parse_caption(service, "wave 250")
 
 
 def test_strength_steps_stay_visible():
-    assert fe.next_strength(1.0, +1) == 1.0
-    assert fe.next_strength(0.75, +1) == 1.0
-    assert fe.next_strength(1.0, -1) == 0.75
-    assert fe.next_strength(0.25, -1) == 0.25  # never down to "no style at all"
+    assert chat.next_strength(1.0, +1) == 1.0
+    assert chat.next_strength(0.75, +1) == 1.0
+    assert chat.next_strength(1.0, -1) == 0.75
+    assert chat.next_strength(0.25, -1) == 0.25  # never down to "no style at all"
 
 
 def test_button_data_round_trip_and_forgeries():
-    token = fe.photo_token(hashlib.sha256(b"x").hexdigest())
-    for action in (fe.Action("up", "tI6W582eL-aFXXCZBFFgHg"), fe.Action("pick", token, "7"),
-                   fe.Action("page", "", "2")):
-        data = fe.encode_action(action)
-        assert len(data.encode()) <= fe.MAX_CALLBACK_BYTES
-        assert fe.decode_action(data) == action
-    assert fe.photo_sha(token) == hashlib.sha256(b"x").hexdigest()
+    token = chat.photo_token(hashlib.sha256(b"x").hexdigest())
+    for action in (chat.Action("up", "tI6W582eL-aFXXCZBFFgHg"), chat.Action("pick", token, "7"),
+                   chat.Action("page", "", "2")):
+        data = chat.encode_action(action)
+        assert len(data.encode()) <= chat.MAX_CALLBACK_BYTES
+        assert chat.decode_action(data) == action
+    assert chat.photo_sha(token) == hashlib.sha256(b"x").hexdigest()
     for forged in ("", "rm:job:", "up:../../etc:", "up:a:b:c", "up:" + "a" * 70 + ":",
                    "pick:job:;drop"):
-        assert fe.decode_action(forged) is None
-    assert fe.photo_sha("not base64!") is None and fe.photo_sha("abcd") is None
+        assert chat.decode_action(forged) is None
+    assert chat.photo_sha("not base64!") is None and chat.photo_sha("abcd") is None
     with pytest.raises(ValueError):
-        fe.encode_action(fe.Action("up", "x" * 70))
+        chat.encode_action(chat.Action("up", "x" * 70))
 
 
 def test_style_pages_cover_every_style_once(service):
     seen = []
-    items, pages = fe.style_page(service, "en", 0, per_page=3)
+    items, pages = chat.style_page(service, "en", 0, per_page=3)
     for page in range(pages):
-        items, _ = fe.style_page(service, "en", page, per_page=3)
+        items, _ = chat.style_page(service, "en", page, per_page=3)
         seen += [i for i, _name in items]
     assert seen == list(range(len(service.styles)))
-    assert fe.style_by_index(service, "0") == service.styles[0].id
-    assert fe.style_by_index(service, "99") is None and fe.style_by_index(service, "x") is None
+    assert chat.style_by_index(service, "0") == service.styles[0].id
+    assert chat.style_by_index(service, "99") is None and chat.style_by_index(service, "x") is None
 
 
 @pytest.mark.parametrize("err, needle", [
@@ -92,9 +92,9 @@ def test_style_pages_cover_every_style_once(service):
     (RuntimeError("secret internals at 0xdead"), "went wrong"),
 ])
 def test_error_texts(err, needle):
-    text = fe.error_message(err, "en")
+    text = chat.error_message(err, "en")
     assert needle in text and "0xdead" not in text
-    assert fe.error_message(err, "zh") != text  # every error has a Chinese text too
+    assert chat.error_message(err, "zh") != text  # every error has a Chinese text too
 
 
 def test_follow_job_reports_progress_then_returns_the_end(service):
@@ -107,7 +107,7 @@ def test_follow_job_reports_progress_then_returns_the_end(service):
 
     async def scenario():
         follower = asyncio.create_task(
-            fe.follow_job(service, job.id, on_progress, poll_s=0.02, min_update_s=0.0))
+            chat.follow_job(service, job.id, on_progress, poll_s=0.02, min_update_s=0.0))
         await asyncio.sleep(0.1)
         service.store.set_state(job.id, JobState.RUNNING)
         service.store.set_progress(job.id, 0.4)
@@ -118,20 +118,20 @@ def test_follow_job_reports_progress_then_returns_the_end(service):
     final = asyncio.run(scenario())
     assert final.state is JobState.CANCELLED
     assert seen[0] == ("queued", 0.0) and ("running", 0.4) in seen
-    assert fe.outcome_text(service, final, "en") == "Cancelled."
-    assert fe.progress_text(service.job(job.id), "en")
+    assert chat.outcome_text(service, final, "en") == "Cancelled."
+    assert chat.progress_text(service.job(job.id), "en")
 
 
 def test_stroke_setting_text_keyboard_and_labels(service):
     user = service.user("test", 1)
-    assert "Stroke size: medium" in fe.settings_text(service, user, "en")
-    user = fe.apply_setting(service, user, fe.Action("set", "stroke", "large"))
+    assert "Stroke size: medium" in chat.settings_text(service, user, "en")
+    user = chat.apply_setting(service, user, chat.Action("set", "stroke", "large"))
     assert user.settings == {"stroke": 1.6} and service.default_stroke(user) == 1.6
-    assert "笔触大小：粗" in fe.settings_text(service, user, "zh")
-    (row,) = [r for r in fe.settings_keyboard(service, user, "en") if r[0][1].job == "stroke"]
+    assert "笔触大小：粗" in chat.settings_text(service, user, "zh")
+    (row,) = [r for r in chat.settings_keyboard(service, user, "en") if r[0][1].job == "stroke"]
     assert [label for label, _ in row] == ["🖌 small", "🖌 medium", "✓ 🖌 large"]
     assert [a.arg for _, a in row] == ["small", "medium", "large"]
-    assert fe.stroke_label(1.3, "zh") == "1.3"  # a factor set through the API: as a number
+    assert chat.stroke_label(1.3, "zh") == "1.3"  # a factor set through the API: as a number
     assert service.submit(user, photo_png(), style="wave").params["stroke"] == 1.6
 
 
@@ -139,10 +139,10 @@ def test_what_each_change_button_does(service):
     """Stronger / weaker / keep colours / another style, decided once for both bots."""
     user = service.user("test", 21)
     job = service.submit(user, photo_png(64, 64, 1), style="wave", strength=0.75)
-    assert fe.button_changes(service, job, "up") == {"strength": 1.0}
-    assert fe.button_changes(service, job, "down") == {"strength": 0.5}
-    assert fe.button_changes(service, job, "keep") == {"keep_colors": True}
-    assert fe.button_changes(service, job, "style", "0") == {"style": service.styles[0].id}
-    assert fe.button_changes(service, job, "style", "99") is None  # an old menu
-    assert fe.button_changes(service, job, "del") is None
-    assert set(fe.RESUBMIT_VERBS) <= set(fe.VERBS)
+    assert chat.button_changes(service, job, "up") == {"strength": 1.0}
+    assert chat.button_changes(service, job, "down") == {"strength": 0.5}
+    assert chat.button_changes(service, job, "keep") == {"keep_colors": True}
+    assert chat.button_changes(service, job, "style", "0") == {"style": service.styles[0].id}
+    assert chat.button_changes(service, job, "style", "99") is None  # an old menu
+    assert chat.button_changes(service, job, "del") is None
+    assert set(chat.RESUBMIT_VERBS) <= set(chat.VERBS)

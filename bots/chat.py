@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import io
 import re
 import time
@@ -242,27 +243,28 @@ ProgressCallback = Callable[[Job], Awaitable[None]]
 
 
 async def follow_job(service: StyleService, job_id: str, on_progress: ProgressCallback, *,
-                     poll_s: float = 0.5, min_update_s: float = 1.5,
-                     timeout_s: float = 900.0) -> Job:
-    """Wait for a job to end, calling `on_progress` when its state or percent changes.
+                     min_update_s: float = 1.5, timeout_s: float = 900.0,
+                     **follow) -> Job:
+    """Follow the job's event stream to its end, calling `on_progress` on a visible change.
 
-    Store reads run in a thread, so the event loop stays free. Updates are throttled to one
-    per `min_update_s` (chat platforms rate-limit message edits); the final state is returned,
-    not reported. On timeout the last seen job is returned (still active).
+    Chat platforms rate-limit message edits, so updates are throttled to one per
+    `min_update_s` and to whole tens of percent; the final state is returned, not reported.
+    On timeout the last seen job is returned (still active); a deleted job reads as cancelled.
     """
-    deadline = time.monotonic() + timeout_s
+    job = await asyncio.to_thread(service.job, job_id)
     last_key: tuple | None = None
     last_sent = 0.0
-    job = await asyncio.to_thread(service.job, job_id)
-    while True:
-        if job.state.is_terminal or time.monotonic() > deadline:
-            return job
+    async for event in service.events(job_id, timeout_s=timeout_s, **follow):
+        if event.job is None:
+            return dataclasses.replace(job, state=JobState.CANCELLED)
+        job = event.job
+        if event.is_last:
+            break
         key = (job.state, int(job.progress * 100) // 10)
         if key != last_key and time.monotonic() - last_sent >= min_update_s:
             await on_progress(job)
             last_key, last_sent = key, time.monotonic()
-        await asyncio.sleep(poll_s)
-        job = await asyncio.to_thread(service.job, job_id)
+    return job
 
 
 def progress_text(job: Job, lang: str) -> str:
