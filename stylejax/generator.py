@@ -25,6 +25,7 @@ SKIP_CLIP = 0.01  # photo values are clipped to [c, 1-c] before the logit skip c
 
 
 UPSAMPLE_MODES = ("shuffle", "nearest")
+Affine = tuple[jax.Array, jax.Array]  # a norm's (scale, shift), each (N, C)
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,15 @@ class CondInstanceNorm(nnx.Module):
         self.scale = nnx.Param(jnp.ones((num_styles, channels)))
         self.shift = nnx.Param(jnp.zeros((num_styles, channels)))
 
-    def __call__(self, x: jax.Array, style_w: jax.Array,
+    def affine(self, style_w: jax.Array) -> Affine:
+        """The (scale, shift) pair, each (N, C), that the weights `style_w` (N, S) mix."""
+        return style_w @ self.scale[...], style_w @ self.shift[...]
+
+    def __call__(self, x: jax.Array, style_w: jax.Array | None,
                  stats: tuple[jax.Array, jax.Array] | None = None,
-                 valid: jax.Array | None = None):
-        """Normalise x (N,H,W,C); style_w (N,S) mixes the style rows.
+                 valid: jax.Array | None = None, affine: Affine | None = None):
+        """Normalise x (N,H,W,C); style_w (N,S) mixes the style rows, or `affine` gives the
+        (scale, shift) directly (the any-style model predicts them from a style vector).
 
         With `stats` (mean, var) given, those statistics are used instead of x's own: tiles of a
         large photo then share the whole photo's statistics and join without seams.
@@ -110,9 +116,9 @@ class CondInstanceNorm(nnx.Module):
             var = jnp.sum((x - mean) ** 2 * valid, axis=(1, 2), keepdims=True) / count
         else:
             mean, var = stats
-        gamma = (style_w @ self.scale[...])[:, None, None, :]
-        beta = (style_w @ self.shift[...])[:, None, None, :]
-        y = (x - mean) * jax.lax.rsqrt(var + IN_EPS) * gamma + beta
+        gamma, beta = affine if affine is not None else self.affine(style_w)
+        y = ((x - mean) * jax.lax.rsqrt(var + IN_EPS) * gamma[:, None, None, :]
+             + beta[:, None, None, :])
         return y, (mean, var)
 
 
@@ -131,10 +137,12 @@ class ResidualBlock(nnx.Module):
         self.conv2 = ReflectConv(ch, ch, rngs=rngs)
         self.norm2 = CondInstanceNorm(ch, num_styles)
 
-    def __call__(self, x, style_w, stats, out_stats, valid=None):
-        h, s = self.norm1(self.conv1(x), style_w, next(stats, None), valid)
+    def __call__(self, x, style_w, stats, out_stats, valid=None, affines=None):
+        affines = affines if affines is not None else iter(())
+        h, s = self.norm1(self.conv1(x), style_w, next(stats, None), valid, next(affines, None))
         out_stats.append(s)
-        h, s = self.norm2(self.conv2(jax.nn.relu(h)), style_w, next(stats, None), valid)
+        h, s = self.norm2(self.conv2(jax.nn.relu(h)), style_w, next(stats, None), valid,
+                          next(affines, None))
         out_stats.append(s)
         return x + h
 
@@ -169,11 +177,17 @@ class Generator(nnx.Module):
             return depth_to_space(conv(h))
         return conv(upsample_nearest(h))
 
-    def __call__(self, x: jax.Array, style_w: jax.Array,
+    def __call__(self, x: jax.Array, style_w: jax.Array | None,
                  stats: Sequence[tuple[jax.Array, jax.Array]] | None = None,
-                 return_stats: bool = False, valid: jax.Array | None = None):
-        """`valid` (N,H,W,1) marks the photo inside a padded batch (1) vs padding (0)."""
+                 return_stats: bool = False, valid: jax.Array | None = None,
+                 affines: Sequence[Affine] | None = None):
+        """`valid` (N,H,W,1) marks the photo inside a padded batch (1) vs padding (0).
+
+        `affines`, one (scale, shift) per norm in `norm_layers()` order, replace the style
+        tables (then `style_w` may be None): how the any-style model drives this network.
+        """
         it = iter(stats) if stats is not None else iter(())
+        aff = iter(affines) if affines is not None else iter(())
         collected: list[tuple[jax.Array, jax.Array]] = []
         half = quarter = None
         if valid is not None:  # the mask at each resolution: fraction of valid pixels
@@ -181,14 +195,14 @@ class Generator(nnx.Module):
             quarter = nnx.avg_pool(half, (2, 2), strides=(2, 2))
 
         def norm(layer, h, mask):
-            y, st = layer(h, style_w, next(it, None), mask)
+            y, st = layer(h, style_w, next(it, None), mask, next(aff, None))
             collected.append(st)
             return jax.nn.relu(y)
 
         h = norm(self.norm_e1, self.enc1(space_to_depth(x * 2.0 - 1.0)), half)
         h = norm(self.norm_e2, self.enc2(space_to_depth(h)), quarter)
         for block in self.res:
-            h = block(h, style_w, it, collected, quarter)
+            h = block(h, style_w, it, collected, quarter, aff)
         h = norm(self.norm_d1, self._up(self.dec1, h), half)
         h = norm(self.norm_d2, self._up(self.dec2, h), valid)
         # Skip connection in logit space: the network predicts a change to the photo, so it

@@ -1,0 +1,147 @@
+"""The any-style model: any style picture becomes a style vector in one pass (Ghiasi et al. 2017).
+
+A style picture goes through the frozen EfficientNet-Lite0 (the same taps the style loss
+reads); the channel means and standard deviations of those taps, a summary of the picture's
+colours and textures, go through a small MLP (`StyleEncoder`) into a `style_dim` vector. A
+linear `StyleHead` turns the vector into the scale and shift of every conditional instance norm
+of the existing `Generator`, added to its one-row tables, which are therefore the style of the
+zero vector. Training teaches that zero vector to be the photo itself, so a style vector scaled
+by s in [0, 1] is the style at strength s, and a weighted mean of vectors is a blend.
+
+Why this split: the encoder is the only part that sees the style picture, so a user's style is
+encoded once and cached (by the picture's hash); every later run (another photo, stronger,
+weaker) costs only the generator. Pack styles are stored vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .features import DEFAULT_STYLE_TAPS, EfficientNetLite
+from .generator import Affine, Generator, GeneratorConfig
+
+ENCODER_SIDE = 256  # the style picture's long side as the encoder sees it
+STATS_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class AnyStyleConfig:
+    """Shape of the whole model; stored beside its weights."""
+
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    style_dim: int = 100
+    hidden: int = 512
+    taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["generator"] = self.generator.to_dict()
+        d["taps"] = list(self.taps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AnyStyleConfig:
+        return cls(generator=GeneratorConfig.from_dict(d["generator"]),
+                   style_dim=int(d["style_dim"]), hidden=int(d["hidden"]),
+                   taps=tuple(str(t) for t in d["taps"]))
+
+
+def style_statistics(feats: dict[str, jax.Array], taps: Sequence[str]) -> jax.Array:
+    """(N, 2·ΣC): per tap, each channel's mean and standard deviation over the picture."""
+    parts = []
+    for t in taps:
+        f = feats[t]
+        mean = jnp.mean(f, axis=(1, 2))
+        std = jnp.sqrt(jnp.var(f, axis=(1, 2)) + STATS_EPS)
+        parts += [mean, std]
+    return jnp.concatenate(parts, axis=-1)
+
+
+def statistics_size(feature_net: EfficientNetLite, taps: Sequence[str]) -> int:
+    feats = feature_net.features(jnp.zeros((1, 64, 64, 3)), taps)
+    return 2 * sum(int(feats[t].shape[-1]) for t in taps)
+
+
+class StyleEncoder(nnx.Module):
+    """Feature statistics → style vector: a two-layer MLP, the statistics standardised first
+    by a learned per-feature scale (their magnitudes differ by tap)."""
+
+    def __init__(self, in_dim: int, hidden: int, style_dim: int, *, rngs: nnx.Rngs):
+        self.norm = nnx.LayerNorm(in_dim, rngs=rngs)
+        self.fc1 = nnx.Linear(in_dim, hidden, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, style_dim, rngs=rngs)
+
+    def __call__(self, stats: jax.Array) -> jax.Array:
+        return self.fc2(jax.nn.relu(self.fc1(self.norm(stats))))
+
+
+class StyleHead(nnx.Module):
+    """Style vector → a change of every norm's (scale, shift); linear, no bias, so the zero
+    vector leaves the generator's own tables (the identity style) untouched."""
+
+    def __init__(self, style_dim: int, channels: Sequence[int], *, rngs: nnx.Rngs):
+        self.channels = tuple(int(c) for c in channels)
+        init = nnx.initializers.normal(0.01)
+        self.proj = nnx.Linear(style_dim, 2 * sum(self.channels), use_bias=False,
+                               kernel_init=init, rngs=rngs)
+
+    def __call__(self, z: jax.Array) -> list[Affine]:
+        flat = self.proj(z)
+        out, at = [], 0
+        for c in self.channels:
+            out.append((flat[:, at:at + c], flat[:, at + c:at + 2 * c]))
+            at += 2 * c
+        return out
+
+
+class AnyStyleModel(nnx.Module):
+    """Encoder + head + generator. The frozen feature net stays outside (it is shared with the
+    loss and never trained)."""
+
+    def __init__(self, config: AnyStyleConfig, stats_dim: int, *, rngs: nnx.Rngs):
+        if config.generator.num_styles != 1:
+            raise ValueError("the any-style generator has one table row: the identity style")
+        self.config = config
+        self.stats_dim = stats_dim
+        self.generator = Generator(config.generator, rngs=rngs)
+        norms = self.generator.norm_layers()
+        self.encoder = StyleEncoder(stats_dim, config.hidden, config.style_dim, rngs=rngs)
+        self.head = StyleHead(config.style_dim, [int(n.scale.shape[1]) for n in norms],
+                              rngs=rngs)
+
+    def encode_features(self, feats: dict[str, jax.Array]) -> jax.Array:
+        """Style vectors (N, style_dim) from the feature net's activations on style pictures."""
+        return self.encoder(style_statistics(feats, self.config.taps))
+
+    def encode(self, feature_net: EfficientNetLite, style: jax.Array) -> jax.Array:
+        """Style vectors of style pictures (N, H, W, 3) in [0, 1]."""
+        return self.encode_features(feature_net.features(style, self.config.taps))
+
+    def affines(self, z: jax.Array) -> list[Affine]:
+        """Every norm's (scale, shift) for style vectors z (N, style_dim)."""
+        deltas = self.head(z)
+        n = z.shape[0]
+        out = []
+        for norm, (d_scale, d_shift) in zip(self.generator.norm_layers(), deltas, strict=True):
+            scale = jnp.broadcast_to(norm.scale[0], (n, norm.scale.shape[1]))
+            shift = jnp.broadcast_to(norm.shift[0], (n, norm.shift.shape[1]))
+            out.append((scale + d_scale, shift + d_shift))
+        return out
+
+    def __call__(self, photo: jax.Array, z: jax.Array, **generator_kwargs) -> jax.Array:
+        """Photo (N, H, W, 3) in [0, 1] in the styles z (N, style_dim)."""
+        return self.generator(photo, None, affines=self.affines(z), **generator_kwargs)
+
+
+def blend_vectors(vectors: jax.Array, weights: Sequence[float], strength: float = 1.0
+                  ) -> jax.Array:
+    """One style vector (1, D) from several (K, D): their weighted mean, times `strength`
+    (0 = the photo unchanged, as the model was trained)."""
+    w = jnp.asarray(weights, jnp.float32)
+    w = w / jnp.maximum(jnp.sum(w), 1e-8)
+    return (strength * (w @ vectors))[None]

@@ -1,0 +1,122 @@
+"""The any-style model (stylejax/anystyle.py) and its training step (trainer/anystyle.py)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from stylejax.anystyle import AnyStyleConfig, AnyStyleModel, blend_vectors, statistics_size
+from stylejax.features import load_feature_net
+from stylejax.generator import GeneratorConfig
+from trainer.anystyle import AnyStyleTrainConfig, AnyStyleTrainer
+from trainer.anystyle_data import StyleCorpus, augmented_style, colour_jitter, held_out_names
+
+TINY = AnyStyleConfig(generator=GeneratorConfig(num_styles=1, channels=(8, 16, 16),
+                                                res_blocks=1, upsample="nearest"),
+                      style_dim=8, hidden=16)
+
+
+@pytest.fixture(scope="module")
+def feature_net():
+    return load_feature_net()
+
+
+@pytest.fixture(scope="module")
+def model(feature_net):
+    return AnyStyleModel(TINY, statistics_size(feature_net, TINY.taps), rngs=nnx.Rngs(0))
+
+
+def _pictures(seed: int, n: int, side: int) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(seed).random((n, side, side, 3)), jnp.float32)
+
+
+def test_encoder_gives_one_vector_per_picture_and_tells_pictures_apart(model, feature_net):
+    pictures = jnp.concatenate([_pictures(1, 1, 64), jnp.full((1, 64, 64, 3), 0.5)])
+    z = model.encode(feature_net, pictures)
+    assert z.shape == (2, TINY.style_dim)
+    assert float(jnp.linalg.norm(z[0] - z[1])) > 1e-3
+
+
+def test_zero_vector_is_the_generators_own_style_and_vectors_change_it(model):
+    photo = _pictures(2, 1, 32)
+    zero = model(photo, jnp.zeros((1, TINY.style_dim)))
+    # The zero vector adds nothing to the norms: the same as the generator's one table row.
+    plain = model.generator(photo, jnp.ones((1, 1)))
+    np.testing.assert_allclose(np.asarray(zero), np.asarray(plain), atol=1e-6)
+    styled = model(photo, jnp.ones((1, TINY.style_dim)) * 5.0)
+    assert float(jnp.mean(jnp.abs(styled - zero))) > 1e-4
+
+
+def test_affines_follow_the_norm_layers(model):
+    z = jnp.ones((3, TINY.style_dim))
+    affines = model.affines(z)
+    norms = model.generator.norm_layers()
+    assert len(affines) == len(norms)
+    for (scale, shift), norm in zip(affines, norms, strict=True):
+        assert scale.shape == shift.shape == (3, norm.scale.shape[1])
+
+
+def test_blend_is_a_weighted_mean_scaled_by_strength():
+    vectors = jnp.asarray([[1.0, 0.0], [0.0, 2.0]])
+    np.testing.assert_allclose(np.asarray(blend_vectors(vectors, [3, 1], 0.5)),
+                               [[0.375, 0.25]])
+    assert float(jnp.abs(blend_vectors(vectors, [1, 1], 0.0)).max()) == 0.0
+
+
+def test_config_round_trip():
+    assert AnyStyleConfig.from_dict(TINY.to_dict()) == TINY
+
+
+def test_held_out_pictures_never_enter_the_corpus(tmp_path):
+    _, styles = held_out_names()
+    held = sorted(styles)[0]
+    from PIL import Image
+
+    for name in (held, "kept.png"):
+        Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(tmp_path / name)
+    corpus = StyleCorpus([tmp_path], cache_side=32)
+    assert [p.name for p in corpus.paths] == ["kept.png"] and corpus.excluded == 1
+    assert corpus.images[0].shape[:2] == (21, 32)
+
+
+def test_augmentation_is_a_function_of_the_generator_state():
+    rgb = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+
+    def draw(seed):
+        rng = np.random.default_rng(seed)
+        return augmented_style(rgb, rng, 24, colour_jitter(rng))
+
+    a, b, c = draw(1), draw(1), draw(2)
+    assert a.shape == (24, 24, 3) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def tiny_run(tmp_path, **overrides) -> AnyStyleTrainConfig:
+    fields = dict(content="../shared/data/content", corpus=["../shared/data/style"],
+                  out=str(tmp_path / "run"), steps=6, batch=2, identity_batch=1, size=32,
+                  style_side=64, channels=(8, 16, 16), res_blocks=1, style_dim=8, hidden=16,
+                  cache_side=48, corpus_cache_side=96, adv_start=0, adv_ramp=1,
+                  log_every=1, sample_every=100, ckpt_every=3)
+    return AnyStyleTrainConfig(**{**fields, **overrides})
+
+
+@pytest.mark.slow
+def test_training_steps_are_deterministic_and_lower_the_style_loss(tmp_path):
+    trainer = AnyStyleTrainer(tiny_run(tmp_path, lr_g=5e-3, warmup=1))
+    batch = trainer.stream.batch_at(0)
+    first = None
+    state = trainer.state
+    for _ in range(8):  # the same batch over and over: the losses must fall
+        state, metrics = trainer.train_step(state, batch)
+        first = first or {k: float(v) for k, v in metrics.items()}
+    assert float(metrics["style"]) < first["style"]
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    np.testing.assert_array_equal(trainer.stream.batch_at(5)["style"],
+                                  trainer.stream.batch_at(5)["style"])
+    trainer.state = state
+    grid = trainer.sample_grid(tmp_path / "grid.png")
+    assert grid.is_file() and grid.stat().st_size > 1000

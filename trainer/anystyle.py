@@ -1,0 +1,307 @@
+"""Training the any-style model (`stylejax.anystyle`): one generator for every style picture.
+
+Each step draws B photo crops and B augmented style pictures from the corpus, plus I identity
+photos. The frozen EfficientNet-Lite0 reads each style picture once: its Gram matrices are that
+sample's style target and its channel statistics are the encoder's input. The encoder's style
+vector drives the generator's norms; the identity photos get the zero vector and must come back
+unchanged (that is what makes strength an interpolation towards 0). Losses are the pack's:
+content (Lite0 stage4), Gram style at the post-activation taps of the custom-style optimiser,
+total variation, and an adversarial term against the PatchGAN conditioned on the style vector
+by projection (hinge, LSGAN or WGAN-GP). Adam via Optax, EMA of the weights.
+
+The step is pure and the batches are a function of (seed, step), as in trainer/steps.py, so a
+resumed run is exactly the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from stylejax import losses
+from stylejax.anystyle import AnyStyleConfig, AnyStyleModel, statistics_size
+from stylejax.discriminator import MultiScaleDiscriminator
+from stylejax.features import DEFAULT_STYLE_TAPS, load_feature_net
+from stylejax.generator import GeneratorConfig
+
+from .anystyle_data import (
+    AnyStyleStream,
+    StyleCorpus,
+    drop_held_out,
+    held_out_digests,
+    held_out_names,
+)
+from .checkpoints import Checkpoints
+from .config import JsonConfig
+from .data import PhotoFolder, PrefetchIterator
+from .grid import center_square, save_grid
+from .loop import data_mesh, resume
+from .steps import Models, OptimConfig, TrainState, init_state, power_iteration
+
+log = logging.getLogger("stylejax.train")
+
+CONFIG_FILE = "anystyle_config.json"
+MODEL_FILE = "anystyle_model.json"
+
+
+@dataclass
+class AnyStyleTrainConfig(JsonConfig):
+    content: str = ""                    # folder of photos (held-out benchmark photos dropped)
+    corpus: list[str] = field(default_factory=list)  # style pictures: files or folders
+    data_root: str = "../shared/data"    # where bench/eval_set.json's files live
+    out: str = "runs/anystyle"
+    steps: int = 20_000
+    batch: int = 4                       # styled photos per step
+    identity_batch: int = 1              # extra photos with the zero style vector
+    size: int = 128                      # photo crop side
+    style_side: int = 256                # style picture side as the encoder and loss see it
+    seed: int = 0
+    cache_side: int = 256
+    corpus_cache_side: int = 320
+    channels: tuple[int, int, int] = (16, 32, 64)
+    res_blocks: int = 5
+    upsample: str = "nearest"            # resize-conv: no sub-pixel grid for the loss to exploit
+    style_dim: int = 100
+    hidden: int = 512
+    disc_ch: int = 32
+    disc_scales: int = 2
+    content_weight: float = 1.0
+    style_weight: float = 6.0
+    identity_weight: float = 20.0
+    tv_weight: float = 1.0
+    adv_weight: float = 0.05
+    adv_loss: str = "hinge"              # hinge | lsgan | wgan-gp
+    adv_start: int = 1000
+    adv_ramp: int = 1000
+    gp: float = 10.0
+    lr_g: float = 1e-3
+    lr_d: float = 1e-3
+    warmup: int = 200
+    ema_decay: float = 0.999
+    norm_lr_mult: float = 1.0
+    log_every: int = 10
+    sample_every: int = 500
+    ckpt_every: int = 250
+    keep: int = 3
+
+    def validate(self) -> None:
+        if not self.content:
+            raise ValueError("no content folder given (--content)")
+        if not self.corpus:
+            raise ValueError("no style corpus given (--corpus)")
+        if self.adv_loss not in ("hinge", "lsgan", "wgan-gp"):
+            raise ValueError(f"adv_loss must be hinge, lsgan or wgan-gp, not {self.adv_loss!r}")
+        if self.size % 4:
+            raise ValueError("size must be a multiple of 4")
+        for name in ("steps", "batch", "size", "style_side", "log_every", "sample_every",
+                     "ckpt_every", "keep", "style_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+    def model(self) -> AnyStyleConfig:
+        return AnyStyleConfig(
+            generator=GeneratorConfig(num_styles=1, channels=tuple(self.channels),
+                                      res_blocks=self.res_blocks, upsample=self.upsample),
+            style_dim=self.style_dim, hidden=self.hidden, taps=DEFAULT_STYLE_TAPS)
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(lr_g=self.lr_g, lr_d=self.lr_d, warmup=self.warmup, steps=self.steps,
+                           ema_decay=self.ema_decay, norm_lr_mult=self.norm_lr_mult)
+
+
+@dataclass(frozen=True)
+class AnyStyleLoss:
+    """The static part of the step: weights and taps (hashable, so jit treats it as constant)."""
+
+    content: float
+    style: float
+    identity: float
+    tv: float
+    adv: float
+    adv_kind: str
+    adv_start: int
+    adv_ramp: int
+    gp: float
+    identity_batch: int
+    style_taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
+    content_taps: tuple[str, ...] = ("stage4",)
+
+    @classmethod
+    def of(cls, cfg: AnyStyleTrainConfig) -> AnyStyleLoss:
+        return cls(content=cfg.content_weight, style=cfg.style_weight,
+                   identity=cfg.identity_weight, tv=cfg.tv_weight, adv=cfg.adv_weight,
+                   adv_kind=cfg.adv_loss, adv_start=cfg.adv_start, adv_ramp=cfg.adv_ramp,
+                   gp=cfg.gp, identity_batch=cfg.identity_batch)
+
+    @property
+    def gan_kind(self) -> str:
+        return "wgan" if self.adv_kind == "wgan-gp" else self.adv_kind
+
+
+def _scaled_mse(a: jax.Array, b: jax.Array) -> jax.Array:
+    """MSE over all but the batch axis, per sample, divided by the target's mean square (so
+    every layer and every style picture has an equal say whatever its magnitude)."""
+    axes = tuple(range(1, a.ndim))
+    scale = jax.lax.stop_gradient(1.0 / (jnp.mean(b ** 2, axis=axes) + 1e-12))
+    return scale * jnp.mean((a - b) ** 2, axis=axes)
+
+
+def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batch,
+                      cfg: AnyStyleLoss, step):
+    model: AnyStyleModel = nnx.merge(models.g_graph, g_params)
+    feat = nnx.merge(models.f_graph, f_state)
+    photos = batch["content"]
+    n_id = cfg.identity_batch
+    n = photos.shape[0] - n_id
+    f_style = jax.lax.stop_gradient(feat.features(batch["style"], model.config.taps))
+    z = model.encode_features(f_style)
+    z_all = jnp.concatenate([z, jnp.zeros((n_id, z.shape[1]), z.dtype)]) if n_id else z
+    fake_all = model(photos, z_all)
+    fake, photo = fake_all[:n], photos[:n]
+    taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
+    f_fake = feat.features(fake, taps)
+    f_photo = jax.lax.stop_gradient(feat.features(photo, cfg.content_taps))
+    content = sum(jnp.mean(_scaled_mse(f_fake[t], f_photo[t])) for t in cfg.content_taps)
+    content = content / len(cfg.content_taps)
+    style = sum(jnp.mean(_scaled_mse(losses.gram_matrix(f_fake[t]),
+                                     losses.gram_matrix(f_style[t])))
+                for t in cfg.style_taps) / len(cfg.style_taps)
+    identity = jnp.mean((fake_all[n:] - photos[n:]) ** 2) if n_id else jnp.zeros(())
+    tv = losses.total_variation(fake)
+    adv = jnp.zeros(())
+    if cfg.adv > 0:
+        disc = nnx.merge(models.d_eval_graph, d_params, d_stats)
+        adv = losses.g_loss(disc(fake, style_weights=jax.lax.stop_gradient(z)), cfg.gan_kind)
+    ramp = jnp.clip((step - cfg.adv_start) / max(cfg.adv_ramp, 1), 0.0, 1.0)
+    total = (cfg.content * content + cfg.style * style + cfg.identity * identity
+             + cfg.tv * tv + cfg.adv * ramp * adv)
+    metrics = {"g_total": total, "content": content, "style": style, "identity": identity,
+               "tv": tv, "g_adv": adv, "z_norm": jnp.mean(jnp.linalg.norm(z, axis=-1))}
+    return total, (jax.lax.stop_gradient(fake), jax.lax.stop_gradient(z), metrics)
+
+
+def _discriminator_loss(d_params, d_stats, models: Models, real, fake, z, key,
+                        cfg: AnyStyleLoss):
+    disc = nnx.merge(models.d_eval_graph, d_params, d_stats)
+    loss = losses.d_loss(disc(real, style_weights=z), disc(fake, style_weights=z), cfg.gan_kind)
+    gp = jnp.zeros(())
+    if cfg.adv_kind == "wgan-gp":
+        gp = losses.gradient_penalty(lambda x: disc(x, style_weights=z), real, fake, key)
+        loss = loss + cfg.gp * gp
+    return loss, {"d_loss": loss, "gp": gp}
+
+
+def anystyle_step(models: Models, cfg: AnyStyleLoss, optim: OptimConfig, state: TrainState,
+                  f_state: Any, batch: dict) -> tuple[TrainState, dict]:
+    """One generator (+ encoder + head) update and one discriminator update; pure."""
+    key = jax.random.wrap_key_data(state.key)
+    key, gp_key = jax.random.split(key)
+    (_, (fake, z, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
+        state.g, models, state.d, state.d_stats, f_state, batch, cfg, state.step)
+    g_updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g)
+    g_params = optax.apply_updates(state.g, g_updates)
+    decay = jnp.minimum(optim.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.g_ema, g_params)
+    d_params, d_opt, d_stats, d_metrics = state.d, state.d_opt, state.d_stats, {}
+    if cfg.adv > 0:
+        d_stats = power_iteration(models, state.d, state.d_stats, 1)
+        (_, d_metrics), d_grads = jax.value_and_grad(_discriminator_loss, has_aux=True)(
+            state.d, d_stats, models, batch["style_patches"], fake, z, gp_key, cfg)
+        d_updates, d_opt = models.d_tx.update(d_grads, state.d_opt, state.d)
+        d_params = optax.apply_updates(state.d, d_updates)
+    new = state.replace(step=state.step + 1, g=g_params, g_ema=ema, d=d_params, d_stats=d_stats,
+                        g_opt=g_opt, d_opt=d_opt, key=jax.random.key_data(key))
+    return new, {**g_metrics, **d_metrics}
+
+
+class AnyStyleTrainer:
+    """A run of the any-style model: data, state, the jitted step, samples and checkpoints."""
+
+    def __init__(self, cfg: AnyStyleTrainConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        held_photos, held_styles = held_out_names()
+        photos = drop_held_out(PhotoFolder(cfg.content, cache_side=cfg.cache_side), held_photos)
+        self.corpus = StyleCorpus(cfg.corpus, cache_side=cfg.corpus_cache_side,
+                                  exclude_names=held_styles,
+                                  exclude_digests=held_out_digests(cfg.data_root))
+        feature_net = load_feature_net()
+        self.model_config = cfg.model()
+        rngs = nnx.Rngs(cfg.seed)
+        model = AnyStyleModel(self.model_config, statistics_size(feature_net,
+                                                                 self.model_config.taps),
+                              rngs=rngs)
+        disc = MultiScaleDiscriminator(cfg.style_dim, ch=cfg.disc_ch, num_scales=cfg.disc_scales,
+                                       rngs=rngs)
+        self.models, template, self.f_state = init_state(model, disc, feature_net, cfg.optim(),
+                                                         cfg.seed)
+        self.loss_cfg, self.optim_cfg = AnyStyleLoss.of(cfg), cfg.optim()
+        self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
+        self.state: TrainState = resume(self.ckpt, template)
+        self.mesh, self.replicated, self.sharded = data_mesh(cfg.batch)
+        self.state = jax.device_put(self.state, self.replicated)
+        self.f_state = jax.device_put(self.f_state, self.replicated)
+        self._step = jax.jit(functools.partial(anystyle_step, self.models, self.loss_cfg,
+                                               self.optim_cfg),
+                             out_shardings=(self.replicated, self.replicated),
+                             donate_argnums=(0,))
+        self.stream = AnyStyleStream(photos, self.corpus, batch=cfg.batch, size=cfg.size,
+                                     style_side=cfg.style_side, identity=cfg.identity_batch,
+                                     seed=cfg.seed)
+        self.samples = self._sample_pairs(photos)
+        (self.out / CONFIG_FILE).write_text(cfg.to_json())
+
+    # -- what the loop needs ------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+    def batches(self, start: int, until: int) -> PrefetchIterator:
+        return PrefetchIterator(self.stream.batch_at, start, prefetch=2, stop_step=until,
+                                name=f"AnyStyle-prefetch-{start}")
+
+    def train_step(self, state: TrainState, batch: dict[str, np.ndarray]):
+        # The batch axis of "content" is B + I, which need not split over the devices:
+        # the whole batch is replicated, the step is data-parallel only in XLA's own sense.
+        return self._step(state, self.f_state, {k: jax.device_put(v, self.replicated)
+                                                for k, v in batch.items()})
+
+    def postfix(self, m: dict[str, float]) -> dict[str, str]:
+        return {k: f"{m[k]:.3f}" for k in ("content", "style", "identity", "g_adv") if k in m}
+
+    # -- looking at it ------------------------------------------------------------------------
+    def _sample_pairs(self, photos: PhotoFolder, n: int = 4) -> tuple[list, list]:
+        rng = np.random.default_rng(12345)
+        tiles = [center_square(photos.images[i], 128)
+                 for i in rng.choice(len(photos.images), size=n, replace=False)]
+        styles = [center_square(self.corpus.images[i], 256)
+                  for i in rng.choice(len(self.corpus), size=n, replace=False)]
+        return tiles, styles
+
+    def model(self, ema: bool = True) -> AnyStyleModel:
+        params = jax.device_get(self.state.g_ema if ema else self.state.g)
+        return nnx.merge(self.models.g_graph, params)
+
+    def sample_grid(self, path: Path) -> Path:
+        """Rows: a photo, then it in each sample style; the first row shows the styles."""
+        model, feat = self.model(), nnx.merge(self.models.f_graph, self.f_state)
+        tiles, styles = self.samples
+        x = jnp.asarray(np.stack(tiles), jnp.float32) / 255.0
+        s = jnp.asarray(np.stack(styles), jnp.float32) / 255.0
+        z = model.encode(feat, s)
+        rows = [[np.zeros_like(tiles[0])] + [center_square(st, 128) for st in styles]]
+        for i, tile in enumerate(tiles):
+            out = model(jnp.repeat(x[i:i + 1], len(styles), axis=0), z)
+            rows.append([tile] + list(np.asarray(jnp.round(out * 255)).astype(np.uint8)))
+        return save_grid(path, rows, ["photo"] + [f"style {i + 1}" for i in range(len(styles))])
