@@ -15,15 +15,20 @@ weaker) costs only the generator. Pack styles are stored vectors.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from safetensors.numpy import load_file, save_file
 
+from .errors import WeightsError
 from .features import DEFAULT_STYLE_TAPS, EfficientNetLite
 from .generator import Affine, Generator, GeneratorConfig
+from .pack import load_module_arrays, module_arrays
 
 ENCODER_SIDE = 256  # the style picture's long side as the encoder sees it
 STATS_EPS = 1e-5
@@ -145,3 +150,43 @@ def blend_vectors(vectors: jax.Array, weights: Sequence[float], strength: float 
     w = jnp.asarray(weights, jnp.float32)
     w = w / jnp.maximum(jnp.sum(w), 1e-8)
     return (strength * (w @ vectors))[None]
+
+
+# -- the model on disk ---------------------------------------------------------------------------
+MODEL_JSON = "anystyle.json"
+MODEL_WEIGHTS = "anystyle.safetensors"
+MODEL_FORMAT = 1
+
+
+def save_model(folder: str | Path, model: AnyStyleModel, record: dict | None = None) -> Path:
+    """`anystyle.json` (format, config, statistics size, training record) and the weights."""
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"format": MODEL_FORMAT, "config": model.config.to_dict(),
+            "stats_dim": model.stats_dim, "training": record or {}}
+    save_file(module_arrays(model), str(root / MODEL_WEIGHTS))
+    (root / MODEL_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return root
+
+
+def load_model(folder: str | Path) -> AnyStyleModel:
+    """The model saved by `save_model`, validated (a clear `WeightsError` when damaged)."""
+    root = Path(folder)
+    try:
+        meta = json.loads((root / MODEL_JSON).read_text(encoding="utf-8"))
+        config = AnyStyleConfig.from_dict(meta["config"])
+        stats_dim = int(meta["stats_dim"])
+    except FileNotFoundError:
+        raise WeightsError(f"No any-style model in {root} ({MODEL_JSON} is missing).") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise WeightsError(f"{MODEL_JSON} is damaged ({err.__class__.__name__}).") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise WeightsError(f"{MODEL_JSON} has format {meta.get('format')}, "
+                           f"this version reads {MODEL_FORMAT}.")
+    model = AnyStyleModel(config, stats_dim, rngs=nnx.Rngs(0))
+    try:
+        arrays = load_file(str(root / MODEL_WEIGHTS))
+    except Exception as err:  # safetensors raises several types for damaged files
+        raise WeightsError(f"{MODEL_WEIGHTS} is damaged ({err.__class__.__name__}).") from None
+    load_module_arrays(model, arrays, MODEL_WEIGHTS)
+    return model

@@ -90,23 +90,25 @@ class StylePack:
         return self.root / info.thumbnail
 
 
-def _flatten_params(generator: Generator) -> dict[str, np.ndarray]:
-    state = nnx.state(generator, nnx.Param)
+def module_arrays(module: nnx.Module) -> dict[str, np.ndarray]:
+    """A module's parameters by their dotted path in the NNX tree (the safetensors keys)."""
+    state = nnx.state(module, nnx.Param)
     flat = {}
     for path, leaf in nnx.to_flat_state(state):
         flat[".".join(str(p) for p in path)] = np.asarray(leaf.get_value())
     return flat
 
 
-def _load_params(generator: Generator, arrays: dict[str, np.ndarray], where: str) -> None:
-    state = nnx.state(generator, nnx.Param)
+def load_module_arrays(module: nnx.Module, arrays: dict[str, np.ndarray], where: str) -> None:
+    """Set a module's parameters from `module_arrays` output, checking names, shapes, values."""
+    state = nnx.state(module, nnx.Param)
     flat = nnx.to_flat_state(state)
     expected = {".".join(str(p) for p in path): leaf for path, leaf in flat}
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
     if missing or extra:
         raise WeightsError(
-            f"{where} does not match the generator described in pack.json "
+            f"{where} does not match the network its config describes "
             f"(missing {missing[:3]}, unexpected {extra[:3]})."
         )
     for key, leaf in expected.items():
@@ -119,7 +121,7 @@ def _load_params(generator: Generator, arrays: dict[str, np.ndarray], where: str
         if not np.all(np.isfinite(value)):
             raise WeightsError(f"{where}: tensor {key} holds NaN or infinite values.")
         leaf.set_value(jnp.asarray(value, jnp.float32))
-    nnx.update(generator, state)
+    nnx.update(module, state)
 
 
 def save_pack(pack_dir: str | Path, generator: Generator, styles: list[StyleInfo], *,
@@ -141,7 +143,7 @@ def save_pack(pack_dir: str | Path, generator: Generator, styles: list[StyleInfo
             Image.fromarray(thumbnails[info.id]).save(root / thumb, quality=88)
         written.append(StyleInfo(info.id, info.names, thumb, info.source, info.author,
                                  info.license))
-    save_file(_flatten_params(generator), str(root / "weights.safetensors"))
+    save_file(module_arrays(generator), str(root / "weights.safetensors"))
     meta = {
         "format_version": FORMAT_VERSION,
         "generator": generator.config.to_dict(),
@@ -234,7 +236,7 @@ def load_pack(pack_dir: str | Path) -> StylePack:
     # Structure only: running the random initialisers compiled ~40 tiny XLA programs (~5 s of a
     # worker's start-up) for arrays the file replaces at once.
     generator = nnx.eval_shape(lambda: Generator(config, rngs=nnx.Rngs(0)))
-    _load_params(generator, arrays, "weights.safetensors")
+    load_module_arrays(generator, arrays, "weights.safetensors")
     leftovers = [p for p, v in nnx.to_flat_state(nnx.state(generator))
                  if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
     if leftovers:  # a variable that is not a parameter would stay without a value

@@ -120,3 +120,19 @@ def test_training_steps_are_deterministic_and_lower_the_style_loss(tmp_path):
     trainer.state = state
     grid = trainer.sample_grid(tmp_path / "grid.png")
     assert grid.is_file() and grid.stat().st_size > 1000
+
+
+def test_saved_model_loads_equal_and_damage_is_reported(model, tmp_path):
+    from stylejax.anystyle import MODEL_WEIGHTS, load_model, save_model
+    from stylejax.errors import WeightsError
+
+    save_model(tmp_path / "m", model, {"steps": 3})
+    again = load_model(tmp_path / "m")
+    photo, z = _pictures(4, 1, 32), jnp.ones((1, TINY.style_dim))
+    np.testing.assert_allclose(np.asarray(again(photo, z)), np.asarray(model(photo, z)),
+                               atol=1e-6)
+    (tmp_path / "m" / MODEL_WEIGHTS).write_bytes(b"not weights")
+    with pytest.raises(WeightsError, match="damaged"):
+        load_model(tmp_path / "m")
+    with pytest.raises(WeightsError, match="missing"):
+        load_model(tmp_path / "nothing")

@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 from stylejax.errors import StyleJAXError, UnknownStyleError, WeightsError
-from stylejax.pack import FORMAT_VERSION, StyleInfo, _flatten_params, load_pack, save_pack
+from stylejax.pack import FORMAT_VERSION, StyleInfo, load_pack, module_arrays, save_pack
 
 STYLES = [
     StyleInfo("starry", {"en": "Starry night", "zh": "星夜", "zh-TW": "星夜 (繁)"},
@@ -62,8 +62,8 @@ def _load_error(root: Path) -> str:
 
 
 def test_round_trip_weights_identical(pack, tiny_generator):
-    saved = _flatten_params(tiny_generator)
-    loaded = _flatten_params(pack.generator)
+    saved = module_arrays(tiny_generator)
+    loaded = module_arrays(pack.generator)
     assert saved.keys() == loaded.keys()
     assert len(saved) > 10
     for key in saved:
