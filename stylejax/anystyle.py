@@ -22,6 +22,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
@@ -141,6 +142,36 @@ class AnyStyleModel(nnx.Module):
     def __call__(self, photo: jax.Array, z: jax.Array, **generator_kwargs) -> jax.Array:
         """Photo (N, H, W, 3) in [0, 1] in the styles z (N, style_dim)."""
         return self.generator(photo, None, affines=self.affines(z), **generator_kwargs)
+
+
+def as_generator(model: AnyStyleModel) -> Generator:
+    """The model's generator as a plain pack generator with 1 + style_dim table rows.
+
+    Every norm's (scale, shift) is linear in the style vector, base + W·z, which is exactly
+    what a pack generator computes from the weights [1, z₁ … z_D] over the rows [base, W₁ … W_D].
+    So the whole serving stack of packs (the Engine's tiling and shape buckets, the ONNX
+    export) runs the any-style model unchanged: feed it `style_row(z)`.
+    """
+    gcfg = model.generator.config
+    wide = Generator(GeneratorConfig(num_styles=1 + model.config.style_dim,
+                                     channels=gcfg.channels, res_blocks=gcfg.res_blocks,
+                                     upsample=gcfg.upsample), rngs=nnx.Rngs(0))
+    body = nnx.state(model.generator, nnx.Param)  # convolutions: shared as they are
+    nnx.update(wide, nnx.filter_state(body, lambda path, _: path[-1] not in ("scale", "shift")))
+    kernel = model.head.proj.kernel[...]  # (D, 2·ΣC)
+    at = 0
+    for src, dst in zip(model.generator.norm_layers(), wide.norm_layers(), strict=True):
+        c = int(src.scale.shape[1])
+        dst.scale[...] = jnp.concatenate([src.scale[...][:1], kernel[:, at:at + c]])
+        dst.shift[...] = jnp.concatenate([src.shift[...][:1], kernel[:, at + c:at + 2 * c]])
+        at += 2 * c
+    return wide
+
+
+def style_row(z: jax.Array | np.ndarray) -> np.ndarray:
+    """Style vectors (N, D) → the weights (N, 1 + D) that `as_generator`'s tables take."""
+    z = np.asarray(z, np.float32).reshape(-1, np.shape(z)[-1])
+    return np.concatenate([np.ones((z.shape[0], 1), np.float32), z], axis=1)
 
 
 def blend_vectors(vectors: jax.Array, weights: Sequence[float], strength: float = 1.0

@@ -136,3 +136,17 @@ def test_saved_model_loads_equal_and_damage_is_reported(model, tmp_path):
         load_model(tmp_path / "m")
     with pytest.raises(WeightsError, match="missing"):
         load_model(tmp_path / "nothing")
+
+
+def test_as_generator_is_the_same_network_for_the_pack_serving_stack(feature_net):
+    from stylejax.anystyle import as_generator, style_row
+
+    # Its own seed, so equal outputs cannot come from two equal random initialisations.
+    model = AnyStyleModel(TINY, statistics_size(feature_net, TINY.taps), rngs=nnx.Rngs(7))
+
+    wide = as_generator(model)
+    assert wide.config.num_styles == 1 + TINY.style_dim
+    photo = _pictures(5, 2, 32)
+    z = jnp.asarray(np.random.default_rng(6).normal(size=(2, TINY.style_dim)), jnp.float32)
+    np.testing.assert_allclose(np.asarray(wide(photo, jnp.asarray(style_row(z)))),
+                               np.asarray(model(photo, z)), atol=1e-5)
