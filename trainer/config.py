@@ -1,15 +1,35 @@
-"""Training configuration: one dataclass, filled from a TOML file and then command-line flags."""
+"""Run configurations: dataclasses filled from a TOML/JSON file, then command-line flags.
+
+Every field is a flag: `add_config_flags` generates `--field-name` from `dataclasses.fields`
+(type from the annotation, help and choices from the field's metadata, see `opt`), and
+`config_from_args` lays the flags that were given over a base config (a file, or defaults).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
 from .steps import LossConfig, OptimConfig
+
+ADV_LOSSES = ("hinge", "lsgan", "wgan-gp")
+UPSAMPLES = ("shuffle", "nearest")
+
+
+def opt(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
+    """A dataclass field with its flag's help text (and fixed choices, if any)."""
+    meta = {"help": help, **({"choices": tuple(choices)} if choices else {})}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 class JsonConfig:
@@ -40,41 +60,105 @@ class JsonConfig:
                              else tomllib.loads(text))
 
 
+# --------------------------------------------------------------------------- flags
+
+
+def _flag_kwargs(f: Field, hint: Any) -> dict[str, Any]:
+    """argparse keywords for one field: type, nargs or a --x/--no-x switch."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):  # `str | None`: the flag gives the str
+        (hint,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is list:
+        return {"type": args[0], "nargs": "+"}
+    if origin is tuple:
+        fixed = Ellipsis not in args
+        return {"type": args[0], "nargs": len(args) if fixed else "+"}
+    if hint in (str, int, float):
+        return {"type": hint}
+    raise TypeError(f"no flag for field {f.name} of type {hint}")
+
+
+def _default_text(f: Field) -> str:
+    default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+    if isinstance(default, (list, tuple)):
+        default = " ".join(map(str, default)) or "none"
+    return f"default: {default}" if default not in ("", None) else "no default"
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--field-name` per field of the dataclass `cls`; unset flags leave no attribute."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        kw = _flag_kwargs(f, hints[f.name])
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if kw.get("nargs") not in (None, "+"):
+            kw["metavar"] = "N"
+        help_text = f.metadata.get("help", "")
+        help_text = f"{help_text} ({_default_text(f)})" if help_text else _default_text(f)
+        kw["help"] = help_text.replace("%", "%%")  # argparse %-formats help strings
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
+                            default=argparse.SUPPRESS, **kw)
+
+
+def config_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
+    """`base` (default: `cls()`) with every field whose flag was given replaced by its value."""
+    hints = typing.get_type_hints(cls)
+    given = {}
+    for f in fields(cls):
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            if typing.get_origin(hints[f.name]) is tuple:
+                value = tuple(value)
+            given[f.name] = value
+    return replace(base if base is not None else cls(), **given)
+
+
+# --------------------------------------------------------------------------- the pack mode
+
+
 @dataclass
 class TrainConfig(JsonConfig):
-    content: str = ""                    # folder of photos
-    styles: list[str] = field(default_factory=list)   # style pictures, one style each
-    out: str = "runs/pack"
-    style_meta: str | None = None        # JSON: file name → id, names, author, license
-    steps: int = 4000
-    batch: int = 4
-    size: int = 128                      # training crop side
-    seed: int = 0
-    holdout: int = 4                     # photos kept out of training, for samples and eval
-    cache_side: int = 256                # photos are cached with this short side
-    style_side: int = 256                # style pictures are seen with this long side
-    channels: tuple[int, int, int] = (16, 32, 64)
-    res_blocks: int = 5
-    upsample: str = "shuffle"            # decoder: shuffle (depth-to-space) | nearest (resize-conv)
-    disc_ch: int = 32
-    disc_scales: int = 2
-    content_weight: float = 1.0
-    style_weight: float = 4.0
-    adv_weight: float = 0.05
-    tv_weight: float = 2.0
-    adv_loss: str = "hinge"              # hinge | lsgan | wgan-gp
-    adv_start: int = 0                   # adversarial term off before this step, then ramped
-    adv_ramp: int = 1
-    jitter: int = 0                      # random shift (px) of what the feature net sees
-    norm_lr_mult: float = 5.0
-    lr_g: float = 2e-3
-    lr_d: float = 1e-3
-    warmup: int = 100
-    ema_decay: float = 0.995
-    log_every: int = 10
-    sample_every: int = 250
-    ckpt_every: int = 250
-    keep: int = 3
+    """A multi-style pack: one generator, one discriminator, several styles (GAN)."""
+
+    content: str = opt("", "folder of photos")
+    styles: list[str] = opt([], "style pictures, one style each")
+    out: str = opt("runs/pack", "run folder: config, metrics, samples, checkpoints")
+    style_meta: str | None = opt(None, "JSON: file name → id, names, author, license")
+    steps: int = opt(4000, "training steps")
+    batch: int = opt(4, "batch size (split over the visible devices)")
+    size: int = opt(128, "training crop side (multiple of 4)")
+    seed: int = opt(0, "seed of the initial weights and of every batch")
+    holdout: int = opt(4, "photos kept out of training, for samples and eval")
+    cache_side: int = opt(256, "photos are cached with this short side")
+    style_side: int = opt(256, "style pictures are seen with this long side")
+    channels: tuple[int, int, int] = opt((16, 32, 64),
+                                         "generator widths at full, 1/2 and 1/4 resolution")
+    res_blocks: int = opt(5, "residual blocks at 1/4 resolution")
+    upsample: str = opt("shuffle", "decoder: shuffle (depth-to-space) | nearest (resize-conv)",
+                        UPSAMPLES)
+    disc_ch: int = opt(32, "discriminator width")
+    disc_scales: int = opt(2, "discriminator scales")
+    content_weight: float = opt(1.0, "content loss weight")
+    style_weight: float = opt(4.0, "style loss weight")
+    adv_weight: float = opt(0.05, "adversarial loss weight")
+    tv_weight: float = opt(2.0, "total variation weight")
+    adv_loss: str = opt("hinge", "adversarial loss", ADV_LOSSES)
+    adv_start: int = opt(0, "adversarial term off before this step, then ramped")
+    adv_ramp: int = opt(1, "steps over which the adversarial term ramps up")
+    jitter: int = opt(0, "random shift (px) of what the feature net sees")
+    norm_lr_mult: float = opt(5.0, "learning-rate multiplier of the per-style norm tables")
+    lr_g: float = opt(2e-3, "generator learning rate")
+    lr_d: float = opt(1e-3, "discriminator learning rate")
+    warmup: int = opt(100, "learning-rate warm-up steps (then cosine decay)")
+    ema_decay: float = opt(0.995, "EMA decay of the generator weights (what is exported)")
+    log_every: int = opt(10, "steps between metrics records")
+    sample_every: int = opt(250, "steps between sample grids")
+    ckpt_every: int = opt(250, "steps between checkpoints")
+    keep: int = opt(3, "checkpoints kept")
 
     def loss(self) -> LossConfig:
         return LossConfig(content=self.content_weight, style=self.style_weight,
@@ -91,7 +175,7 @@ class TrainConfig(JsonConfig):
             raise ValueError("no content folder given (--content)")
         if not self.styles:
             raise ValueError("no style pictures given (--styles)")
-        if self.adv_loss not in ("hinge", "lsgan", "wgan-gp"):
+        if self.adv_loss not in ADV_LOSSES:
             raise ValueError(f"adv_loss must be hinge, lsgan or wgan-gp, not {self.adv_loss!r}")
         if self.size % 4:
             raise ValueError("size must be a multiple of 4")

@@ -7,18 +7,17 @@ G_ab exports as a one-style pack the Stylizer serves like any other. The losses,
 differs from the paper and what the trials showed (why the identity weight defaults to 0) are
 in docs/training.md, "CycleGAN: losses and departures from the paper".
 
-As in trainer/loop.py, the step is pure (all arrays in `CycleState`), batches are a function
-of (seed, step), so a run resumed from a checkpoint is exactly the uninterrupted one.
+`CycleTrainer` is a `TrainTask` that trainer/loop.py's `run_loop` runs: the step is pure (all
+arrays in `CycleState`), batches are a function of (seed, step), so a run resumed from a
+checkpoint is exactly the uninterrupted one.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import re
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,42 +37,45 @@ from stylejax.imageio import decode_image, resize_max_side
 from stylejax.pack import StyleInfo, save_pack
 
 from .checkpoints import Checkpoints
-from .config import JsonConfig
+from .config import ADV_LOSSES, JsonConfig, opt
 from .data import PHOTO_EXTENSIONS, PhotoFolder, PrefetchIterator, random_crop_batch
 from .grid import center_square, save_grid
-from .loop import StopFlag, data_mesh, resume, write_metrics
+from .loop import data_mesh, resume, run_loop
 from .steps import power_iteration
 
 log = logging.getLogger("stylejax.cyclegan")
 
 CONFIG_FILE = "cycle_config.json"
-ADV_LOSSES = ("hinge", "lsgan", "wgan-gp")
 
 
 @dataclass
 class CycleConfig(JsonConfig):
-    photos: str = ""                     # domain A: a folder of photos
-    paintings: str = ""                  # domain B: a folder of one painter's works
-    out: str = "runs/cyclegan"
-    steps: int = 20_000
-    batch: int = 4
-    size: int = 128                      # training crop side (multiple of 4)
-    seed: int = 0
-    lr: float = 2e-4                     # Adam, β = (0.5, 0.999) as in the paper
-    cycle_weight: float = 10.0
-    identity_weight: float = 0.0         # our generators start as the identity already: the
-    # paper's 0.5 × cycle weight then pins them there (measured: no translation learned)
-    adv_loss: str = "lsgan"              # hinge | lsgan | wgan-gp
-    gp_weight: float = 10.0              # gradient penalty (wgan-gp only)
-    channels: tuple[int, int, int] = (16, 32, 64)
-    res_blocks: int = 5
-    disc_ch: int = 32
-    disc_scales: int = 2
-    cache_side: int = 256                # pictures are cached with this short side
-    log_every: int = 10
-    sample_every: int = 500
-    ckpt_every: int = 500
-    keep: int = 3
+    """Unpaired photos ↔ one painter's works: two generators, two discriminators."""
+
+    photos: str = opt("", "domain A: a folder of photos")
+    paintings: str = opt("", "domain B: a folder of one painter's works")
+    out: str = opt("runs/cyclegan", "run folder: config, metrics, samples, checkpoints")
+    steps: int = opt(20_000, "training steps (lr constant for the first half, then to 0)")
+    batch: int = opt(4, "batch size (split over the visible devices)")
+    size: int = opt(128, "training crop side (multiple of 4)")
+    seed: int = opt(0, "seed of the initial weights and of every batch")
+    lr: float = opt(2e-4, "Adam learning rate, β = (0.5, 0.999) as in the paper")
+    cycle_weight: float = opt(10.0, "cycle loss weight")
+    identity_weight: float = opt(
+        0.0, "identity loss weight; 0 because our generators start as the identity, so the "
+        "paper's 5 pins them there; raise it to keep more of the photo's colours")
+    adv_loss: str = opt("lsgan", "adversarial loss", ADV_LOSSES)
+    gp_weight: float = opt(10.0, "gradient penalty weight (wgan-gp only)")
+    channels: tuple[int, int, int] = opt((16, 32, 64),
+                                         "generator widths at full, 1/2 and 1/4 resolution")
+    res_blocks: int = opt(5, "residual blocks at 1/4 resolution")
+    disc_ch: int = opt(32, "discriminator width")
+    disc_scales: int = opt(2, "discriminator scales")
+    cache_side: int = opt(256, "pictures are cached with this short side")
+    log_every: int = opt(10, "steps between metrics records")
+    sample_every: int = opt(500, "steps between sample grids")
+    ckpt_every: int = opt(500, "steps between checkpoints")
+    keep: int = opt(3, "checkpoints kept")
 
     def validate(self) -> None:
         """Fail before any picture is decoded, with a message a user can act on."""
@@ -237,11 +239,11 @@ def cycle_step(models: CycleModels, cfg: CycleConfig, state: CycleState,
     return new, {**g_metrics, **d_metrics}
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the task
 
 
 class CycleTrainer:
-    """Holds everything a run needs; `run()` trains until cfg.steps or a stop signal."""
+    """The CycleGAN mode as a `TrainTask` (trainer/loop.py runs it)."""
 
     def __init__(self, cfg: CycleConfig):
         cfg.validate()
@@ -274,40 +276,22 @@ class CycleTrainer:
         b = random_crop_batch(self.paintings.images, rng, self.cfg.batch, self.cfg.size)
         return {"a": a, "b": b}
 
+    def batches(self, start: int, until: int) -> PrefetchIterator:
+        return PrefetchIterator(self.batch_at, start, prefetch=2, stop_step=until,
+                                name="cyclegan-prefetch")
+
+    def train_step(self, state: CycleState, batch: dict[str, np.ndarray]
+                   ) -> tuple[CycleState, dict[str, jax.Array]]:
+        return self._step(state, {k: jax.device_put(v, self.sharded) for k, v in batch.items()})
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        return {k: f"{metrics[name]:.3f}" for k, name in
+                (("cycle", "cycle"), ("idt", "identity"), ("adv", "g_adv"), ("d_a", "d_a"),
+                 ("d_b", "d_b"))}
+
     def run(self, until: int | None = None, progress: bool = True) -> dict[str, float]:
         """Train to step `until` (default cfg.steps); returns the last logged metrics."""
-        from tqdm import tqdm
-
-        cfg, until = self.cfg, until or self.cfg.steps
-        start, last = self.step, {}
-        if start >= until:
-            return last
-        metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        bar = tqdm(total=until, initial=start, disable=not progress, unit="step",
-                   dynamic_ncols=True)
-        batches = PrefetchIterator(self.batch_at, start, prefetch=2, stop_step=until,
-                                   name="cyclegan-prefetch")
-        t0, steps_done = time.monotonic(), 0
-        with StopFlag() as stop, metrics_file, bar, batches:
-            for step, batch in batches:
-                batch = {k: jax.device_put(v, self.sharded) for k, v in batch.items()}
-                self.state, m = self._step(self.state, batch)
-                steps_done += 1
-                bar.update(1)
-                n = step + 1
-                if n % cfg.log_every == 0 or n == until:
-                    last = write_metrics(metrics_file, n, m, steps_done / (time.monotonic() - t0))
-                    bar.set_postfix(cycle=f"{last['cycle']:.3f}", idt=f"{last['identity']:.3f}",
-                                    adv=f"{last['g_adv']:.3f}", d_a=f"{last['d_a']:.3f}",
-                                    d_b=f"{last['d_b']:.3f}")
-                if n % cfg.sample_every == 0 or n == until:
-                    self.sample_grid(self.out / "samples" / f"step_{n:06d}.png")
-                if n % cfg.ckpt_every == 0 or n == until or stop.set:
-                    self.ckpt.save(n, self.state, {"step": n}, force=True)
-                if stop.set:
-                    break
-        self.ckpt.wait()
-        return last
+        return run_loop(self, until, progress)
 
     def translate(self, params: Any, tiles: list[np.ndarray]) -> list[np.ndarray]:
         x = jnp.asarray(np.stack(tiles), jnp.float32) / 255.0
@@ -327,8 +311,9 @@ class CycleTrainer:
 
 
 def train(cfg: CycleConfig, progress: bool = True) -> CycleTrainer:
+    """Build (or resume) a CycleGAN run and train it to cfg.steps."""
     trainer = CycleTrainer(cfg)
-    trainer.run(progress=progress)
+    run_loop(trainer, progress=progress)
     return trainer
 
 
@@ -390,63 +375,11 @@ def export_generator(run_dir: str | Path, pack_dir: str | Path, step: int | None
 # --------------------------------------------------------------------------- command line
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stylejax-train cyclegan",
-                                description="unpaired photo → painting training (CycleGAN)")
-    d = CycleConfig()
-    p.add_argument("--photos", required=True, help="folder of photos (domain A)")
-    p.add_argument("--paintings", required=True, help="folder of one painter's works (domain B)")
-    p.add_argument("--out", default=d.out, help=f"run folder (default {d.out})")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--size", type=int, default=d.size, help="training crop side")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--adv-loss", choices=ADV_LOSSES, default=d.adv_loss)
-    p.add_argument("--cycle-weight", type=float, default=d.cycle_weight)
-    p.add_argument("--identity-weight", type=float, default=d.identity_weight,
-                   help="default 0: our generators start as the identity, so the paper's "
-                   "5 pins them there; raise it to keep more of the photo's colours")
-    p.add_argument("--channels", type=int, nargs=3, default=d.channels, metavar="C",
-                   help="generator widths at full, 1/2 and 1/4 resolution")
-    p.add_argument("--res-blocks", type=int, default=d.res_blocks)
-    p.add_argument("--disc-ch", type=int, default=d.disc_ch)
-    for name in ("log_every", "sample_every", "ckpt_every", "keep"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    p.add_argument("--export", metavar="PACK", help="export G_ab as a style pack when done")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
-
-
 def cyclegan_main(argv: Sequence[str] | None = None) -> int:
-    """Train (resuming if the run folder has checkpoints) and optionally export; exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--"]:  # `stylejax-train cyclegan -- --photos ...` hands on the separator
-        argv = argv[1:]
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # argparse already printed usage and the error
-        return int(exit_.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    cfg = CycleConfig(photos=args.photos, paintings=args.paintings, out=args.out,
-                      steps=args.steps, batch=args.batch, size=args.size, seed=args.seed,
-                      lr=args.lr, adv_loss=args.adv_loss, cycle_weight=args.cycle_weight,
-                      identity_weight=args.identity_weight, channels=tuple(args.channels),
-                      res_blocks=args.res_blocks, disc_ch=args.disc_ch,
-                      log_every=args.log_every, sample_every=args.sample_every,
-                      ckpt_every=args.ckpt_every, keep=args.keep)
-    try:
-        trainer = train(cfg, progress=not args.no_progress)
-        print(f"trained to step {trainer.step}; checkpoints in {trainer.out / 'checkpoints'}")
-        if args.export:
-            trainer.ckpt.close()
-            print(f"exported {export_generator(cfg.out, args.export)}")
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"stylejax-train cyclegan: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    """`stylejax-train cyclegan ...`, i.e. `stylejax-train train --mode cyclegan ...`."""
+    from .cli import main
+
+    return main(["cyclegan", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

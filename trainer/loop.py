@@ -1,4 +1,10 @@
-"""The training loop: data in, jitted steps over a device mesh, logs, grids, checkpoints.
+"""The training loop every mode runs through, and the pack mode (`Trainer`) that it runs.
+
+`run_loop(task)` owns what all modes share: the progress bar, SIGINT/SIGTERM (checkpoint and
+stop), metrics JSONL (+ TensorBoard when tensorboardX is installed), sample grids, periodic and
+final checkpoints. A mode is a `TrainTask`: it holds the state, yields batches and runs its
+jitted pure step. Batches are a function of (seed, step) and a task resumes from its latest
+checkpoint when built (`resume`), so a resumed run equals the uninterrupted one.
 
 Data-parallel over every visible device (a 1-D `jax.sharding.Mesh`): the batch is split along
 its first axis, parameters are replicated, XLA inserts the gradient all-reduce. On several hosts
@@ -15,8 +21,10 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +39,7 @@ from stylejax.generator import Generator, GeneratorConfig
 
 from .checkpoints import Checkpoints
 from .config import TrainConfig
-from .data import ContentStream, PhotoFolder, StyleImages
+from .data import ContentStream, PhotoFolder, PrefetchIterator, StyleImages
 from .grid import center_square, save_grid
 from .steps import TrainState, init_state, style_targets, train_step
 
@@ -59,6 +67,88 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+class LoopConfig(Protocol):
+    """The loop's settings; every mode's config dataclass has these fields."""
+
+    steps: int          # train to this step unless `until` says otherwise
+    log_every: int      # steps between metrics records (and bar updates)
+    sample_every: int   # steps between sample grids
+    ckpt_every: int     # steps between checkpoints
+
+
+class TrainTask(Protocol):
+    """One training mode, as `run_loop` sees it.
+
+    Build it resuming from `ckpt` (see `resume`), so `state.step` is where training goes on.
+    """
+
+    cfg: LoopConfig
+    out: Path           # run folder: metrics.jsonl, tensorboard/, samples/ go here
+    ckpt: Checkpoints   # where `state` is saved
+    state: Any          # the whole checkpointed pytree; has an integer `step` leaf
+
+    def batches(self, start: int, until: int
+                ) -> AbstractContextManager[Iterator[tuple[int, Any]]]:
+        """(step, host batch) for start..until-1, a pure function of (seed, step)."""
+        ...
+
+    def train_step(self, state: Any, batch: Any) -> tuple[Any, dict[str, Any]]:
+        """One jitted pure step (the task places `batch` on its devices)."""
+        ...
+
+    def sample_grid(self, path: Path) -> Path | None:
+        """A picture of what the current state does; None if there is nothing to show."""
+        ...
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        """The few logged losses worth showing on the progress bar."""
+        ...
+
+
+def _due(n: int, every: int, until: int) -> bool:
+    return n % every == 0 or n == until
+
+
+def run_loop(task: TrainTask, until: int | None = None,
+             progress: bool = True) -> dict[str, float]:
+    """Train `task` to step `until` (default cfg.steps) or a stop signal; returns the last
+    logged metrics (empty if it was there already)."""
+    from tqdm import tqdm
+
+    cfg, until = task.cfg, until or task.cfg.steps
+    start = int(task.state.step)
+    last: dict[str, float] = {}
+    if start >= until:
+        return last
+    metrics_file = open(task.out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+    board = tensorboard_writer(task.out / "tensorboard")
+    bar = tqdm(total=until, initial=start, disable=not progress, unit="step",
+               dynamic_ncols=True)
+    t0, steps_done = time.monotonic(), 0
+    try:
+        with StopFlag() as stop, metrics_file, bar, task.batches(start, until) as batches:
+            for step, batch in batches:
+                task.state, m = task.train_step(task.state, batch)
+                steps_done += 1
+                bar.update(1)
+                n = step + 1
+                if _due(n, cfg.log_every, until):
+                    last = write_metrics(metrics_file, n, m,
+                                         steps_done / (time.monotonic() - t0), board)
+                    bar.set_postfix(task.postfix(last))
+                if _due(n, cfg.sample_every, until):
+                    task.sample_grid(task.out / "samples" / f"step_{n:06d}.png")
+                if _due(n, cfg.ckpt_every, until) or stop.set:
+                    task.ckpt.save(n, task.state, {"step": n}, force=True)
+                if stop.set:
+                    break
+    finally:
+        task.ckpt.wait()
+        if board is not None:
+            board.close()
+    return last
 
 
 def build(cfg: TrainConfig, num_styles: int) -> tuple[Generator, MultiScaleDiscriminator]:
@@ -125,7 +215,7 @@ def data_mesh(batch: int) -> tuple[Mesh, NamedSharding, NamedSharding]:
 
 
 class Trainer:
-    """Holds everything a run needs; `run()` trains until cfg.steps or a stop signal."""
+    """The pack mode as a `TrainTask`: one generator and discriminator for several styles."""
 
     def __init__(self, cfg: TrainConfig):
         cfg.validate()
@@ -165,42 +255,20 @@ class Trainer:
     def put_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return {k: jax.device_put(v, self.sharded) for k, v in batch.items()}
 
+    def batches(self, start: int, until: int) -> PrefetchIterator:
+        return self.stream.iterate(start, until)
+
+    def train_step(self, state: TrainState, batch: dict[str, np.ndarray]
+                   ) -> tuple[TrainState, dict[str, jax.Array]]:
+        return self._step(state, self.f_state, self.targets, self.put_batch(batch))
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        return {"content": f"{metrics['content']:.3f}", "style": f"{metrics['style']:.3f}",
+                "adv": f"{metrics['g_adv']:.3f}", "d": f"{metrics.get('d_loss', 0):.3f}"}
+
     def run(self, until: int | None = None, progress: bool = True) -> dict[str, float]:
         """Train to step `until` (default cfg.steps); returns the last logged metrics."""
-        from tqdm import tqdm
-
-        cfg, until = self.cfg, until or self.cfg.steps
-        start = self.step
-        last: dict[str, float] = {}
-        if start >= until:
-            return last
-        metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        board = tensorboard_writer(self.out / "tensorboard")
-        bar = tqdm(total=until, initial=start, disable=not progress, unit="step",
-                   dynamic_ncols=True)
-        t0, steps_done = time.monotonic(), 0
-        with StopFlag() as stop, metrics_file, bar, self.stream.iterate(start, until) as batches:
-            for step, batch in batches:
-                self.state, m = self._step(self.state, self.f_state, self.targets,
-                                           self.put_batch(batch))
-                steps_done += 1
-                bar.update(1)
-                n = step + 1
-                if n % cfg.log_every == 0 or n == until:
-                    last = write_metrics(metrics_file, n, m, steps_done / (time.monotonic() - t0),
-                                         board)
-                    bar.set_postfix(content=f"{last['content']:.3f}", style=f"{last['style']:.3f}",
-                                    adv=f"{last['g_adv']:.3f}", d=f"{last.get('d_loss', 0):.3f}")
-                if n % cfg.sample_every == 0 or n == until:
-                    self.sample_grid(self.out / "samples" / f"step_{n:06d}.png")
-                if n % cfg.ckpt_every == 0 or n == until or stop.set:
-                    self.ckpt.save(n, self.state, {"step": n}, force=True)
-                if stop.set:
-                    break
-        self.ckpt.wait()
-        if board is not None:
-            board.close()
-        return last
+        return run_loop(self, until, progress)
 
     def generator(self, ema: bool = True) -> Generator:
         """The trained generator (EMA weights by default: smoother, what gets exported)."""
@@ -225,6 +293,7 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Trainer:
+    """Build (or resume) a pack run and train it to cfg.steps."""
     trainer = Trainer(cfg)
-    trainer.run(progress=progress)
+    run_loop(trainer, progress=progress)
     return trainer
