@@ -21,6 +21,7 @@ equal the JAX model's.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from onnx import TensorProto, helper
 
 from .anystyle import STATS_EPS, AnyStyleModel
 from .features import EfficientNetLite, FoldedConv
-from .onnx_export import _GraphBuilder, _np, _session
+from .onnx_export import _GraphBuilder, _np
 
 OPSET = 17  # LayerNormalization
 
@@ -160,6 +161,21 @@ def export_encoder(model: AnyStyleModel, feature_net: EfficientNetLite, path: st
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(build_encoder_onnx(model, feature_net, opset=opset), str(out))
     return out
+
+
+def _session(model: bytes, threads: int | None):
+    """onnx_export's session settings, except that the worker threads do not spin-wait after a
+    run: the encoder is followed at once by the generator's session, whose threads the spinning
+    ones would compete with for the same cores."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxStyleEncoder:
