@@ -150,3 +150,36 @@ def test_as_generator_is_the_same_network_for_the_pack_serving_stack(feature_net
     z = jnp.asarray(np.random.default_rng(6).normal(size=(2, TINY.style_dim)), jnp.float32)
     np.testing.assert_allclose(np.asarray(wide(photo, jnp.asarray(style_row(z)))),
                                np.asarray(model(photo, z)), atol=1e-5)
+
+
+def _leaves(trainer) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(trainer.state.g))]
+
+
+@pytest.mark.slow
+def test_any_style_run_resumes_exactly_and_exports_a_model_through_the_cli(tmp_path):
+    from stylejax.anystyle import load_model
+    from trainer.cli import main
+    from trainer.loop import run_loop
+
+    straight = AnyStyleTrainer(tiny_run(tmp_path / "a"))
+    run_loop(straight, until=4, progress=False)
+    first = AnyStyleTrainer(tiny_run(tmp_path / "b"))
+    run_loop(first, until=2, progress=False)
+    first.ckpt.close()
+    second = AnyStyleTrainer(tiny_run(tmp_path / "b"))  # as a new process would
+    assert second.step == 2
+    run_loop(second, until=4, progress=False)
+    for x, y in zip(_leaves(straight), _leaves(second), strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+    assert (tmp_path / "a" / "run" / "metrics.jsonl").read_text().count("\n") == 4
+
+    run = tmp_path / "cli"
+    args = ["train", "--mode", "any-style", "--content", "../shared/data/content",
+            "--corpus", "../shared/data/style", "--out", str(run), "--steps", "2",
+            "--batch", "2", "--size", "32", "--style-side", "64", "--channels", "8", "16", "16",
+            "--res-blocks", "1", "--style-dim", "8", "--hidden", "16", "--cache-side", "48",
+            "--corpus-cache-side", "96", "--no-progress", "--export", str(tmp_path / "model")]
+    assert main(args) == 0
+    model = load_model(tmp_path / "model")
+    assert model.config.style_dim == 8 and model.config.generator.upsample == "nearest"

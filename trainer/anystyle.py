@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 
 from stylejax import losses
-from stylejax.anystyle import AnyStyleConfig, AnyStyleModel, statistics_size
+from stylejax.anystyle import AnyStyleConfig, AnyStyleModel, save_model, statistics_size
 from stylejax.discriminator import MultiScaleDiscriminator
 from stylejax.features import DEFAULT_STYLE_TAPS, load_feature_net
 from stylejax.generator import GeneratorConfig
@@ -41,7 +41,7 @@ from .anystyle_data import (
     held_out_names,
 )
 from .checkpoints import Checkpoints
-from .config import JsonConfig
+from .config import JsonConfig, opt
 from .data import PhotoFolder, PrefetchIterator
 from .grid import center_square, save_grid
 from .loop import data_mesh, resume
@@ -50,48 +50,48 @@ from .steps import Models, OptimConfig, TrainState, init_state, power_iteration
 log = logging.getLogger("stylejax.train")
 
 CONFIG_FILE = "anystyle_config.json"
-MODEL_FILE = "anystyle_model.json"
 
 
 @dataclass
 class AnyStyleTrainConfig(JsonConfig):
-    content: str = ""                    # folder of photos (held-out benchmark photos dropped)
-    corpus: list[str] = field(default_factory=list)  # style pictures: files or folders
-    data_root: str = "../shared/data"    # where bench/eval_set.json's files live
-    out: str = "runs/anystyle"
-    steps: int = 20_000
-    batch: int = 4                       # styled photos per step
-    identity_batch: int = 1              # extra photos with the zero style vector
-    size: int = 128                      # photo crop side
-    style_side: int = 256                # style picture side as the encoder and loss see it
-    seed: int = 0
-    cache_side: int = 256
-    corpus_cache_side: int = 320
-    channels: tuple[int, int, int] = (16, 32, 64)
-    res_blocks: int = 5
-    upsample: str = "nearest"            # resize-conv: no sub-pixel grid for the loss to exploit
-    style_dim: int = 100
-    hidden: int = 512
-    disc_ch: int = 32
-    disc_scales: int = 2
-    content_weight: float = 1.0
-    style_weight: float = 6.0
-    identity_weight: float = 20.0
-    tv_weight: float = 1.0
-    adv_weight: float = 0.05
-    adv_loss: str = "hinge"              # hinge | lsgan | wgan-gp
-    adv_start: int = 1000
-    adv_ramp: int = 1000
-    gp: float = 10.0
-    lr_g: float = 1e-3
-    lr_d: float = 1e-3
-    warmup: int = 200
-    ema_decay: float = 0.999
-    norm_lr_mult: float = 1.0
-    log_every: int = 10
-    sample_every: int = 500
-    ckpt_every: int = 250
-    keep: int = 3
+    content: str = opt("", "folder of photos (the benchmark's held-out photos are dropped)")
+    corpus: list[str] = opt([], "style pictures: files or folders (held-out ones dropped)")
+    data_root: str = opt("../shared/data", "where bench/eval_set.json's files live")
+    out: str = opt("runs/anystyle", "run folder: checkpoints, metrics, samples")
+    steps: int = opt(20_000, "train to this step")
+    batch: int = opt(4, "styled photos per step")
+    identity_batch: int = opt(1, "extra photos per step with the zero style vector")
+    size: int = opt(128, "photo crop side (multiple of 4)")
+    style_side: int = opt(256, "style picture side, as the encoder and the loss see it")
+    seed: int = opt(0, "seed of the initialisation and of every batch")
+    cache_side: int = opt(256, "photos are cached with this short side")
+    corpus_cache_side: int = opt(320, "style pictures are cached with this long side")
+    channels: tuple[int, int, int] = opt((16, 32, 64), "generator widths at 1, 1/2, 1/4 res")
+    res_blocks: int = opt(5, "residual blocks at 1/4 resolution")
+    upsample: str = opt("nearest", "decoder upsampling (nearest: no sub-pixel grid)",
+                        choices=("shuffle", "nearest"))
+    style_dim: int = opt(100, "size of the style vector")
+    hidden: int = opt(512, "width of the encoder's hidden layer")
+    disc_ch: int = opt(32, "discriminator base width")
+    disc_scales: int = opt(2, "discriminator scales")
+    content_weight: float = opt(1.0, "content loss weight")
+    style_weight: float = opt(6.0, "Gram style loss weight")
+    identity_weight: float = opt(20.0, "weight of 'the zero vector gives the photo back'")
+    tv_weight: float = opt(1.0, "total variation weight")
+    adv_weight: float = opt(0.05, "adversarial weight (0: no discriminator)")
+    adv_loss: str = opt("hinge", "adversarial loss", choices=("hinge", "lsgan", "wgan-gp"))
+    adv_start: int = opt(1000, "adversarial term off before this step")
+    adv_ramp: int = opt(1000, "then ramped up over this many steps")
+    gp: float = opt(10.0, "gradient penalty weight (wgan-gp)")
+    lr_g: float = opt(1e-3, "generator + encoder learning rate")
+    lr_d: float = opt(1e-3, "discriminator learning rate")
+    warmup: int = opt(200, "learning-rate warm-up steps")
+    ema_decay: float = opt(0.999, "EMA decay of the exported weights")
+    norm_lr_mult: float = opt(1.0, "learning-rate factor of the identity style's norm rows")
+    log_every: int = opt(10, "steps between metrics records")
+    sample_every: int = opt(500, "steps between sample grids")
+    ckpt_every: int = opt(250, "steps between checkpoints")
+    keep: int = opt(3, "checkpoints kept")
 
     def validate(self) -> None:
         if not self.content:
@@ -223,6 +223,36 @@ def anystyle_step(models: Models, cfg: AnyStyleLoss, optim: OptimConfig, state: 
     return new, {**g_metrics, **d_metrics}
 
 
+def build_state(cfg: AnyStyleTrainConfig):
+    """(models, fresh TrainState, frozen feature-net state, feature net) for `cfg`; no data."""
+    feature_net = load_feature_net()
+    model_cfg = cfg.model()
+    rngs = nnx.Rngs(cfg.seed)
+    model = AnyStyleModel(model_cfg, statistics_size(feature_net, model_cfg.taps), rngs=rngs)
+    disc = MultiScaleDiscriminator(cfg.style_dim, ch=cfg.disc_ch, num_scales=cfg.disc_scales,
+                                   rngs=rngs)
+    models, template, f_state = init_state(model, disc, feature_net, cfg.optim(), cfg.seed)
+    return models, template, f_state
+
+
+def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = None) -> Path:
+    """A run's EMA weights → an any-style model folder (`stylejax.anystyle.save_model`)."""
+    run_dir = Path(run_dir)
+    cfg = AnyStyleTrainConfig.load(run_dir / CONFIG_FILE)
+    models, template, _ = build_state(cfg)
+    ckpt = Checkpoints(run_dir / "checkpoints", keep=cfg.keep)
+    state, _ = ckpt.restore(template, step)
+    ckpt.close()
+    model = nnx.merge(models.g_graph, jax.device_get(state.g_ema))
+    record = {"steps": int(state.step), "batch": cfg.batch, "identity_batch": cfg.identity_batch,
+              "size": cfg.size, "style_side": cfg.style_side, "seed": cfg.seed,
+              "corpus": cfg.corpus,
+              "losses": {"content": cfg.content_weight, "style": cfg.style_weight,
+                         "identity": cfg.identity_weight, "tv": cfg.tv_weight,
+                         "adv": cfg.adv_weight, "adv_loss": cfg.adv_loss}}
+    return save_model(out_dir, model, record)
+
+
 class AnyStyleTrainer:
     """A run of the any-style model: data, state, the jitted step, samples and checkpoints."""
 
@@ -236,16 +266,7 @@ class AnyStyleTrainer:
         self.corpus = StyleCorpus(cfg.corpus, cache_side=cfg.corpus_cache_side,
                                   exclude_names=held_styles,
                                   exclude_digests=held_out_digests(cfg.data_root))
-        feature_net = load_feature_net()
-        self.model_config = cfg.model()
-        rngs = nnx.Rngs(cfg.seed)
-        model = AnyStyleModel(self.model_config, statistics_size(feature_net,
-                                                                 self.model_config.taps),
-                              rngs=rngs)
-        disc = MultiScaleDiscriminator(cfg.style_dim, ch=cfg.disc_ch, num_scales=cfg.disc_scales,
-                                       rngs=rngs)
-        self.models, template, self.f_state = init_state(model, disc, feature_net, cfg.optim(),
-                                                         cfg.seed)
+        self.models, template, self.f_state = build_state(cfg)
         self.loss_cfg, self.optim_cfg = AnyStyleLoss.of(cfg), cfg.optim()
         self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
         self.state: TrainState = resume(self.ckpt, template)

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from stylejax.errors import StyleJAXError
 
+from .anystyle import AnyStyleTrainConfig, AnyStyleTrainer, export_model
 from .config import TrainConfig, add_config_flags, config_from_args
 from .cyclegan import CycleConfig, CycleTrainer, export_generator
 from .export import export_pack
@@ -41,6 +42,8 @@ MODES: dict[str, Mode] = {
                  "one generator for several styles (GAN)"),
     "cyclegan": Mode(CycleConfig, CycleTrainer, export_generator,
                      "unpaired photos ↔ paintings of one painter"),
+    "any-style": Mode(AnyStyleTrainConfig, AnyStyleTrainer, export_model,
+                      "one model for any style picture (style encoder → generator norms)"),
 }
 
 
