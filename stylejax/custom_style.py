@@ -28,6 +28,7 @@ from .features import (
     swag,
 )
 from .generator import preserve_colors
+from .imageio import resize_to
 
 
 @dataclass(frozen=True)
@@ -289,11 +290,14 @@ def stylize_with_image(
     keep_colors: bool = False,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    init: np.ndarray | None = None,
 ) -> CustomStyleResult:
     """Optimise the photo towards the style picture within a step and time budget.
 
     `progress(fraction, losses)` is called after each step; `should_stop()` (e.g. a user's
-    cancel) ends the run early with the best picture so far.
+    cancel) ends the run early with the best picture so far. `init` (H×W×3 uint8, e.g. the
+    any-style model's result: "refine") is where the pixels start, resized to the working
+    size, instead of the recoloured photo; the content target is still the photo.
     """
     cfg = cfg or CustomStyleConfig()
     start = time.monotonic()
@@ -315,8 +319,10 @@ def stylize_with_image(
                                   round((cfg.style_size or cfg.size) * cfg.stroke * scale)))
         obj = _Objective(cfg, photo, style)
         step, render = obj.make_step(photo.shape)
-        # Start from the photo (recoloured), or the previous scale's result upsampled.
-        if x is None:
+        # Start from `init`, the photo (recoloured), or the previous scale's result upsampled.
+        if x is None and init is not None:
+            x = _to_batch(resize_to(init, photo.shape[1:3]))
+        elif x is None:
             start_rgb = (match_colors(np.asarray(photo[0] * 255).astype(np.uint8),
                                       np.asarray(style[0] * 255).astype(np.uint8))
                          if cfg.match_colors_first else None)

@@ -74,6 +74,7 @@ class StyleRequest:
     strength: float = 1.0
     keep_colors: bool = False
     stroke: float = 1.0          # stylejax.stroke: 1 = medium
+    refine: bool = False         # custom styles: optimise from the any-style model's result
     media: str = "image"         # room for video / GIF
     regions: Mapping[str, Any] | None = None  # room for a style per region (None: everywhere)
 
@@ -82,28 +83,36 @@ class StyleRequest:
     def create(cls, *, style: str | None = None, blend: Mapping[str, float] | None = None,
                style_image: str | None = None, strength: float | str | None = 1.0,
                keep_colors: bool = False, stroke: float | str | None = 1.0,
-               media: str = "image") -> StyleRequest:
+               media: str = "image", refine: bool = False) -> StyleRequest:
         """Check every option once and raise InvalidRequestError with a message a user can act
-        on. `strength` / `stroke` None mean the defaults (full strength, medium strokes)."""
+        on. `strength` / `stroke` None mean the defaults (full strength, medium strokes).
+        `refine` (custom styles only) asks for the slower optimisation (~30 s) on top of the
+        any-style model's instant result."""
         choices = sum(x is not None for x in (style, blend, style_image))
         if choices != 1:
             raise InvalidRequestError("Choose either a style or a style picture.")
+        if refine and style_image is None:
+            raise InvalidRequestError("Refine is for your own style picture; a gallery style "
+                                      "is already at its best.")
         if media not in MEDIA_KINDS:
             raise InvalidRequestError(f"Unsupported media kind {media!r}.")
         return cls(style=None if style is None else str(style).strip(),
                    blend=() if blend is None else check_blend(blend),
                    style_image=style_image,
                    strength=1.0 if strength is None else check_strength(strength),
-                   keep_colors=bool(keep_colors), stroke=parse_stroke(stroke), media=media)
+                   keep_colors=bool(keep_colors), stroke=parse_stroke(stroke), media=media,
+                   refine=bool(refine))
 
     def with_changes(self, **changes: Any) -> StyleRequest:
         """A copy with some options changed, validated like `create` (a chat's "stronger",
-        "another style" ...). A new `style` replaces the previous choice of any kind."""
+        "another style", "refine" ...). A new `style` replaces the previous choice of any kind
+        (and a pack style is never refined)."""
         changes = {k: v for k, v in changes.items() if v is not None}  # None: keep it
         fields = {"strength": self.strength, "keep_colors": self.keep_colors,
-                  "stroke": self.stroke, "media": self.media, **self.choice_fields()}
+                  "stroke": self.stroke, "media": self.media, "refine": self.refine,
+                  **self.choice_fields()}
         if {"style", "blend", "style_image"} & changes.keys():
-            fields.update(style=None, blend=None, style_image=None)
+            fields.update(style=None, blend=None, style_image=None, refine=False)
         fields.update(changes)
         return dataclasses.replace(self.create(**fields), regions=self.regions)
 
@@ -159,6 +168,8 @@ class StyleRequest:
             params["blend"] = dict(self.blend)
         else:
             params[STYLE_PICTURE_KEY] = self.style_image
+        if self.refine:
+            params["refine"] = True
         if self.media != "image":
             params["media"] = self.media
         if self.regions is not None:
@@ -179,10 +190,11 @@ class StyleRequest:
                    strength=float(params.get("strength", 1.0)),
                    keep_colors=bool(params.get("keep_colors", False)),
                    stroke=float(params.get("stroke", 1.0)),
+                   refine=bool(params.get("refine", False)),
                    media=str(params.get("media", "image")),
                    regions=params.get("regions"))
 
     def batch_key(self) -> tuple:
         """Pack requests with equal keys can run as one engine batch."""
         return (self.kind, self.style, self.blend, self.strength, self.keep_colors,
-                self.stroke, self.media)
+                self.stroke, self.media, self.refine)

@@ -3,7 +3,7 @@
     from stylejax import Stylizer
     s = Stylizer()                                   # the default pack (if installed)
     out = s.stylize("photo.jpg", "starry", strength=0.7)
-    out = s.stylize_with_image("photo.jpg", "my_style.jpg").image
+    out = s.stylize_with_image("photo.jpg", "my_style.jpg").image  # any-style model or optimiser
     out = s.run(StyleRequest.create(style="starry", stroke="large"), "photo.jpg")
 
 Every front end (CLI, service workers, notebook widget) goes through this class, with a
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from .imageio import (
 from .pack import StyleInfo, StylePack, default_pack_dir, load_pack, read_pack_styles
 from .request import StyleRequest
 from .stroke import pack_work_side
+from .style_vectors import AnyStyle
 
 PhotoInput = np.ndarray | bytes | str | os.PathLike
 StyleChoice = str | int | Mapping[str, float]
@@ -71,15 +73,23 @@ def _mask_for(mask: PhotoInput | None, shape: tuple[int, int]) -> np.ndarray | N
 
 
 class Stylizer:
-    """Stylise photos with a style pack's generator, or with any style picture (optimisation)."""
+    """Stylise photos with a style pack's generator, or with any style picture (the any-style
+    model when one is installed, else optimisation).
+
+    `anystyle` is the any-style model's folder (or an `AnyStyle`); None: the one
+    $STYLEJAX_ANYSTYLE_MODEL names, else the bundled one, if any (stylejax.style_vectors).
+    """
 
     def __init__(self, pack: str | os.PathLike | StylePack | None = None, *,
-                 backend: str = "auto", tile: int = 1024):
+                 backend: str = "auto", tile: int = 1024,
+                 anystyle: str | os.PathLike | AnyStyle | None = None):
         self._pack_arg = pack
         self._backend = backend
         self._tile = tile
         self._pack: StylePack | None = pack if isinstance(pack, StylePack) else None
         self._engine: Engine | None = None
+        self.anystyle = (anystyle if isinstance(anystyle, AnyStyle)
+                         else AnyStyle(anystyle, backend=backend, tile=tile))
 
     # -- the pack ---------------------------------------------------------------------------------
     def _pack_dir(self) -> Path:
@@ -172,18 +182,33 @@ class Stylizer:
                    config: CustomStyleConfig | None = None,
                    progress: Callable[[float, dict], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> CustomStyleResult:
-        """A custom-style request: optimisation towards the picture within a time budget.
+        """A custom-style request: the any-style model's one pass when it is installed (steps
+        0), optimisation towards the picture within a time budget when it is not or when the
+        request asks to `refine` (then starting from the model's result).
 
-        The picture is `style_image`, or the file the request's reference names. The result
+        The picture is `style_image`, or the file the request's reference names. The result is
+        at most `config.size` on its long side (the model's) or exactly that (optimised), and
         says how many steps ran and whether it stopped early (a worker shutting down needs it).
         """
         if not request.is_custom:
             raise ValueError("run_custom takes custom-style requests; use run_many")
+        start = time.monotonic()
         rgb = load_photo(photo)
         style_rgb = load_photo(request.style_image if style_image is None else style_image)
         cfg = dataclasses.replace(config or CustomStyleConfig(), stroke=request.stroke)
+        init = None
+        if self.anystyle.available():
+            small = resize_max_side(rgb, cfg.size)
+            if not request.refine:
+                image = self.anystyle.stylize(request, small, style_rgb)
+                return CustomStyleResult(image=image, seconds=time.monotonic() - start,
+                                         steps=0, stopped_early=False)
+            # the optimiser's start: the model's full-strength style, its colours unchanged
+            init = self.anystyle.stylize(dataclasses.replace(request, strength=1.0,
+                                                             keep_colors=False),
+                                         small, style_rgb)
         result = stylize_with_image(rgb, style_rgb, cfg, keep_colors=request.keep_colors,
-                                    progress=progress, should_stop=should_stop)
+                                    progress=progress, should_stop=should_stop, init=init)
         if request.strength < 1.0:
             from PIL import Image
 
@@ -228,15 +253,17 @@ class Stylizer:
                            max_size: int = 512, config: CustomStyleConfig | None = None,
                            progress: Callable[[float, dict], None] | None = None,
                            should_stop: Callable[[], bool] | None = None,
-                           stroke: float | str | None = None) -> CustomStyleResult:
-        """Any style picture, no pack needed: optimisation within a time budget (~30 s).
+                           stroke: float | str | None = None,
+                           refine: bool = False) -> CustomStyleResult:
+        """Any style picture, no pack needed: the any-style model (instant) when installed,
+        else (or with `refine`) optimisation within a time budget (~30 s).
 
         `stroke` (stylejax.stroke) overrides the config's; None keeps it.
         """
         cfg = config or CustomStyleConfig(size=max_size)
         ref = os.fspath(style_image) if isinstance(style_image, str | os.PathLike) else "picture"
         request = StyleRequest.create(style_image=ref, strength=strength,
-                                      keep_colors=keep_colors,
+                                      keep_colors=keep_colors, refine=refine,
                                       stroke=cfg.stroke if stroke is None else stroke)
         return self.run_custom(request, photo, style_image, config=cfg, progress=progress,
                                should_stop=should_stop)

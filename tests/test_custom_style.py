@@ -250,3 +250,21 @@ def test_stroke_views_the_style_bigger(photo, style, monkeypatch):
         stylize_with_image(photo, style, CustomStyleConfig(size=64, steps=1, scales=(1.0,),
                                                            scale_steps=(1.0,), stroke=stroke))
         assert seen[-1] == round(64 * stroke), seen
+
+
+def test_init_is_where_the_pixels_start(photo, style):
+    """`init` (refine: the any-style model's result) replaces the recoloured photo as the
+    start, resized to the working size; progress and cancel work as without it."""
+    cfg = CustomStyleConfig(size=64, steps=8, scales=(1.0,), scale_steps=(1.0,), jitter=0,
+                            time_budget_s=1e9, min_steps=1)
+    init = np.zeros((30, 45, 3), np.uint8)
+    init[..., 2] = 200  # a flat blue, nothing like the photo, at another size
+    calls = []
+    result = stylize_with_image(photo, style, cfg, init=init, should_stop=lambda: True,
+                                progress=lambda f, losses: calls.append(f))
+    assert result.steps == 1 and result.stopped_early and len(calls) == 1
+    assert result.image.shape == _resize(photo, 64).shape
+    out = result.image.astype(np.float32)
+    start = np.broadcast_to(np.float32([0, 0, 200]), out.shape)
+    plain = stylize_with_image(photo, style, cfg, should_stop=lambda: True).image
+    assert np.abs(out - start).mean() < np.abs(plain.astype(np.float32) - start).mean() / 2
