@@ -39,6 +39,7 @@ from stylejax.errors import (
 )
 from stylejax.request import check_strength
 from stylejax.stroke import STROKES, stroke_name
+from stylejax.style_vectors import installed as anystyle_installed
 
 from .core import StyleService
 from .i18n import SUPPORTED, t
@@ -101,9 +102,11 @@ class Action:
 
 
 # stronger, weaker, another style (arg = style index or "" for the menu), keep colours,
-# delete, pick a style for a staged photo (job = photo token), forget-confirm, cancel, page
-RESUBMIT_VERBS = ("up", "down", "keep", "style")  # the same photo again, something changed
-VERBS = ("up", "down", "style", "keep", "del", "pick", "forget", "cancel", "page", "set")
+# refine a custom style, delete, pick a style for a staged photo (job = photo token),
+# forget-confirm, cancel, page
+RESUBMIT_VERBS = ("up", "down", "keep", "style", "refine")  # the same photo, something changed
+VERBS = ("up", "down", "style", "keep", "refine", "del", "pick", "forget", "cancel", "page",
+         "set")
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{0,48}$")
 
 
@@ -129,9 +132,12 @@ def decode_action(data: str | None) -> Action | None:
 
 def button_changes(service: StyleService, job: Job, verb: str,
                    style_arg: str = "") -> dict | None:
-    """What "stronger", "weaker", "keep colours" or "another style" (`style_arg`: the chosen
-    style's index) changes in a finished job, as `StyleService.resubmit` keywords. None for
-    a style choice that no longer exists (an old button): the adapter says "expired"."""
+    """What "stronger", "weaker", "keep colours", "another style" (`style_arg`: the chosen
+    style's index) or "refine" changes in a finished job, as `StyleService.resubmit` keywords.
+    None for a style choice that no longer exists or a refine that no longer applies (an old
+    button): the adapter says "expired"."""
+    if verb == "refine":
+        return {"refine": True} if can_refine(job) else None
     if verb in ("up", "down"):
         return {"strength": next_strength(job.request.strength, 1 if verb == "up" else -1)}
     if verb == "keep":
@@ -140,6 +146,12 @@ def button_changes(service: StyleService, job: Job, verb: str,
         style = style_by_index(service, style_arg)
         return {"style": style} if style else None
     return None
+
+
+def can_refine(job: Job) -> bool:
+    """A custom-style result made by the any-style model (not yet refined) can be optimised
+    on top (~30 s); without the model a custom style was optimised already."""
+    return job.request.is_custom and not job.request.refine and anystyle_installed()
 
 
 def photo_token(sha: str) -> str:
@@ -294,13 +306,15 @@ _PAGE_ARG = re.compile(r"^(pick|style)(\d{1,3})$")
 
 
 def result_keyboard(job: Job, lang: str) -> Keyboard:
-    """Under a finished picture: stronger/weaker, another style, colours toggle, delete."""
+    """Under a finished picture: stronger/weaker, another style, colours toggle, refine (an
+    instant custom style), delete."""
     keep = job.request.keep_colors
+    refine = [(t("btn_refine", lang), Action("refine", job.id))] if can_refine(job) else []
     return [[(t("btn_stronger", lang), Action("up", job.id)),
              (t("btn_weaker", lang), Action("down", job.id))],
             [(t("btn_another", lang), Action("style", job.id)),
              (t("btn_style_colors" if keep else "btn_keep_colors", lang), Action("keep", job.id))],
-            [(t("btn_delete", lang), Action("del", job.id))]]
+            [*refine, (t("btn_delete", lang), Action("del", job.id))]]
 
 
 def cancel_keyboard(job: Job, lang: str) -> Keyboard:

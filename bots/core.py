@@ -109,10 +109,13 @@ class StyleService:
     def make_request(self, owner: User, *, style: str | None = None,
                      style_image: str | None = None, strength: float | None = None,
                      keep_colors: bool | None = None,
-                     stroke: float | str | None = None) -> StyleRequest:
+                     stroke: float | str | None = None,
+                     refine: bool | None = None) -> StyleRequest:
         """A front end's options as a validated StyleRequest; what was left out (None) is the
-        user's setting. `style_image` is the custom picture's reference (its sha, once kept)."""
+        user's setting. `style_image` is the custom picture's reference (its sha, once kept).
+        `refine` (custom pictures: optimise on top of the instant result) is off unless asked."""
         return StyleRequest.create(
+            refine=bool(refine),
             style=style, style_image=style_image,
             strength=self.default_strength(owner) if strength is None else strength,
             keep_colors=(bool(owner.settings.get("keep_colors", False)) if keep_colors is None
@@ -122,7 +125,8 @@ class StyleService:
     def submit(self, owner: User, photo: bytes | None = None, *, photo_sha: str | None = None,
                style: str | None = None, style_image: bytes | None = None,
                style_sha: str | None = None, strength: float | None = None,
-               keep_colors: bool | None = None, stroke: float | str | None = None) -> Job:
+               keep_colors: bool | None = None, stroke: float | str | None = None,
+               refine: bool | None = None) -> Job:
         """Validate, store and queue one request; raises a StyleJAXError a user can read.
 
         The photo comes as bytes or as the sha of a staged/earlier upload (`stage_photo`);
@@ -134,7 +138,8 @@ class StyleService:
         custom = style_image is not None or style_sha is not None
         request = self.make_request(owner, style=style,
                                     style_image=(style_sha or _UPLOAD) if custom else None,
-                                    strength=strength, keep_colors=keep_colors, stroke=stroke)
+                                    strength=strength, keep_colors=keep_colors, stroke=stroke,
+                                    refine=refine)
         return self._store_and_queue(owner, request, photo, photo_sha, style_image)
 
     def submit_request(self, owner: User, request: StyleRequest, photo: bytes | None = None,
@@ -192,15 +197,16 @@ class StyleService:
 
     def resubmit(self, owner: User, job_id: str, *, style: str | None = None,
                  strength: float | None = None, keep_colors: bool | None = None,
-                 stroke: float | str | None = None) -> Job:
-        """The same photo again with some options changed (stronger, another style, …).
+                 stroke: float | str | None = None, refine: bool | None = None) -> Job:
+        """The same photo again with some options changed (stronger, another style, refine…).
 
         A new style turns a custom-style job into a pack-style one; otherwise the previous
         job's style (pack id or custom picture) is kept. Options left out are kept too.
         """
         prev = self.job(job_id, owner)
         request = prev.request.with_changes(style=style, strength=strength,
-                                            keep_colors=keep_colors, stroke=stroke)
+                                            keep_colors=keep_colors, stroke=stroke,
+                                            refine=refine)
         return self.submit_request(owner, request, photo_sha=prev.input_sha)
 
     def delete_job(self, job_id: str, owner: User) -> None:

@@ -240,7 +240,7 @@ def _action_of(custom_id: str) -> Action:
 
 
 class ActionButton(_OwnerChecked, discord.ui.DynamicItem[discord.ui.Button],
-                   template=re.compile(rf"(?:up|down|keep|del|cancel|forget|set):{_ACTION}")):
+                   template=re.compile(rf"(?:up|down|keep|refine|del|cancel|forget|set):{_ACTION}")):
     """A button whose custom_id is an encoded `Action`; pressing it calls `StyleJAXBot.act`."""
 
     def __init__(self, action: Action, label: str = "", *, row: int | None = None,

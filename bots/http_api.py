@@ -105,11 +105,13 @@ class _BodyLimit:
 
 def _job_json(job: Job) -> dict:
     return {"id": job.id, "state": job.state.value, "progress": round(float(job.progress), 4),
-            "error": job.error, "stroke": job.request.stroke}
+            "error": job.error, "stroke": job.request.stroke, "refine": job.request.refine}
 
 
 STROKE_FIELD = ("Brush stroke size relative to the picture: small, medium (the default), large, "
                 "or a factor from 0.25 to 4 (1 = medium). The job's JSON gives it as the factor.")
+REFINE_FIELD = ("With a style picture: optimise on top of the instant any-style result (slower, "
+                "about 30 s). Refused with a gallery style.")
 
 
 def _read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
@@ -257,7 +259,8 @@ def jobs_router() -> APIRouter:
                strength: Annotated[float | None, Form()] = None,
                keep_colors: Annotated[bool | None, Form()] = None,
                stroke: Annotated[str | None, Form(description=STROKE_FIELD,
-                                                  examples=["large"])] = None):
+                                                  examples=["large"])] = None,
+               refine: Annotated[bool | None, Form(description=REFINE_FIELD)] = None):
         limit = service.settings.max_upload_bytes
         photo = _read_upload(image, limit, "photo")
         style_bytes = _read_upload(style_image, limit, "style picture") if style_image else None
@@ -266,9 +269,11 @@ def jobs_router() -> APIRouter:
         if stroke is not None and not stroke.strip():
             stroke = None
         job = service.submit(user, photo, style=style, style_image=style_bytes,
-                             strength=strength, keep_colors=keep_colors, stroke=stroke)
+                             strength=strength, keep_colors=keep_colors, stroke=stroke,
+                             refine=refine)
         return JSONResponse(
             {"id": job.id, "state": job.state.value, "stroke": job.request.stroke,
+             "refine": job.request.refine,
              "status_url": f"{API}/jobs/{job.id}", "result_url": f"{API}/jobs/{job.id}/result"},
             status_code=202, headers={"Location": f"{API}/jobs/{job.id}"})
 

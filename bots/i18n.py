@@ -72,6 +72,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "btn_keep_colors": {"en": "🌈 Keep colours", "zh": "🌈 保留原色"},
     "btn_style_colors": {"en": "🌈 Style colours", "zh": "🌈 风格颜色"},
     "btn_delete": {"en": "🗑 Delete", "zh": "🗑 删除"},
+    "btn_refine": {"en": "✨ Refine (~30 s)", "zh": "✨ 精修（约 30 秒）"},
     "btn_prev": {"en": "◀", "zh": "◀"},
     "btn_next": {"en": "▶", "zh": "▶"},
     "btn_yes_forget": {"en": "Yes, delete everything", "zh": "是的，全部删除"},

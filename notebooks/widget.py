@@ -152,6 +152,7 @@ class StylizeWidget:
         self._custom_raw: np.ndarray | None = None   # optimised picture (strength 1, no controls)
         self._custom_photo: np.ndarray | None = None  # the photo at the optimised picture's size
         self._custom_stroke: str | None = None        # the stroke size it was optimised at
+        self._custom_refine: bool | None = None       # whether it was refined (optimised)
         self._lock = threading.RLock()   # one render at a time
         self._token = 0                  # bumped by every change; stale renders are dropped
         self._token_lock = threading.Lock()  # (not _lock: a change never waits for a render)
@@ -235,6 +236,10 @@ class StylizeWidget:
         self.custom_button = W.Button(description="Apply my style", disabled=True,
                                       icon="play")
         self.custom_button.on_click(lambda _b: self._guard(self.start_custom))
+        self.refine = W.ToggleButton(value=False, description="Refine", icon="magic",
+                                     tooltip="Your style: optimise on top of the instant "
+                                             "result (slower, ~30 s)")
+        self.refine.observe(self._on_refine, "value")
         self.cancel_button = W.Button(description="Cancel", disabled=True, icon="stop")
         self.cancel_button.on_click(lambda _b: self.cancel_custom())
         self.progress = W.IntProgress(value=0, min=0, max=100, description="Custom",
@@ -251,7 +256,8 @@ class StylizeWidget:
             W.HBox([self.strength, self.keep_colors], layout=W.Layout(align_items="center")),
             self.stroke,
             W.HBox([self.blend_with, self.mix]),
-            W.HBox([self.style_upload, self.custom_button, self.cancel_button, self.progress],
+            W.HBox([self.style_upload, self.custom_button, self.refine, self.cancel_button,
+                    self.progress],
                    layout=W.Layout(align_items="center")),
             W.HBox([W.VBox([W.HTML("<b>Before</b>"), self.before], layout=box),
                     W.VBox([W.HTML("<b>After</b>"), self.after], layout=box)]),
@@ -371,8 +377,9 @@ class StylizeWidget:
         if style_id == CUSTOM:
             if self._custom_raw is None:
                 raise StyleJAXError("No custom style yet: upload a style picture first.")
-            if self._custom_stroke != self.stroke.value:  # made at another stroke size
-                self.start_custom()
+            if (self._custom_stroke, self._custom_refine) != (self.stroke.value,
+                                                              self.refine.value):
+                self.start_custom()  # made at another stroke size, or (not) refined
                 return
         else:
             style_id = self.stylizer.styles[self._index(style_id)].id
@@ -407,6 +414,11 @@ class StylizeWidget:
         else:
             self._changed()
 
+    def _on_refine(self, _change) -> None:
+        """Refine (or not) the custom style shown: it is made again."""
+        if self._style_id == CUSTOM and self._custom_style is not None:
+            self._guard(self.start_custom)
+
     # -- rendering -------------------------------------------------------------------------------
     @property
     def style_choice(self) -> str | Mapping[str, float] | None:
@@ -430,7 +442,7 @@ class StylizeWidget:
         if choice is None:
             return None
         if choice == CUSTOM:
-            kind: dict[str, Any] = {"style_image": "custom"}
+            kind: dict[str, Any] = {"style_image": "custom", "refine": bool(self.refine.value)}
         else:
             kind = {"blend": choice} if isinstance(choice, Mapping) else {"style": choice}
         return StyleRequest.create(**kind, strength=float(self.strength.value),
@@ -555,7 +567,8 @@ class StylizeWidget:
         self.custom_button.disabled = True
         self.cancel_button.disabled = False
         self._say("Custom style: preparing (the first run also compiles)…", _BUSY)
-        args = (self._photo, self._custom_style, self._photo_version, self.stroke.value)
+        args = (self._photo, self._custom_style, self._photo_version, self.stroke.value,
+                bool(self.refine.value))
         if self.sync:
             self._custom_job(*args)
         else:
@@ -569,7 +582,7 @@ class StylizeWidget:
         self.cancel_button.disabled = True
 
     def _custom_job(self, photo: np.ndarray, style: np.ndarray, version: int,
-                    stroke: str) -> None:
+                    stroke: str, refine: bool = False) -> None:
         t0 = time.monotonic()
 
         def progress(fraction: float, record: dict) -> None:
@@ -578,7 +591,7 @@ class StylizeWidget:
 
         try:
             # optimised at full strength: strength and colours are applied on top
-            request = StyleRequest.create(style_image="custom", stroke=stroke)
+            request = StyleRequest.create(style_image="custom", stroke=stroke, refine=refine)
             res = self.stylizer.run_custom(request, photo, style, config=self.custom_config,
                                            progress=progress, should_stop=self._cancel.is_set)
         except Exception as err:
@@ -596,6 +609,7 @@ class StylizeWidget:
         self._custom_photo = np.asarray(Image.fromarray(photo).resize((w, h), Image.LANCZOS))
         self._custom_raw = res.image
         self._custom_stroke = stroke
+        self._custom_refine = refine
         self._custom_card.layout.display = ""
         cancelled = self._cancel.is_set()
         if cancelled:
@@ -619,6 +633,9 @@ class StylizeWidget:
         elif cancelled:
             self._say(f"Custom style cancelled after {res.steps} steps: showing the picture so "
                       "far.", _BUSY)
+        elif res.steps == 0:  # the any-style model, no optimisation
+            self._say(f"Custom style done in {seconds:.1f} s, {w}×{h} px (Refine optimises "
+                      "on top, ~30 s).", _OK)
         else:
             self._say(f"Custom style done: {res.steps} steps in {seconds:.0f} s, "
                       f"{w}×{h} px.", _OK)

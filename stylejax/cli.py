@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", metavar="IMG", help="local style: white areas get the style")
     p.add_argument("--pack", metavar="DIR", help="style pack folder (default: the built-in pack)")
     p.add_argument("--list-styles", action="store_true", help="print the pack's style ids")
+    p.add_argument("--refine", action="store_true",
+                   help="--style-image: optimise on top of the instant any-style result "
+                        "(slower, ~30 s)")
     p.add_argument("--steps", type=int, default=None, help="--style-image: optimisation steps")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="--style-image: stop after this many seconds")
@@ -68,7 +71,7 @@ def _request(args: argparse.Namespace) -> StyleRequest:
     if not args.style_image:
         style = _parse_style(args.style)
         choice = {"blend": style} if isinstance(style, dict) else {"style": style}
-    return StyleRequest.create(**choice, strength=args.strength,
+    return StyleRequest.create(**choice, strength=args.strength, refine=args.refine,
                                keep_colors=args.preserve_colors, stroke=args.stroke)
 
 
@@ -143,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
             _save(out, result.image, d)
             if not args.quiet:
-                print(f"{out}: {result.steps} steps in {result.seconds:.1f} s", file=sys.stderr)
+                how = f"{result.steps} steps" if result.steps else "any-style model"
+                print(f"{out}: {how} in {result.seconds:.1f} s", file=sys.stderr)
         return 0
 
     start = time.monotonic()

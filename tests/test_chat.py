@@ -146,3 +146,39 @@ def test_what_each_change_button_does(service):
     assert chat.button_changes(service, job, "style", "99") is None  # an old menu
     assert chat.button_changes(service, job, "del") is None
     assert set(chat.RESUBMIT_VERBS) <= set(chat.VERBS)
+
+
+def test_refine_button_on_instant_custom_results(service, monkeypatch, tmp_path):
+    """With the any-style model installed, a custom-style result offers "Refine": the same
+    photo and style picture again, optimised on top of the instant result. Without the model
+    (the custom style was optimised already), once refined, or on a pack style: no button."""
+    from stylejax import style_vectors
+
+    def verbs(job):
+        return [a.verb for row in chat.result_keyboard(job, "en") for _, a in row]
+
+    user = service.user("test", 22)
+    custom = service.submit(user, photo_png(64, 64, 1), style_image=photo_png(48, 48, 2))
+    pack = service.submit(service.user("test", 23), photo_png(64, 64, 3), style="wave")
+    monkeypatch.setenv(style_vectors.MODEL_ENV, str(tmp_path / "none"))
+    assert "refine" not in verbs(custom)
+    assert chat.button_changes(service, custom, "refine") is None
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "anystyle.json").write_text("{}")  # only its presence is looked at here
+    monkeypatch.setenv(style_vectors.MODEL_ENV, str(model))
+    assert "refine" in verbs(custom) and "refine" not in verbs(pack)
+    assert [label for row in chat.result_keyboard(custom, "zh") for label, a in row
+            if a.verb == "refine"] == ["✨ 精修（约 30 秒）"]
+    action = chat.Action("refine", custom.id)
+    assert chat.decode_action(chat.encode_action(action)) == action
+    assert "refine" in chat.RESUBMIT_VERBS  # both adapters resubmit it like "stronger"
+    changes = chat.button_changes(service, custom, "refine")
+    assert changes == {"refine": True}
+    refined = service.resubmit(user, custom.id, **changes)
+    assert refined.request.refine and refined.input_sha == custom.input_sha
+    assert refined.request.style_image == custom.request.style_image
+    assert refined.request.strength == custom.request.strength
+    assert "refine" not in verbs(refined)
+    assert chat.button_changes(service, refined, "refine") is None  # an old button
+    assert chat.button_changes(service, pack, "refine") is None

@@ -56,7 +56,7 @@ def test_submit_poll_and_fetch_result(server):
     assert body["stroke"] == 1.0  # medium unless asked
     status = wait_done(c, body["id"])
     assert status == {"id": body["id"], "state": "done", "progress": 1.0, "error": None,
-                      "stroke": 1.0}
+                      "stroke": 1.0, "refine": False}
     result = c.get(body["result_url"])
     assert result.status_code == 200 and result.headers["content-type"] == "image/png"
     out = np.asarray(Image.open(io.BytesIO(result.content)).convert("RGB"), np.float32)
@@ -184,6 +184,34 @@ def test_api_key_required_when_configured(tmp_path):
         service.close()
 
 
+def test_refine_field_reaches_the_job(tmp_path):
+    """`refine` (custom styles only) is a form field; on a gallery style a clear error."""
+    from fastapi.testclient import TestClient
+
+    service = StyleService(Settings(data_dir=tmp_path / "data", rate_per_minute=600,
+                                    rate_burst=20))
+    try:
+        with TestClient(create_app(service)) as client:
+            def submit(**data):
+                files = {"image": ("p.png", _photo_png(seed=8), "image/png")}
+                if "style" not in data:
+                    files["style_image"] = ("s.png", _photo_png(96, 96, seed=9), "image/png")
+                return client.post("/api/v1/jobs", files=files, data=data)
+
+            refined = submit(refine="true")
+            assert refined.status_code == 202, refined.text
+            assert refined.json()["refine"] is True
+            assert service.job(refined.json()["id"]).request.refine is True
+            assert client.get(f"/api/v1/jobs/{refined.json()['id']}").json()["refine"] is True
+            plain = submit()
+            assert plain.status_code == 202 and plain.json()["refine"] is False
+            assert service.job(plain.json()["id"]).request.refine is False
+            err = assert_json_error(submit(style="wave", refine="true"), (400, 422))
+            assert "Refine is for your own style picture" in err
+    finally:
+        service.close()
+
+
 def _digest(key: str) -> str:
     import hashlib
 
@@ -202,6 +230,7 @@ def test_openapi_schema_documents_the_contract(server):
     assert "multipart/form-data" in form
     ref = form["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
     fields = schema["components"]["schemas"][ref]["properties"]
-    assert {"image", "style", "style_image", "strength", "keep_colors", "stroke"} <= set(fields)
+    assert {"image", "style", "style_image", "strength", "keep_colors", "stroke",
+            "refine"} <= set(fields)
     assert "small, medium" in fields["stroke"]["description"]
     assert not any(p.startswith("/internal") for p in paths)  # workers' API stays private

@@ -357,6 +357,31 @@ def test_cli_stroke_reaches_the_style_image_path(capsys, files, tmp_path, monkey
     assert seen["stroke"] == 1.3
 
 
+def test_cli_refine_reaches_the_request(capsys, files, tmp_path, monkeypatch):
+    """--refine asks the custom path to optimise on top of the any-style model's result."""
+    from stylejax.custom_style import CustomStyleResult
+
+    seen = {}
+
+    def fake(self, request, photo, style_image=None, **kwargs):
+        seen["refine"] = request.refine
+        return CustomStyleResult(image=photo, seconds=0.0, steps=0, stopped_early=False)
+
+    monkeypatch.setattr(Stylizer, "run_custom", fake)
+    for flags, want in ((["--refine"], True), ([], False)):
+        rc, _, err = _cli(capsys, files["photo"], "--style-image", files["style"], *flags,
+                          "-q", "-o", tmp_path / "custom.png")
+        assert rc == 0, err
+        assert seen["refine"] is want
+
+
+def test_cli_refine_needs_a_style_picture(capsys, pack_dir, files, tmp_path):
+    rc, _, err = _cli(capsys, files["photo"], "--pack", pack_dir, "--style", "a", "--refine",
+                      "-o", tmp_path / "x.png")
+    assert rc == 2 and "Refine is for your own style picture" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_cli_same_stem_photos_do_not_overwrite(capsys, pack_dir, files, tmp_path):
     (tmp_path / "d1").mkdir()
     (tmp_path / "d2").mkdir()

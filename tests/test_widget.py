@@ -183,6 +183,32 @@ def test_stroke_size_re_optimises_a_custom_style(stylizer, photo, style_png, mon
     assert strokes == ["medium", "large", "medium"] and w._style_id == CUSTOM
 
 
+def test_refine_toggle_reaches_the_request_and_remakes_the_custom_style(stylizer, photo,
+                                                                       style_png, monkeypatch):
+    """"Refine" asks for the optimisation on top of the instant any-style result: toggling
+    it makes the custom style again, with the option on the request (a recording stand-in)."""
+    from stylejax.custom_style import CustomStyleResult
+
+    asked = []
+
+    def make(request, photo, style, **kwargs):
+        asked.append(request.refine)
+        return CustomStyleResult(image=resize_max_side(photo, 48), seconds=0.0,
+                                 steps=4 if request.refine else 0, stopped_early=False)
+
+    monkeypatch.setattr(stylizer, "run_custom", make)
+    w = _w(stylizer, image=photo)
+    w.style_upload.value = _upload("stripes.png", style_png)
+    assert asked == [False] and w.request.refine is False
+    assert "Refine" in w.status.value  # the instant result says what Refine would add
+    w.refine.value = True
+    assert asked == [False, True] and w.request.refine is True
+    w.select_style("wood")
+    assert w.request.refine is False  # a pack style is never refined
+    w.select_style(CUSTOM)  # made refined already: shown as it is
+    assert asked == [False, True]
+
+
 def test_accepts_paths_bytes_pil_and_arrays(stylizer, photo, tmp_path):
     w = _w(stylizer)
     path = tmp_path / "holiday.jpg"

@@ -25,6 +25,7 @@ const TEXT = {
     custom_style: "Your own style picture",
     custom_hint: "A painting or a texture · about 30 s",
     custom_choose: "Choose a style picture",
+    refine: "Refine (slower, ~30 s)",
     options_heading: "Adjust",
     strength: "Strength",
     subtle: "subtle",
@@ -87,6 +88,7 @@ const TEXT = {
     custom_style: "使用自己的风格图片",
     custom_hint: "一幅画或一种纹理 · 约 30 秒",
     custom_choose: "选择风格图片",
+    refine: "精修（较慢，约 30 秒）",
     options_heading: "调整",
     strength: "强度",
     subtle: "轻微",
@@ -154,7 +156,7 @@ const el = {
   form: $("controls"), photo: $("photo"), camera: $("camera"), cameraButton: $("camera-button"),
   dropzone: $("dropzone"), photoName: $("photo-name"), photoHint: $("photo-hint"),
   gallery: $("gallery"), customRadio: $("style-custom"), customPicker: $("custom-picker"),
-  styleImage: $("style-image"), styleImageName: $("style-image-name"),
+  styleImage: $("style-image"), styleImageName: $("style-image-name"), refine: $("refine"),
   customPreview: $("custom-preview"), strength: $("strength"), strengthValue: $("strength-value"),
   keepColors: $("keep-colors"), apiKeyBox: $("api-key-box"), apiKey: $("api-key"),
   go: $("go"), cancel: $("cancel"), message: $("message"), stage: $("stage"),
@@ -470,8 +472,9 @@ async function run({ auto = false } = {}) {
   }
   const strength = Number(el.strength.value);
   const stroke = selectedStroke();
+  const refine = style === CUSTOM && el.refine.checked;
   const key = [state.photoVersion, style, style === CUSTOM ? state.styleVersion : 0, strength,
-               stroke, el.keepColors.checked].join("|");
+               stroke, el.keepColors.checked, refine].join("|");
   if (auto && (state.job ? state.job.key === key : state.shownKey === key)) return;
   cancelJob();
   const form = new FormData();
@@ -481,6 +484,7 @@ async function run({ auto = false } = {}) {
   form.append("strength", String(strength / 100));
   form.append("keep_colors", el.keepColors.checked ? "true" : "false");
   form.append("stroke", stroke);
+  if (refine) form.append("refine", "true");
 
   const job = {
     id: null, statusUrl: null, resultUrl: null, finished: false, source: null, timer: null,
@@ -694,7 +698,7 @@ function wire() {
   });
 
   el.form.addEventListener("change", (ev) => {
-    if (ev.target.name === "stroke") {
+    if (ev.target.name === "stroke" || ev.target.name === "refine") {
       scheduleRerun();
       return;
     }
