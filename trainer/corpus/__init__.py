@@ -1,0 +1,1 @@
+"""Corpora for training: the reproducible style-picture corpus (build_style_corpus)."""
