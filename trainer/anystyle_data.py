@@ -72,7 +72,7 @@ class StyleCorpus:
             exclude_names = held_out_names()[1]
         exclude_names, exclude_digests = frozenset(exclude_names), frozenset(exclude_digests)
         files: list[Path] = []
-        for p in map(Path, paths):
+        for p in (Path(q).expanduser() for q in paths):
             if p.is_dir():
                 files += sorted((f for f in p.rglob("*")
                                  if f.suffix.lower() in PHOTO_EXTENSIONS and f.is_file()),
