@@ -221,3 +221,20 @@ def load_model(folder: str | Path) -> AnyStyleModel:
         raise WeightsError(f"{MODEL_WEIGHTS} is damaged ({err.__class__.__name__}).") from None
     load_module_arrays(model, arrays, MODEL_WEIGHTS)
     return model
+
+
+def styles_generator(model: AnyStyleModel, vectors: jax.Array | np.ndarray) -> Generator:
+    """A pack generator whose K table rows are the styles of the K vectors (K, style_dim):
+    a style pack made from the any-style model, served like any trained pack."""
+    wide = as_generator(model)
+    rows = jnp.asarray(style_row(vectors))  # (K, 1 + D)
+    gcfg = wide.config
+    pack = Generator(GeneratorConfig(num_styles=int(rows.shape[0]), channels=gcfg.channels,
+                                     res_blocks=gcfg.res_blocks, upsample=gcfg.upsample),
+                     rngs=nnx.Rngs(0))
+    body = nnx.state(wide, nnx.Param)
+    nnx.update(pack, nnx.filter_state(body, lambda path, _: path[-1] not in ("scale", "shift")))
+    for src, dst in zip(wide.norm_layers(), pack.norm_layers(), strict=True):
+        dst.scale[...] = rows @ src.scale[...]
+        dst.shift[...] = rows @ src.shift[...]
+    return pack

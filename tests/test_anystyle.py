@@ -183,3 +183,27 @@ def test_any_style_run_resumes_exactly_and_exports_a_model_through_the_cli(tmp_p
     assert main(args) == 0
     model = load_model(tmp_path / "model")
     assert model.config.style_dim == 8 and model.config.generator.upsample == "nearest"
+
+
+def test_a_pack_made_from_the_model_serves_each_picture_as_its_style(model, feature_net,
+                                                                      tmp_path):
+    from stylejax.anystyle import ENCODER_SIDE, save_model
+    from stylejax.imageio import decode_image, resize_long_side, to_float
+    from stylejax.pack import load_pack
+    from trainer.cli import main
+
+    save_model(tmp_path / "model", model)
+    pictures = ["../shared/data/style/S04_kandinsky_composition_viii.png",
+                "../shared/data/style/S11_texture_wood_planks.jpg"]
+    assert main(["anystyle-pack", "--model", str(tmp_path / "model"), "--styles", *pictures,
+                 "--out", str(tmp_path / "pack"),
+                 "--style-meta", "trainer/default_styles.json"]) == 0
+    pack = load_pack(tmp_path / "pack")
+    assert [s.id for s in pack.styles] == ["kandinsky", "wood"]
+    assert all(s.thumbnail for s in pack.styles) and all(s.license for s in pack.styles)
+    photo = _pictures(8, 1, 32)
+    for k, picture in enumerate(pictures):
+        rgb = resize_long_side(decode_image(picture).rgb, ENCODER_SIDE)
+        z = model.encode(feature_net, jnp.asarray(to_float(rgb))[None])
+        np.testing.assert_allclose(np.asarray(pack.generator(photo, jax.nn.one_hot(
+            jnp.array([k]), 2))), np.asarray(model(photo, z)), atol=1e-5)

@@ -114,6 +114,13 @@ def _eval(args) -> int:
     return 0
 
 
+def _anystyle_pack(args) -> int:
+    from .anystyle_pack import pack_from_model
+
+    print(f"wrote {pack_from_model(args.model, args.styles, args.out, args.style_meta)}")
+    return 0
+
+
 def build_parser(mode: str = "pack") -> argparse.ArgumentParser:
     """The whole command line; `train` gets the flags of `mode`."""
     parser = argparse.ArgumentParser(prog="stylejax-train", description=__doc__.split("\n")[0])
@@ -146,6 +153,13 @@ def build_parser(mode: str = "pack") -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--out", help="folder for losses.json, grid.png, loss_curves.png")
     p.add_argument("--side", type=int, default=256)
+
+    p = sub.add_parser("anystyle-pack",
+                       help="a style pack from the any-style model: each picture encoded once")
+    p.add_argument("--model", required=True, help="any-style model folder (train --export)")
+    p.add_argument("--styles", nargs="+", required=True, help="the pack's style pictures")
+    p.add_argument("--out", required=True, help="pack folder to write")
+    p.add_argument("--style-meta", help="JSON: file name → id, names, author, license")
     return parser
 
 
@@ -174,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     commands = {"train": _train, "cyclegan": _train, "export": _export,
-                "add-style": _add_style, "eval": _eval}
+                "add-style": _add_style, "eval": _eval, "anystyle-pack": _anystyle_pack}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, NotADirectoryError, StyleJAXError) as err:
