@@ -100,3 +100,50 @@ class ServiceBusyError(StyleJAXError):
 def _mb(n: int) -> str:
     """Bytes as a short human figure for messages."""
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
+
+
+# -- videos and animated pictures (stylejax.video) ----------------------------------------------
+class VideoError(StyleJAXError):
+    """Base of the video errors: a clip or animated picture we cannot take."""
+
+
+class NotAVideoError(VideoError):
+    """The bytes are not a video or animated picture we can read."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or "That file is not a video or animated picture we can read.")
+
+
+class CorruptVideoError(VideoError):
+    """A video file that cannot be decoded (truncated, damaged, no picture frames)."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or "That video seems damaged or incomplete; "
+                                    "we could not read its frames.")
+
+
+class UnsupportedVideoError(VideoError):
+    """A real media file in a form we do not handle (sound only, an unknown codec)."""
+
+
+class VideoTooLongError(VideoError):
+    """The clip exceeds the duration or frame-count limit (the limit is in the message)."""
+
+    def __init__(self, message: str, limit: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class VideoTooLargeError(VideoError):
+    """The clip exceeds the per-frame pixel limit or the file size limit."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class JobCancelledError(StyleJAXError):
+    """The work was stopped before the end because `should_stop()` said so."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or "Stopped before the end, as asked.")
