@@ -14,6 +14,8 @@ from .errors import StyleJAXError
 from .request import StyleRequest
 
 _FORMATS = {".png", ".jpg", ".jpeg", ".webp"}
+# Video outputs (stylejax.video.OUTPUT_SUFFIXES); .webp is animated for an animated input.
+_VIDEO_FORMATS = {".mp4", ".mov", ".mkv", ".webm", ".gif", ".webp"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn photos into the style of a painting: a trained style from a pack "
                     "(--style) or any picture (--style-image).",
     )
-    p.add_argument("photos", nargs="*", metavar="PHOTO", help="photos to stylise")
+    p.add_argument("photos", nargs="*", metavar="PHOTO",
+                   help="photos, video clips (.mp4 .mov .webm .mkv) or animated GIF/WebP "
+                        "to stylise")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--style", help="style id from the pack (or a prefix); blend several with "
                                    "'starry=0.6,wave=0.4'")
@@ -45,8 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="--style-image: stop after this many seconds")
     p.add_argument("--backend", choices=["auto", "jax", "onnx"], default="auto")
+    p.add_argument("--no-stable", action="store_true",
+                   help="videos: stylise each frame on its own (default: stable mode, no "
+                        "flicker; docs/video.md)")
     p.add_argument("-o", "--output", metavar="OUT",
-                   help="output file for one photo, folder for several")
+                   help="output file for one photo or clip (the format from its suffix: "
+                        ".png .jpg .webp; .mp4 .mov .mkv .webm .gif .webp for clips), folder "
+                        "for several")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -75,12 +84,25 @@ def _request(args: argparse.Namespace) -> StyleRequest:
                                keep_colors=args.preserve_colors, stroke=args.stroke)
 
 
-def _outputs(photos: list[str], out: str) -> list[Path]:
+def _video_suffix(path: str) -> str:
+    """A clip's default output format in a folder: GIF stays GIF, WebP WebP, the rest mp4."""
+    suffix = Path(path).suffix.lower()
+    return suffix if suffix in (".gif", ".webp") else ".mp4"
+
+
+def _outputs(photos: list[str], out: str, videos: set[str] | None = None) -> list[Path]:
+    videos = videos or set()
     target = Path(out)
-    if len(photos) == 1 and target.suffix.lower() in _FORMATS:
+    suffix = target.suffix.lower()
+    if len(photos) == 1 and suffix in _FORMATS | _VIDEO_FORMATS:
+        is_video = photos[0] in videos
+        if is_video and suffix not in _VIDEO_FORMATS:
+            raise StyleJAXError("Save a video as .mp4, .mov, .mkv, .webm, .gif or .webp.")
+        if not is_video and suffix not in _FORMATS:
+            raise StyleJAXError("A photo is saved as .png, .jpg or .webp, not as a video.")
         target.parent.mkdir(parents=True, exist_ok=True)
         return [target]
-    if target.suffix.lower() in _FORMATS:
+    if suffix in _FORMATS | _VIDEO_FORMATS:
         raise StyleJAXError("With several photos, -o must be a folder.")
     target.mkdir(parents=True, exist_ok=True)
     outs, used = [], set()
@@ -90,7 +112,7 @@ def _outputs(photos: list[str], out: str) -> list[Path]:
             n += 1
             name = f"{Path(p).stem}-{n}"
         used.add(name)
-        outs.append(target / f"{name}.png")
+        outs.append(target / f"{name}{_video_suffix(p) if p in videos else '.png'}")
     return outs
 
 
@@ -119,8 +141,25 @@ def run(args: argparse.Namespace) -> int:
     for p in args.photos:
         if Path(p).is_dir():
             raise StyleJAXError(f"{Path(p).name} is a folder, not a photo.")
-    outputs = _outputs(args.photos, args.output)
-    decoded = [_composited(decode_image(p, alpha="keep")) for p in args.photos]
+    from .video import is_video_file
+
+    videos = {p for p in args.photos if is_video_file(p)}
+    if videos and args.style_image:
+        raise StyleJAXError("Videos take a pack style (--style); a style picture works on "
+                            "photos only.")
+    if videos and args.mask:
+        raise StyleJAXError("--mask works on photos only, not on videos.")
+    outputs = _outputs(args.photos, args.output, videos)
+    if videos:
+        _run_videos(args, stylizer, request,
+                    [(p, o) for p, o in zip(args.photos, outputs) if p in videos])
+        pairs = [(p, o) for p, o in zip(args.photos, outputs) if p not in videos]
+        if not pairs:
+            return 0
+        photos, outputs = [p for p, _ in pairs], [o for _, o in pairs]
+    else:
+        photos = list(args.photos)
+    decoded = [_composited(decode_image(p, alpha="keep")) for p in photos]
 
     from tqdm import tqdm
 
@@ -159,6 +198,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {len(outputs)} picture(s) in {time.monotonic() - start:.1f} s",
               file=sys.stderr)
     return 0
+
+
+def _run_videos(args: argparse.Namespace, stylizer, request: StyleRequest,
+                pairs: list[tuple[str, Path]]) -> None:
+    """Each clip through stylejax.video.stylize_video, with a frames/s progress bar."""
+    from tqdm import tqdm
+
+    from .video import probe_video, stylize_video
+
+    infos = [probe_video(src) for src, _ in pairs]  # every clip checked before any work
+    for (src, out), info in zip(pairs, infos):
+        bar = tqdm(total=info.frames, desc=Path(out).name, unit="frame", disable=args.quiet)
+
+        def progress(frac, bar=bar, total=info.frames):
+            bar.update(max(0, min(total, round(frac * total)) - bar.n))
+
+        result = stylize_video(stylizer, request, src, out, stable=not args.no_stable,
+                               progress=progress)
+        bar.close()
+        if not args.quiet:
+            mode = "stable" if result.stable else "per-frame"
+            print(f"{out}: {result.frames} frames ({mode}) in {result.seconds:.1f} s, "
+                  f"{result.frames / max(result.seconds, 1e-9):.1f} frames/s", file=sys.stderr)
 
 
 def _composited(decoded):
