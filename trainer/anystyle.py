@@ -32,6 +32,7 @@ from stylejax.anystyle import AnyStyleConfig, AnyStyleModel, save_model, statist
 from stylejax.discriminator import MultiScaleDiscriminator
 from stylejax.features import DEFAULT_STYLE_TAPS, load_feature_net
 from stylejax.generator import GeneratorConfig
+from stylejax.imageio import decode_image, resize_long_side
 
 from .anystyle_data import (
     AnyStyleStream,
@@ -39,6 +40,7 @@ from .anystyle_data import (
     drop_held_out,
     held_out_digests,
     held_out_names,
+    held_out_style_files,
 )
 from .checkpoints import Checkpoints
 from .config import JsonConfig, opt
@@ -303,12 +305,16 @@ class AnyStyleTrainer:
 
     # -- looking at it ------------------------------------------------------------------------
     def _sample_pairs(self, photos: PhotoFolder, n: int = 4) -> tuple[list, list]:
+        """Fixed photos, and style pictures the model never trains on: the benchmark's
+        held-out ones where `data_root` has them (else corpus pictures)."""
         rng = np.random.default_rng(12345)
         tiles = [center_square(photos.images[i], 128)
                  for i in rng.choice(len(photos.images), size=n, replace=False)]
-        styles = [center_square(self.corpus.images[i], 256)
-                  for i in rng.choice(len(self.corpus), size=n, replace=False)]
-        return tiles, styles
+        held = [resize_long_side(decode_image(p).rgb, 320)
+                for p in held_out_style_files(self.cfg.data_root)[:n]]
+        picks = rng.choice(len(self.corpus), size=n, replace=False)
+        styles = held if len(held) == n else [self.corpus.images[i] for i in picks]
+        return tiles, [center_square(s, 256) for s in styles]
 
     def model(self, ema: bool = True) -> AnyStyleModel:
         params = jax.device_get(self.state.g_ema if ema else self.state.g)

@@ -34,15 +34,17 @@ def held_out_names(eval_set: str | Path = EVAL_SET) -> tuple[frozenset[str], fro
     return photos, styles
 
 
+def held_out_style_files(data_root: str | Path, eval_set: str | Path = EVAL_SET) -> list[Path]:
+    """The held-out style pictures that exist under `data_root`, in the eval set's order."""
+    data = json.loads(Path(eval_set).read_text(encoding="utf-8"))
+    files = [Path(data_root) / s["file"] for s in data["styles"]]
+    return [f for f in files if f.is_file()]
+
+
 def held_out_digests(data_root: str | Path, eval_set: str | Path = EVAL_SET) -> frozenset[str]:
     """sha256 of every held-out style picture's file, to catch a renamed copy in a corpus."""
-    data = json.loads(Path(eval_set).read_text(encoding="utf-8"))
-    out = set()
-    for s in data["styles"]:
-        path = Path(data_root) / s["file"]
-        if path.is_file():
-            out.add(hashlib.sha256(path.read_bytes()).hexdigest())
-    return frozenset(out)
+    return frozenset(hashlib.sha256(f.read_bytes()).hexdigest()
+                     for f in held_out_style_files(data_root, eval_set))
 
 
 def drop_held_out(folder: PhotoFolder, names: Iterable[str]) -> PhotoFolder:
