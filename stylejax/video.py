@@ -643,9 +643,10 @@ class StableConfig:
     blend: float = 0.6            # weight of the warped previous result where flow is reliable
     flow_side: int = 480          # long side the flow is computed at (then scaled up)
     cut_error: float = 0.12       # mean |Δ| of the warped input above this: a scene cut
-    stats_refresh: int = 12       # frames between refreshes of the shared statistics
-    stats_momentum: float = 0.7   # weight of the old statistics at a refresh
-    shared_stats: bool = True
+    # instance-norm statistics: "interpolate" (measured at each batch's last frame, linearly
+    # interpolated in between: one extra generator pass a batch), "first" (a scene's first
+    # frame for the whole scene) or "own" (each frame its own, as per-frame mode)
+    stats: str = "interpolate"
 
 
 class _Stabiliser:
@@ -707,9 +708,11 @@ class _Stabiliser:
         return np.clip(np.round(cur), 0, 255).astype(np.uint8)
 
 
-def _stylize_batch_shared(stylizer, request, rgbs: list[np.ndarray], stats) -> list[np.ndarray]:
-    """`Stylizer.run_many` with given instance-norm statistics (the engine's `stats`), for the
-    whole batch in one generator call; same work size, resizing and controls as run_many."""
+def _stylize_batch_shared(stylizer, request, rgbs: list[np.ndarray],
+                          stats: list) -> list[np.ndarray]:
+    """`Stylizer.run_many` with given instance-norm statistics (the engine's `stats`, one set
+    per frame), the whole batch in one generator call; same work size, resizing and controls
+    as run_many."""
     from .engine import BATCH_BUCKETS, bucket_size, pad_to
     from .generator import apply_controls
     from .imageio import resize_long_side, resize_to, to_float, to_uint8
@@ -725,13 +728,19 @@ def _stylize_batch_shared(stylizer, request, rgbs: list[np.ndarray], stats) -> l
     for i, p in enumerate(work):
         batch[i] = pad_to(p[None], hb, wb)[0]
     ws = np.repeat(w[None], nb, axis=0)
-    y = engine.backend(batch, ws, stats=stats)
+    padded = list(stats) + [stats[-1]] * (nb - len(stats))
+    stacked = [(np.concatenate([st[k][0] for st in padded]),
+                np.concatenate([st[k][1] for st in padded])) for k in range(len(stats[0]))]
+    y = engine.backend(batch, ws, stats=stacked)
     out = []
     for i, (r, p) in enumerate(zip(rgbs, work)):
         yi = np.asarray(y[i, : p.shape[0], : p.shape[1]])
+        if yi.shape[:2] != r.shape[:2]:
+            yi = to_float(resize_to(to_uint8(yi), r.shape[:2]))
+        if request.strength == 1.0 and not request.keep_colors:  # apply_controls' identity
+            out.append(to_uint8(yi))
+            continue
         f = to_float(r)
-        if yi.shape[:2] != f.shape[:2]:
-            yi = to_float(resize_to(to_uint8(yi), f.shape[:2]))
         out.append(to_uint8(np.asarray(apply_controls(f, yi, request.strength,
                                                       request.keep_colors, None))))
     return out
@@ -777,9 +786,11 @@ def stylize_video(stylizer, request, src: Source, dst: str | os.PathLike, *,
     stab = _Stabiliser(cfg) if stable else None
     from .stroke import pack_work_side
 
-    shared = (stable and cfg.shared_stats
+    if cfg.stats not in ("interpolate", "first", "own"):
+        raise ValueError(f"unknown stats mode {cfg.stats!r}")
+    shared = (stable and cfg.stats != "own"
               and pack_work_side(request.stroke) <= stylizer.engine.tile)
-    stats, since_refresh = None, 0
+    key = None
     writer = VideoWriter(dst, info, audio_from=src if info.has_audio else None)
     done = 0
     try:
@@ -815,14 +826,18 @@ def stylize_video(stylizer, request, src: Source, dst: str | os.PathLike, *,
                     if not shared:
                         outs += stylizer.run_many(request, rgbs[a:b])
                         continue
-                    if stats is None or motions[a][1]:
-                        stats, since_refresh = frame_stats(stylizer, request, rgbs[a]), 0
-                    elif since_refresh >= cfg.stats_refresh:
-                        stats = _mix_stats(stats, frame_stats(stylizer, request, rgbs[a]),
-                                           cfg.stats_momentum)
-                        since_refresh = 0
-                    outs += _stylize_batch_shared(stylizer, request, rgbs[a:b], stats)
-                    since_refresh += b - a
+                    if key is None or motions[a][1]:  # a scene's first frame
+                        key, key_at = frame_stats(stylizer, request, rgbs[a]), a
+                    else:
+                        key_at = a - 1  # the previous batch's last frame
+                    if cfg.stats == "first" or b - 1 == key_at:
+                        per_frame = [key] * (b - a)
+                    else:
+                        nxt = frame_stats(stylizer, request, rgbs[b - 1])
+                        per_frame = [_mix_stats(key, nxt, 1 - (j - key_at) / (b - 1 - key_at))
+                                     for j in range(a, b)]
+                        key = nxt
+                    outs += _stylize_batch_shared(stylizer, request, rgbs[a:b], per_frame)
                 outs = [stab.blend(out, g, m, cut)
                         for out, g, (m, cut) in zip(outs, grays, motions)]
             for f, out in zip(chunk, outs):
