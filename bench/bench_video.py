@@ -157,7 +157,9 @@ def strip(frames_in, per_frame, stable, start: int, out: Path, width: int = 240)
             sheet.paste(Image.fromarray(img).resize((width, h), Image.LANCZOS),
                         (c * width, r * (h + label) + label))
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, optimize=True)
+    # a palette keeps the PNG small enough for the repository (no dithering: it would speckle)
+    sheet.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        out, optimize=True)
 
 
 def main() -> None:
