@@ -311,3 +311,20 @@ def test_cli_video(tmp_path, clip, capsys):
     text.write_text("not a clip")
     assert main([str(text), "--style", "starry", "-o", str(tmp_path / "y.mp4")]) == 2
     assert "not a video" in capsys.readouterr().err
+
+
+def test_webm_out_reencodes_audio(tmp_path, stylizer, request_, clip):
+    if "libvpx-vp9" not in av.codecs_available:
+        pytest.skip("this FFmpeg build has no VP9 encoder")
+    dst = tmp_path / "out.webm"
+    stylize_video(stylizer, request_, clip, dst, stable=False)
+    info = probe_video(dst)
+    assert (info.container, info.codec, info.audio_codec) == ("webm", "vp9", "opus")
+    assert len(list(read_frames(dst))) == N
+
+
+def test_still_picture_is_not_a_video(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(_scene()[0]).save(path)
+    with pytest.raises(NotAVideoError, match="still picture"):
+        probe_video(path)
