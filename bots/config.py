@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import tomllib
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -47,6 +48,15 @@ class Settings(BaseSettings):
     batch_wait_s: float = Field(0.02, ge=0, le=5)  # how long a part-filled batch waits for more
     custom_style_seconds: float = Field(30.0, gt=0)  # time budget of one custom-style job
     custom_style_size: int = Field(512, ge=64)       # long side of a custom-style result
+    # Video jobs (clips, animated GIF / WebP: docs/video.md "Service"); an upload past one of
+    # these is refused before it is stored.
+    video_max_seconds: float = Field(60.0, gt=0)
+    video_max_frames: int = Field(1800, ge=1)
+    video_max_pixels: int = Field(1920 * 1080, ge=64 * 64)  # per frame
+    video_max_bytes: int = Field(100_000_000, ge=1_000)
+    # Whether this worker also takes video jobs (the video lane); photo-only workers keep
+    # photos from waiting behind clips. `stylejax serve` sets it per worker (all but one).
+    worker_video: bool = True
     telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
     # A self-hosted Bot API server (or a test double); "" = Telegram's own.
     telegram_api_url: str = ""
@@ -77,6 +87,29 @@ class Settings(BaseSettings):
     @property
     def queue_url(self) -> str:
         return self.queue or f"sqlite:///{(self.data_dir / 'queue.db').absolute()}"
+
+    @property
+    def video_queue_url(self) -> str:
+        """The video lane: a second queue beside `queue_url` (SQLite: `<name>-video.db` next
+        to it; Redis: the stream `<stream>:video`), so photos never queue behind clips."""
+        url = urlsplit(self.queue_url)
+        if url.scheme.lower() == "sqlite":  # urlunsplit would drop the empty host's slashes
+            path, sep, query = self.queue_url.partition("?")
+            stem, dot, suffix = path.rpartition(".")
+            named = f"{stem}-video.{suffix}" if dot and "/" not in suffix else f"{path}-video"
+            return named + sep + query
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        query["stream"] = query.get("stream", "stylejax:jobs") + ":video"
+        return urlunsplit(url._replace(query=urlencode(query)))
+
+    @property
+    def video_limits(self):
+        """What a clip may be (`stylejax.video.VideoLimits`), from the `video_max_*` settings."""
+        from stylejax.video import VideoLimits
+
+        return VideoLimits(max_duration_s=self.video_max_seconds,
+                           max_frames=self.video_max_frames,
+                           max_pixels=self.video_max_pixels, max_bytes=self.video_max_bytes)
 
 
 def queue_options(settings: Settings) -> dict:

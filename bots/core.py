@@ -27,6 +27,7 @@ from stylejax.imageio import ImageLimits, decode_image
 from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_styles
 from stylejax.request import StyleRequest
 from stylejax.stroke import parse_stroke
+from stylejax.video import is_video_file, probe_video
 
 from .config import Settings, queue_options
 from .jobbook import LocalJobBook
@@ -39,6 +40,22 @@ def job_stroke(job: Job) -> float:
     return job.request.stroke
 
 
+# What a stored result is, from its first bytes: (media type, file suffix, "photo" | "video" |
+# "animation"); photos' results are PNG.
+_RESULT_FORMATS = ((b"GIF8", 0, ("image/gif", ".gif", "animation")),
+                   (b"WEBP", 8, ("image/webp", ".webp", "animation")),
+                   (b"ftyp", 4, ("video/mp4", ".mp4", "video")))
+
+
+def result_format(data: bytes) -> tuple[str, str, str]:
+    """(media type, suffix, kind) of a job's result bytes: PNG for photos, MP4 for clips, GIF
+    or WebP for animated pictures (a video job keeps an animation an animation)."""
+    for magic, at, fmt in _RESULT_FORMATS:
+        if data[at:at + len(magic)] == magic:
+            return fmt
+    return ("image/png", ".png", "photo")
+
+
 # The reference of a custom style picture that arrives as bytes, until it is kept (its sha).
 _UPLOAD = "upload"
 
@@ -47,7 +64,8 @@ class StyleService:
     """Jobs, users and their data; shared by every front end of one deployment."""
 
     def __init__(self, settings: Settings, *, store: Store | None = None,
-                 blobs: BlobStore | None = None, queue: JobQueue | None = None):
+                 blobs: BlobStore | None = None, queue: JobQueue | None = None,
+                 video_queue: JobQueue | None = None):
         self.settings = settings
         data = Path(settings.data_dir)
         data.mkdir(parents=True, exist_ok=True)
@@ -55,11 +73,15 @@ class StyleService:
         self.blobs = blobs or BlobStore(data / "blobs")
         self.jobs = LocalJobBook(self.store, self.blobs)  # what workers read and record
         self.queue = queue or open_queue(settings.queue_url, **queue_options(settings))
+        # the video lane (docs/video.md "Service"): clips never hold up the photos' queue
+        self.video_queue = (video_queue if video_queue is not None else
+                            open_queue(settings.video_queue_url, **queue_options(settings)))
         # the pack's folder is decided here once; ids and names only: the front never needs
         # the weights
         self.pack_dir = Path(settings.pack) if settings.pack is not None else default_pack_dir()
         self.styles: list[StyleInfo] = read_pack_styles(self.pack_dir)
         self.limits = ImageLimits(max_bytes=settings.max_upload_bytes)
+        self.video_limits = settings.video_limits
         self.rate = TokenBucket(settings.rate_per_minute / 60.0, settings.rate_burst)
 
     # -- users ------------------------------------------------------------------------------------
@@ -97,13 +119,24 @@ class StyleService:
         return parse_stroke(owner.settings.get("stroke"))
 
     # -- jobs -------------------------------------------------------------------------------------
+    def check_upload(self, data: bytes) -> str:
+        """Recognise an upload by its content and check it: "photo" (`decode_image`, the photo
+        limits) or "video" (a clip or an animated GIF / WebP: `probe_video`, the video
+        limits); the StyleJAXError a user reads when it does not fit."""
+        if is_video_file(data):
+            probe_video(data, self.video_limits)
+            return "video"
+        decode_image(data, limits=self.limits)
+        return "photo"
+
     def stage_photo(self, owner: User, photo: bytes) -> str:
-        """Check and keep a photo before its style is chosen; returns its sha for `submit`.
+        """Check and keep a photo (or a video) before its style is chosen; returns its sha for
+        `submit`.
 
         Lets a chat front end show a style keyboard without holding the photo in memory: the
         button carries the sha, and a bot restart in between loses nothing.
         """
-        decode_image(photo, limits=self.limits)
+        self.check_upload(photo)
         return self.blobs.put(photo, owner=str(owner.id))
 
     def make_request(self, owner: User, *, style: str | None = None,
@@ -162,8 +195,12 @@ class StyleService:
         # refuse bad input before anything is stored
         if photo is None:
             self._check_blob(photo_sha)
+            media = request.media if request.media != "photo" else \
+                self.check_upload(self.blobs.get(photo_sha))
         else:
-            decode_image(photo, limits=self.limits)
+            media = self.check_upload(photo)
+        if media != request.media:
+            request = request.with_changes(media=media)  # video + custom style: refused
         if not request.is_custom:
             request = request.resolved(self.styles)
         elif style_image is not None:
@@ -176,14 +213,16 @@ class StyleService:
         input_sha = photo_sha if photo is None else self.blobs.put(photo, owner=str(owner.id))
         job = self.store.create_job(owner.id, kind, request.to_params(), input_sha,
                                     max_active=self.settings.max_active_jobs)
+        queue = self.video_queue if request.is_video else self.queue
         try:
-            self.queue.enqueue(job.id, {"kind": kind.value})
+            queue.enqueue(job.id, {"kind": kind.value, "media": request.media})
         except Exception as err:  # noqa: BLE001 - an unqueued job must not linger as "queued"
             log.error("queue unavailable, job %s dropped: %r", job.id, err)
             for sha in self.store.delete_jobs([job.id]):
                 self.blobs.delete(sha)
             raise ServiceBusyError() from None
-        log.info("job %s queued (%s) for user %d", job.id, kind.value, owner.id)
+        log.info("job %s queued (%s, %s) for user %d", job.id, kind.value, request.media,
+                 owner.id)
         return job
 
     def _check_blob(self, sha: str | None) -> None:
@@ -277,14 +316,16 @@ class StyleService:
     def reap_dead_letters(self) -> int:
         """Fail the jobs the queue gave up on (they crashed every worker), so users hear of it."""
         n = 0
-        for dead in self.queue.dead_letters():
-            if self.jobs.fail(dead.job_id, GENERIC_ERROR):
-                log.error("job %s failed for good after %d deliveries", dead.job_id,
-                          dead.attempts)
-                n += 1
-            self.queue.remove_dead(dead)
+        for queue in (self.queue, self.video_queue):
+            for dead in queue.dead_letters():
+                if self.jobs.fail(dead.job_id, GENERIC_ERROR):
+                    log.error("job %s failed for good after %d deliveries", dead.job_id,
+                              dead.attempts)
+                    n += 1
+                queue.remove_dead(dead)
         return n
 
     def close(self) -> None:
         self.queue.close()
+        self.video_queue.close()
         self.store.close()

@@ -3,8 +3,15 @@
 Delivery is at-least-once (a worker that dies mid-job leaves the job to be redelivered), and the
 result is recorded exactly once: `Store.mark_done` succeeds for one caller only, and a redelivered
 job that is already finished is simply acknowledged. Pack jobs claimed together that share a
-style and options run as one batch through the engine. The job's `StyleRequest` (`job.request`,
-its stored payload) goes to the stylizer unchanged.
+style and options run as one batch through the engine.
+
+Video jobs (clips, animated GIF / WebP) come from a second queue, the video lane
+(`Settings.video_queue_url`): a worker with the lane (`video_queue`) claims from it only when
+no photo is waiting, so photos never wait behind clips, and `stylejax serve` leaves one worker
+of two or more without it, so a photo always finds a free worker. A clip runs
+`stylejax.video.stylize_video` from a temporary file, reports progress per frame batch,
+checks cancellation between batches and keeps its lease with the same heartbeat as every job.
+The job's `StyleRequest` (`job.request`, its stored payload) goes to the stylizer unchanged.
 
 A worker needs only a queue, a job book (`bots.jobbook`: the local stores, or the serving
 machine's internal API for workers on other machines) and a Stylizer; it never builds the
@@ -17,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -25,9 +33,10 @@ from pathlib import Path
 from storage import BlobStore, Job, JobKind, Store
 from storage.queue import Delivery, JobQueue, new_consumer_name, open_queue
 from stylejax.custom_style import CustomStyleConfig
-from stylejax.errors import GENERIC_ERROR, StyleJAXError
+from stylejax.errors import GENERIC_ERROR, JobCancelledError, StyleJAXError
 from stylejax.imageio import encode_image
 from stylejax.stylizer import Stylizer
+from stylejax.video import probe_video, stylize_video
 
 from .config import Settings, queue_options
 from .jobbook import JobBook, LocalJobBook, RemoteJobBook
@@ -71,11 +80,14 @@ class Worker:
     """One consumer of the queue; `run()` loops until stopped (or `max_jobs` are handled)."""
 
     def __init__(self, queue: JobQueue, book: JobBook, stylizer: Stylizer | None = None, *,
-                 settings: Settings, consumer: str | None = None, max_batch: int = 4):
+                 settings: Settings, consumer: str | None = None, max_batch: int = 4,
+                 video_queue: JobQueue | None = None):
         """Jobs from `queue`, read and recorded through `book`, stylised by `stylizer` (one for
-        `settings.pack` when not given). See `beside`, `local` and `remote` for the usual three."""
+        `settings.pack` when not given); video jobs from `video_queue` when given (None: this
+        worker takes photos only). See `beside`, `local` and `remote` for the usual three."""
         self.settings = settings
         self.queue = queue
+        self.video_queue = video_queue
         self.book = book
         self.stylizer = stylizer or Stylizer(settings.pack)
         self.consumer = consumer or new_consumer_name()
@@ -84,10 +96,19 @@ class Worker:
         self.handled = 0
 
     @classmethod
-    def beside(cls, service, **kwargs) -> Worker:
-        """A worker in the serving process (worker threads, tests): the service's queue, job
-        book (`service.jobs`) and settings; nothing else of the service is used."""
-        return cls(service.queue, service.jobs, settings=service.settings, **kwargs)
+    def beside(cls, service, *, video: bool = True, **kwargs) -> Worker:
+        """A worker in the serving process (worker threads, tests): the service's queues, job
+        book (`service.jobs`) and settings; nothing else of the service is used. `video`:
+        whether it also takes the video lane."""
+        return cls(service.queue, service.jobs, settings=service.settings,
+                   video_queue=service.video_queue if video else None, **kwargs)
+
+    @staticmethod
+    def _video_lane(settings: Settings) -> JobQueue | None:
+        """The video lane's queue for a worker of its own process (`settings.worker_video`)."""
+        if not settings.worker_video:
+            return None
+        return open_queue(settings.video_queue_url, **queue_options(settings))
 
     @classmethod
     def local(cls, settings: Settings, **kwargs) -> Worker:
@@ -97,7 +118,8 @@ class Worker:
         data.mkdir(parents=True, exist_ok=True)
         book = LocalJobBook(Store(data / "meta.db"), BlobStore(data / "blobs"))
         queue = open_queue(settings.queue_url, **queue_options(settings))
-        return cls(queue, book, settings=settings, **kwargs)
+        return cls(queue, book, settings=settings, video_queue=cls._video_lane(settings),
+                   **kwargs)
 
     @classmethod
     def remote(cls, settings: Settings, server_url: str, **kwargs) -> Worker:
@@ -107,47 +129,80 @@ class Worker:
             raise ValueError("a remote worker needs STYLEJAX_WORKER_KEY (the server's too)")
         book = RemoteJobBook(server_url, settings.worker_key.get_secret_value())
         queue = open_queue(settings.queue_url, **queue_options(settings))
-        return cls(queue, book, settings=settings, **kwargs)
+        return cls(queue, book, settings=settings, video_queue=cls._video_lane(settings),
+                   **kwargs)
 
     def close(self) -> None:
-        """Close the queue and the job book (of a `local` or `remote` worker; one `beside` the
+        """Close the queues and the job book (of a `local` or `remote` worker; one `beside` the
         service leaves them to the service)."""
         self.queue.close()
+        if self.video_queue is not None:
+            self.video_queue.close()
         self.book.close()
 
     # -- one job ----------------------------------------------------------------------------------
-    def _start(self, d: Delivery) -> Job | None:
-        """The job to run, or None when this delivery needs no work (finished, gone)."""
-        job = self.book.begin(d.job_id)
-        if job is None:
-            self._ack(d)  # redelivery of finished work: nothing to do
-        return job
-
-    def _finish(self, d: Delivery, job: Job, image) -> None:
-        if self.book.finish(job, encode_image(image, "png")):
+    def _finish(self, d: Delivery, job: Job, image, queue: JobQueue | None = None) -> None:
+        data = image if isinstance(image, bytes) else encode_image(image, "png")
+        if self.book.finish(job, data):  # the one call that records it, however many deliveries
             log.info("job %s done (attempt %d)", job.id, d.attempts)
-        self._ack(d)
+        self._ack(d, queue)
 
-    def _ack(self, d: Delivery) -> None:
+    def _ack(self, d: Delivery, queue: JobQueue | None = None) -> None:
         """Ack, tolerating a queue outage: the job is recorded, so a redelivery is a no-op."""
         try:
-            self.queue.ack(d)
+            (queue or self.queue).ack(d)
         except Exception as err:  # noqa: BLE001
             log.warning("could not ack job %s (%r); its redelivery will be skipped",
                         d.job_id, err)
 
-    def _fail(self, d: Delivery, job: Job, err: BaseException) -> None:
+    def _fail(self, d: Delivery, job: Job, err: BaseException,
+              queue: JobQueue | None = None) -> None:
+        queue = queue or self.queue
         if isinstance(err, StyleJAXError):
             self.book.fail(job.id, str(err))
-            self._ack(d)
-        elif d.attempts >= self.queue.max_attempts:
+            self._ack(d, queue)
+        elif d.attempts >= queue.max_attempts:
             log.exception("job %s failed for good", job.id, exc_info=err)
             self.book.fail(job.id, GENERIC_ERROR)
-            self._ack(d)
+            self._ack(d, queue)
         else:
             log.warning("job %s failed (attempt %d), will retry: %r", job.id, d.attempts, err)
             self.book.requeue(job.id)
-            self.queue.release(d)
+            queue.release(d)
+
+    def _hand_back(self, d: Delivery, job: Job, queue: JobQueue | None = None) -> None:
+        """Shutting down: the job goes to the next worker; stopping is not its fault."""
+        log.info("job %s handed back: worker stopping", job.id)
+        self.book.requeue(job.id)
+        (queue or self.queue).release(d, count_attempt=False)
+
+    def _run_video(self, d: Delivery, job: Job) -> None:
+        """One clip or animation: the upload to a temporary file, `stylize_video` to another
+        (MP4; GIF / WebP stay GIF / WebP), the result recorded like a photo's."""
+        queue = self.video_queue
+        cancelled = functools.partial(self.book.is_cancelled, job.id)
+        try:
+            limits = self.settings.video_limits
+            with tempfile.TemporaryDirectory(prefix="stylejax-video-") as tmp:
+                data = self.book.photo(job)
+                info = probe_video(data, limits)
+                src = Path(tmp, "upload")
+                src.write_bytes(data)
+                del data
+                suffix = info.container if info.container in ("gif", "webp") else "mp4"
+                dst = Path(tmp, f"result.{suffix}")
+                stylize_video(self.stylizer, job.request, src, dst, limits=limits, info=info,
+                              progress=lambda f: self.book.progress(job.id, 0.99 * f),
+                              should_stop=lambda: self.stop.is_set() or cancelled())
+                result = dst.read_bytes()
+            self._finish(d, job, result, queue)
+        except JobCancelledError:
+            if cancelled():
+                self._ack(d, queue)
+            else:
+                self._hand_back(d, job, queue)
+        except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
+            self._fail(d, job, err, queue)
 
     def _run_custom(self, d: Delivery, job: Job) -> None:
         cancelled = functools.partial(self.book.is_cancelled, job.id)
@@ -163,10 +218,8 @@ class Worker:
                 self._ack(d)
             elif self.stop.is_set() and result.stopped_early:
                 # shutting down: hand the job to the next worker rather than keep the service
-                # waiting ~30 s or deliver a half-learnt style; stopping is not its fault
-                log.info("job %s handed back: worker stopping", job.id)
-                self.book.requeue(job.id)
-                self.queue.release(d, count_attempt=False)
+                # waiting ~30 s or deliver a half-learnt style
+                self._hand_back(d, job)
             else:
                 self._finish(d, job, result.image)
         except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
@@ -192,20 +245,29 @@ class Worker:
             except Exception as err:  # noqa: BLE001
                 self._fail(d, job, err)
 
-    def handle(self, deliveries: list[Delivery]) -> None:
-        """Run a claimed set: pack jobs grouped by style and options, custom jobs one by one."""
-        every = max(0.2, self.queue.visibility_s / 3)
-        with _Heartbeat(self.queue, deliveries, every):
-            self._handle(deliveries)
+    def handle(self, deliveries: list[Delivery], queue: JobQueue | None = None) -> None:
+        """Run a claimed set (from `queue`, the photo queue by default): pack jobs grouped by
+        style and options, custom jobs and videos one by one. The heartbeat renews their
+        leases meanwhile, however long a clip takes."""
+        queue = queue or self.queue
+        every = max(0.2, queue.visibility_s / 3)
+        with _Heartbeat(queue, deliveries, every):
+            self._handle(deliveries, queue)
         self.handled += len(deliveries)
 
-    def _handle(self, deliveries: list[Delivery]) -> None:
+    def _handle(self, deliveries: list[Delivery], queue: JobQueue) -> None:
         groups: dict[tuple, list[tuple[Delivery, Job]]] = defaultdict(list)
         for d in deliveries:
-            job = self._start(d)
+            job = self.book.begin(d.job_id)
             if job is None:
+                self._ack(d, queue)  # redelivery of finished work: nothing to do
                 continue
-            if job.kind is JobKind.CUSTOM:
+            if job.request.is_video:
+                if queue is self.video_queue:
+                    self._run_video(d, job)
+                else:  # not this lane's job (e.g. queued before the lanes existed)
+                    self._fail(d, job, RuntimeError("a video job in the photo queue"), queue)
+            elif job.kind is JobKind.CUSTOM:
                 self._run_custom(d, job)
             else:
                 groups[job.request.batch_key()].append((d, job))
@@ -215,20 +277,13 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, *, max_jobs: int | None = None, idle_exit_s: float | None = None) -> int:
         """Claim and handle jobs until `stop` is set; returns how many deliveries it handled."""
-        queue = self.queue
         idle_since = time.monotonic()
         backoff = QUEUE_RETRY_S[0]
         while not self.stop.is_set():
             if max_jobs is not None and self.handled >= max_jobs:
                 break
             try:
-                # claim() also takes over deliveries whose worker died (expired leases)
-                batch = queue.claim(self.consumer, block_s=1.0, max_items=self.max_batch)
-                wait = self.settings.batch_wait_s
-                if batch and len(batch) < self.max_batch and wait > 0:
-                    # a burst is often still arriving: a short wait fills the batch
-                    batch += queue.claim(self.consumer, block_s=wait,
-                                         max_items=self.max_batch - len(batch))
+                batch, lane = self._claim()
             except Exception as err:  # noqa: BLE001 - e.g. Redis restarting: wait, then retry
                 log.warning("worker %s: queue unavailable (%r); retrying in %.1f s",
                             self.consumer, err, backoff)
@@ -238,7 +293,7 @@ class Worker:
             backoff = QUEUE_RETRY_S[0]
             if batch:
                 try:
-                    self.handle(batch)
+                    self.handle(batch, lane)
                 except Exception as err:  # noqa: BLE001 - leases expire: the jobs come back
                     log.warning("worker %s: batch interrupted (%r); its jobs will be "
                                 "redelivered", self.consumer, err)
@@ -246,6 +301,27 @@ class Worker:
             elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                 break
         return self.handled
+
+    def _claim(self) -> tuple[list[Delivery], JobQueue]:
+        """The next deliveries and their queue: photos first; a clip from the video lane only
+        when no photo waits. claim() also takes over deliveries whose worker died (expired
+        leases)."""
+        queue = self.queue
+        if self.video_queue is None:
+            batch = queue.claim(self.consumer, block_s=1.0, max_items=self.max_batch)
+        else:
+            batch = queue.claim(self.consumer, block_s=0, max_items=self.max_batch)
+            if not batch:
+                clip = self.video_queue.claim(self.consumer, block_s=0, max_items=1)
+                if clip:
+                    return clip, self.video_queue
+                batch = queue.claim(self.consumer, block_s=0.5, max_items=self.max_batch)
+        wait = self.settings.batch_wait_s
+        if batch and len(batch) < self.max_batch and wait > 0:
+            # a burst is often still arriving: a short wait fills the batch
+            batch += queue.claim(self.consumer, block_s=wait,
+                                 max_items=self.max_batch - len(batch))
+        return batch, queue
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: finish the current jobs, claim no more, exit the loop."""

@@ -21,6 +21,12 @@ from .config import Settings
 log = logging.getLogger("stylejax.serve")
 
 
+def takes_video(i: int, n: int) -> bool:
+    """Whether worker `i` of `n` also takes the video lane: all but one when there are two or
+    more, so a photo always finds a worker that no clip holds (docs/video.md "Service")."""
+    return i < max(1, n - 1)
+
+
 def join_all(threads: list[threading.Thread], timeout_s: float) -> bool:
     """Join every thread within one shared timeout; True when all of them ended."""
     deadline = time.monotonic() + timeout_s
@@ -39,8 +45,9 @@ class ThreadWorkers:
 
         self.stylizer = Stylizer(service.settings.pack)
         self.workers = [Worker.beside(service, stylizer=self.stylizer,
-                                      max_batch=service.settings.max_batch)
-                        for _ in range(n)]
+                                      max_batch=service.settings.max_batch,
+                                      video=takes_video(i, n))
+                        for i in range(n)]
         self.threads: list[threading.Thread] = []
         self._init_lock = threading.Lock()
 
@@ -69,7 +76,9 @@ class ThreadWorkers:
 
 # What a worker process needs to see as `serve` does, whatever source (file, flag) set it.
 _WORKER_SETTINGS = ("queue", "pack", "max_side", "max_batch", "batch_wait_s",
-                    "custom_style_seconds", "custom_style_size", "queue_visibility_s")
+                    "custom_style_seconds", "custom_style_size", "queue_visibility_s",
+                    "video_max_seconds", "video_max_frames", "video_max_pixels",
+                    "video_max_bytes")
 
 
 class ProcessWorkers:
@@ -99,7 +108,7 @@ class ProcessWorkers:
             cmd += ["--config", str(self.config_path)]
         return cmd
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, i: int) -> dict[str, str]:
         env = dict(os.environ)
         # N processes × all cores each would oversubscribe the CPU
         env.setdefault("STYLEJAX_ORT_THREADS", str(max(1, (os.cpu_count() or 1) // self.n)))
@@ -108,12 +117,13 @@ class ProcessWorkers:
             value = getattr(self.settings, name)
             if value is not None and value != "":
                 env[f"STYLEJAX_{name.upper()}"] = str(value)
+        env["STYLEJAX_WORKER_VIDEO"] = "1" if takes_video(i, self.n) else "0"
         env.pop("TELEGRAM_BOT_TOKEN", None)  # workers never talk to the platforms
         env.pop("DISCORD_BOT_TOKEN", None)
         return env
 
     def _spawn(self, i: int) -> None:
-        self.procs[i] = subprocess.Popen(self._command(), env=self._env())
+        self.procs[i] = subprocess.Popen(self._command(), env=self._env(i))
         log.info("worker process %d started (pid %d)", i, self.procs[i].pid)
 
     def _supervise(self) -> None:

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 # Key of the custom style picture's reference in a job's payload (the service stores a blob
 # sha there and counts it as a blob reference: storage.STYLE_SHA_PARAM is this key).
 STYLE_PICTURE_KEY = "style_sha"
-MEDIA_KINDS = ("image",)  # room for "video" / "gif": the engine decides per kind
+# "photo" (a still picture) or "video" (a clip or an animated GIF / WebP: stylejax.video).
+MEDIA_KINDS = ("photo", "video")
+_MEDIA_ALIASES = {"image": "photo"}  # the name of "photo" before videos existed
 
 Blend = tuple[tuple[str, float], ...]
 
@@ -75,7 +77,7 @@ class StyleRequest:
     keep_colors: bool = False
     stroke: float = 1.0          # stylejax.stroke: 1 = medium
     refine: bool = False         # custom styles: optimise from the any-style model's result
-    media: str = "image"         # room for video / GIF
+    media: str = "photo"         # "photo" | "video" (clips and animated GIF / WebP)
     regions: Mapping[str, Any] | None = None  # room for a style per region (None: everywhere)
 
     # -- building ---------------------------------------------------------------------------------
@@ -83,7 +85,7 @@ class StyleRequest:
     def create(cls, *, style: str | None = None, blend: Mapping[str, float] | None = None,
                style_image: str | None = None, strength: float | str | None = 1.0,
                keep_colors: bool = False, stroke: float | str | None = 1.0,
-               media: str = "image", refine: bool = False) -> StyleRequest:
+               media: str = "photo", refine: bool = False) -> StyleRequest:
         """Check every option once and raise InvalidRequestError with a message a user can act
         on. `strength` / `stroke` None mean the defaults (full strength, medium strokes).
         `refine` (custom styles only) asks for the slower optimisation (~30 s) on top of the
@@ -94,8 +96,12 @@ class StyleRequest:
         if refine and style_image is None:
             raise InvalidRequestError("Refine is for your own style picture; a gallery style "
                                       "is already at its best.")
+        media = _MEDIA_ALIASES.get(media, media)
         if media not in MEDIA_KINDS:
             raise InvalidRequestError(f"Unsupported media kind {media!r}.")
+        if media == "video" and style_image is not None:
+            raise InvalidRequestError("Videos can be stylised with the gallery's styles only; "
+                                      "a style picture of your own works on photos.")
         return cls(style=None if style is None else str(style).strip(),
                    blend=() if blend is None else check_blend(blend),
                    style_image=style_image,
@@ -147,6 +153,11 @@ class StyleRequest:
         return "custom" if self.style_image is not None else "pack"
 
     @property
+    def is_video(self) -> bool:
+        """A clip or an animated picture (`stylejax.video.stylize_video`), not a photo."""
+        return self.media == "video"
+
+    @property
     def is_custom(self) -> bool:
         return self.style_image is not None
 
@@ -170,7 +181,7 @@ class StyleRequest:
             params[STYLE_PICTURE_KEY] = self.style_image
         if self.refine:
             params["refine"] = True
-        if self.media != "image":
+        if self.media != "photo":
             params["media"] = self.media
         if self.regions is not None:
             params["regions"] = dict(self.regions)
@@ -191,7 +202,8 @@ class StyleRequest:
                    keep_colors=bool(params.get("keep_colors", False)),
                    stroke=float(params.get("stroke", 1.0)),
                    refine=bool(params.get("refine", False)),
-                   media=str(params.get("media", "image")),
+                   media=_MEDIA_ALIASES.get(str(params.get("media", "photo")),
+                                            str(params.get("media", "photo"))),
                    regions=params.get("regions"))
 
     def batch_key(self) -> tuple:

@@ -857,8 +857,9 @@ def stylize_video(stylizer, request, src: Source, dst: str | os.PathLike, *,
                        seconds=time.monotonic() - start, stable=stable)
 
 
-def is_video_file(path: str | os.PathLike) -> bool:
-    """Whether a file is a clip or an animation (by content; a still picture is not)."""
+def is_video_file(path: Source) -> bool:
+    """Whether a file (or its bytes) is a clip or an animation (by content; a still picture is
+    not)."""
     try:
         head = _head(path, 64)
     except OSError:
@@ -871,6 +872,7 @@ def is_video_file(path: str | os.PathLike) -> bool:
             return False
     if anim == "webp":
         return True
-    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+    if not isinstance(path, bytes | bytearray | memoryview) \
+            and Path(path).suffix.lower() in VIDEO_SUFFIXES:
         return True
     return _looks_like_video(head) or head[:4] == b"\x1a\x45\xdf\xa3"
