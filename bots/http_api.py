@@ -40,9 +40,12 @@ from stylejax.errors import (
     ServiceBusyError,
     StyleJAXError,
     TooManyActiveJobsError,
+    UnsupportedVideoError,
+    VideoTooLargeError,
+    VideoTooLongError,
 )
 
-from .core import StyleService
+from .core import StyleService, result_format
 
 log = logging.getLogger("stylejax.http")
 
@@ -105,7 +108,8 @@ class _BodyLimit:
 
 def _job_json(job: Job) -> dict:
     return {"id": job.id, "state": job.state.value, "progress": round(float(job.progress), 4),
-            "error": job.error, "stroke": job.request.stroke, "refine": job.request.refine}
+            "error": job.error, "stroke": job.request.stroke, "refine": job.request.refine,
+            "media": job.request.media}
 
 
 STROKE_FIELD = ("Brush stroke size relative to the picture: small, medium (the default), large, "
@@ -119,6 +123,11 @@ def _read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
     if len(data) > limit:
         raise ApiError(413, f"The {what} is too large (limit {limit // 1000} kB).")
     return data
+
+
+def upload_limit(settings) -> int:
+    """The most bytes one upload may have: a photo's limit or a video's, whichever is more."""
+    return max(settings.max_upload_bytes, settings.video_max_bytes)
 
 
 # -- dependencies: what `create_app` put on app.state
@@ -173,8 +182,10 @@ def add_error_handlers(app: FastAPI) -> None:
             return _error(429, str(err), {"Retry-After": "10"})
         if isinstance(err, JobNotFoundError):
             return _error(404, str(err))
-        if isinstance(err, ImageTooLargeError):
+        if isinstance(err, ImageTooLargeError | VideoTooLargeError | VideoTooLongError):
             return _error(413, str(err))
+        if isinstance(err, UnsupportedVideoError):
+            return _error(415, str(err))
         if isinstance(err, InvalidRequestError):
             return _error(422, str(err))
         return _error(400, str(err))
@@ -222,7 +233,10 @@ def styles_router() -> APIRouter:
     @router.get("/config")
     async def public_config(request: Request, service: Service):
         """What the web page checks before uploading (no secrets here)."""
-        return {"max_upload_bytes": service.settings.max_upload_bytes,
+        settings = service.settings
+        return {"max_upload_bytes": settings.max_upload_bytes,
+                "max_video_bytes": settings.video_max_bytes,
+                "max_video_seconds": settings.video_max_seconds,
                 "api_key_required": bool(request.app.state.api_key_digests)}
 
     @router.get("/styles")
@@ -261,9 +275,11 @@ def jobs_router() -> APIRouter:
                stroke: Annotated[str | None, Form(description=STROKE_FIELD,
                                                   examples=["large"])] = None,
                refine: Annotated[bool | None, Form(description=REFINE_FIELD)] = None):
-        limit = service.settings.max_upload_bytes
-        photo = _read_upload(image, limit, "photo")
-        style_bytes = _read_upload(style_image, limit, "style picture") if style_image else None
+        settings = service.settings
+        # a photo or a video (told apart by content in `submit`, each checked by its limits)
+        photo = _read_upload(image, upload_limit(settings), "file")
+        style_bytes = (_read_upload(style_image, settings.max_upload_bytes, "style picture")
+                       if style_image else None)
         if style is not None and not style.strip():
             style = None
         if stroke is not None and not stroke.strip():
@@ -273,7 +289,7 @@ def jobs_router() -> APIRouter:
                              refine=refine)
         return JSONResponse(
             {"id": job.id, "state": job.state.value, "stroke": job.request.stroke,
-             "refine": job.request.refine,
+             "refine": job.request.refine, "media": job.request.media,
              "status_url": f"{API}/jobs/{job.id}", "result_url": f"{API}/jobs/{job.id}/result"},
             status_code=202, headers={"Location": f"{API}/jobs/{job.id}"})
 
@@ -286,7 +302,10 @@ def jobs_router() -> APIRouter:
         job = service.job(job_id, user)
         if job.state is not JobState.DONE:
             raise ApiError(409, f"The picture is not ready (state: {job.state.value}).")
-        return Response(service.result(job_id, user), media_type="image/png")
+        data = service.result(job_id, user)
+        media_type, suffix, _kind = result_format(data)  # PNG; MP4, GIF or WebP for videos
+        return Response(data, media_type=media_type, headers={
+            "Content-Disposition": f'inline; filename="stylejax-{job.id}{suffix}"'})
 
     @router.delete("/{job_id}")
     def job_cancel(job_id: str, user: ApiUser, service: Service):
@@ -330,7 +349,8 @@ def create_app(service: StyleService) -> FastAPI:
                   description="Photo style transfer: post a photo and a style, get it back.")
     app.state.service = service
     app.state.api_key_digests = {_key_digest(k.get_secret_value()) for k in settings.api_keys}
-    app.add_middleware(_BodyLimit, max_body=2 * settings.max_upload_bytes + 1_000_000)
+    app.add_middleware(_BodyLimit, max_body=upload_limit(settings) + settings.max_upload_bytes
+                       + 1_000_000)
     add_error_handlers(app)
     if settings.worker_key is not None:  # workers on other machines (bots/worker_api.py)
         from .worker_api import worker_router

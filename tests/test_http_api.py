@@ -27,7 +27,8 @@ def _photo_png(w: int = 200, h: int = 150, seed: int = 0) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("api"), workers=1, STYLEJAX_RATE_PER_MINUTE="600",
-                 STYLEJAX_RATE_BURST="30", STYLEJAX_MAX_ACTIVE_JOBS="10")
+                 STYLEJAX_RATE_BURST="30", STYLEJAX_MAX_ACTIVE_JOBS="10",
+                 STYLEJAX_VIDEO_MAX_SECONDS="3")
     yield srv
     code = srv.stop()
     assert code == 0, srv.log()
@@ -56,7 +57,7 @@ def test_submit_poll_and_fetch_result(server):
     assert body["stroke"] == 1.0  # medium unless asked
     status = wait_done(c, body["id"])
     assert status == {"id": body["id"], "state": "done", "progress": 1.0, "error": None,
-                      "stroke": 1.0, "refine": False}
+                      "stroke": 1.0, "refine": False, "media": "photo"}
     result = c.get(body["result_url"])
     assert result.status_code == 200 and result.headers["content-type"] == "image/png"
     out = np.asarray(Image.open(io.BytesIO(result.content)).convert("RGB"), np.float32)
@@ -234,3 +235,51 @@ def test_openapi_schema_documents_the_contract(server):
             "refine"} <= set(fields)
     assert "small, medium" in fields["stroke"]["description"]
     assert not any(p.startswith("/internal") for p in paths)  # workers' API stays private
+
+
+def test_video_and_gif_jobs(server):
+    """A clip with sound and an animated GIF through the same endpoint: progress while it
+    runs, the result as video/mp4 and image/gif, decoded: frames, duration, size, audio."""
+    from test_video_service import assert_clip_result, assert_gif_result, clip_bytes, gif_bytes
+
+    c = server.client
+    clip = c.post("/api/v1/jobs", files={"image": ("clip.mp4", clip_bytes(24), "video/mp4")},
+                  data={"style": "starry", "stroke": "4"})
+    assert clip.status_code == 202, clip.text
+    assert clip.json()["media"] == "video"
+    seen = set()
+    deadline = time.monotonic() + 120
+    while (status := c.get(clip.json()["status_url"]).json())["state"] != "done":
+        assert status["state"] in ("queued", "running") and time.monotonic() < deadline, status
+        seen.add(status["progress"])
+        time.sleep(0.05)
+    assert any(0 < p < 1 for p in seen), seen  # progress per frame batch
+    result = c.get(clip.json()["result_url"])
+    assert result.headers["content-type"] == "video/mp4"
+    assert result.headers["content-disposition"].endswith('.mp4"')
+    assert_clip_result(result.content, frames=24)
+    gif = c.post("/api/v1/jobs", files={"image": ("loop.gif", gif_bytes(), "image/gif")},
+                 data={"style": "wave", "stroke": "4"})
+    assert gif.status_code == 202, gif.text
+    assert wait_done(c, gif.json()["id"], timeout_s=120)["state"] == "done"
+    result = c.get(gif.json()["result_url"])
+    assert result.headers["content-type"] == "image/gif"
+    assert_gif_result(result.content)
+
+
+def test_bad_videos_answer_their_status(server):
+    from test_video_service import audio_only_bytes, clip_bytes
+
+    c = server.client
+    post = lambda data, name: c.post(  # noqa: E731
+        "/api/v1/jobs", files={"image": (name, data, "video/mp4")}, data={"style": "wave"})
+    err = assert_json_error(post(clip_bytes()[:3000], "cut.mp4"), 400)
+    assert "damaged" in err.lower() or "read" in err.lower()
+    err = assert_json_error(post(audio_only_bytes(), "song.m4a"), 415)
+    assert "sound but no picture" in err
+    err = assert_json_error(post(clip_bytes(48, audio=False), "long.mp4"), 413)
+    assert "3" in err
+    err = assert_json_error(c.post("/api/v1/jobs", files={
+        "image": ("clip.mp4", clip_bytes(), "video/mp4"),
+        "style_image": ("s.png", _photo_png(), "image/png")}), 422)
+    assert "gallery's styles only" in err
