@@ -24,11 +24,13 @@ from storage import Job, JobState, User
 from stylejax.errors import (
     GENERIC_ERROR,
     CorruptImageError,
+    CorruptVideoError,
     ImageTooLargeError,
     ImageTooSmallError,
     InvalidRequestError,
     JobNotFoundError,
     NotAnImageError,
+    NotAVideoError,
     QuotaExceededError,
     RateLimitedError,
     ServiceBusyError,
@@ -36,12 +38,15 @@ from stylejax.errors import (
     TooManyActiveJobsError,
     UnknownStyleError,
     UnsupportedImageError,
+    UnsupportedVideoError,
+    VideoTooLargeError,
+    VideoTooLongError,
 )
 from stylejax.request import check_strength
 from stylejax.stroke import STROKES, stroke_name
 from stylejax.style_vectors import installed as anystyle_installed
 
-from .core import StyleService
+from .core import StyleService, result_format
 from .i18n import SUPPORTED, t
 
 STRENGTH_STEP = 0.25
@@ -208,6 +213,21 @@ def upload_refusal(size: int, limit: int, lang: str) -> str | None:
     return t("file_too_big", lang, size_mb=f"{size / 1e6:.1f}", limit_mb=f"{limit / 1e6:.0f}")
 
 
+def result_file(data: bytes, *, as_file: bool = False, limits: dict[str, int] | None = None,
+                animated: bool = False) -> tuple[str, str]:
+    """How a chat sends a job's result: ("photo" | "video" | "animation" | "document",
+    file name). Photos' results are PNG; a video job's is an MP4 ("video", or "animation" for
+    a clip that came as one, e.g. Telegram's GIFs, which arrive as silent MP4s) or a GIF /
+    WebP ("animation"). A document when the user asked for files or the kind's upload limit
+    (`limits`, by kind) is passed."""
+    _media_type, suffix, kind = result_format(data)
+    if kind == "video" and animated:
+        kind = "animation"
+    if as_file or len(data) > (limits or {}).get(kind, len(data)):
+        kind = "document"
+    return kind, f"stylejax{suffix}"
+
+
 def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
     """A result within a platform's upload limit: the PNG itself, else a JPEG (smaller if need
     be). Returns the bytes and their file extension. Blocking: call it in a thread."""
@@ -239,6 +259,16 @@ def error_message(err: BaseException, lang: str) -> str:
         return t("too_large", lang, detail=str(err))
     if isinstance(err, ImageTooSmallError):
         return t("too_small", lang)
+    if isinstance(err, NotAVideoError):
+        return t("not_a_video", lang)
+    if isinstance(err, CorruptVideoError):
+        return t("video_corrupt", lang)
+    if isinstance(err, UnsupportedVideoError):
+        return t("video_unsupported", lang, detail=str(err))
+    if isinstance(err, VideoTooLongError):
+        return t("video_too_long", lang, detail=str(err), limit=f"{err.limit:g}")
+    if isinstance(err, VideoTooLargeError):
+        return t("video_too_large", lang, detail=str(err))
     if isinstance(err, UnknownStyleError):
         return t("unknown_style", lang, detail=str(err))
     if isinstance(err, QuotaExceededError):

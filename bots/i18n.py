@@ -130,9 +130,22 @@ MESSAGES: dict[str, dict[str, str]] = {
     "not_an_image": {"en": "That is not a picture I can read. Send a JPEG, PNG or WebP photo.",
                      "zh": "无法读取该文件。请发送 JPEG、PNG 或 WebP 格式的照片。"},
     "not_a_photo_message": {
-        "en": "I can only paint photos. Send me a picture (a photo or an image file).",
-        "zh": "我只能处理照片。请发送一张图片（照片或图片文件）。",
+        "en": "I can paint photos and short videos. Send me a picture (a photo or an image "
+              "file), a video or a GIF.",
+        "zh": "我可以处理照片和短视频。请发送一张图片（照片或图片文件）、一段视频或一个 GIF。",
     },
+    "not_a_video": {
+        "en": "That file is not a video or animated picture I can read. Send an MP4, MOV, "
+              "WebM or MKV clip, or an animated GIF / WebP.",
+        "zh": "无法读取该视频或动图。请发送 MP4、MOV、WebM、MKV 视频，或 GIF / WebP 动图。",
+    },
+    "video_corrupt": {"en": "That video seems damaged or cut short; please send it again.",
+                      "zh": "该视频似乎已损坏或不完整，请重新发送。"},
+    "video_unsupported": {"en": "{detail}",
+                          "zh": "无法处理该文件（例如只有声音没有画面，或编码不受支持；"
+                                "视频只能使用图库中的风格）。"},
+    "video_too_long": {"en": "{detail}", "zh": "视频太长了，上限为 {limit}（秒或帧）。"},
+    "video_too_large": {"en": "{detail}", "zh": "视频太大了：{detail}"},
     "file_too_big": {"en": "That file is too big ({size_mb} MB); the limit is {limit_mb} MB.",
                      "zh": "文件太大（{size_mb} MB），上限为 {limit_mb} MB。"},
     "too_large": {"en": "That picture is too large: {detail}", "zh": "图片太大：{detail}"},

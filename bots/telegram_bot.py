@@ -64,6 +64,7 @@ from .chat import (
     photo_sha,
     photo_token,
     progress_text,
+    result_file,
     result_keyboard,
     settings_keyboard,
     settings_text,
@@ -81,9 +82,13 @@ log = logging.getLogger("stylejax.telegram")
 PLATFORM = "telegram"
 BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024   # getFile refuses bigger files
 PHOTO_UPLOAD_LIMIT = 10 * 1000 * 1000       # sendPhoto's limit; bigger results go as files
+VIDEO_UPLOAD_LIMIT = 50 * 1000 * 1000       # sendVideo / sendAnimation's limit
+UPLOAD_LIMITS = {"photo": PHOTO_UPLOAD_LIMIT, "video": VIDEO_UPLOAD_LIMIT,
+                 "animation": VIDEO_UPLOAD_LIMIT}
 MEDIA_GROUP_MAX = 10
 HISTORY_PICTURES = 5
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".m4v", ".gif")
 COMMANDS = ("start", "help", "styles", "custom", "settings", "history", "forget", "cancel")
 # bot_data / user_data keys
 SERVICE, SETTINGS, STOPPING, GALLERY = "service", "settings", "stopping", "gallery"
@@ -229,7 +234,8 @@ async def history_command(update: Update, context: Context) -> None:
     jobs = await _call(service.history, user, 10)
     message = update.effective_message
     await message.reply_text(history_text(service, jobs, lang))
-    done = [j for j in jobs if j.state is JobState.DONE][:HISTORY_PICTURES]
+    done = [j for j in jobs if j.state is JobState.DONE
+            and not j.request.is_video][:HISTORY_PICTURES]  # an album of pictures
     pictures = [InputMediaPhoto(await _call(service.result, j.id),
                                 caption=outcome_text(service, j, lang)) for j in done]
     if len(pictures) == 1:
@@ -262,15 +268,31 @@ async def cancel_command(update: Update, context: Context) -> None:
 
 
 # -- pictures --------------------------------------------------------------------------------------
-def _image_file(message: Message):
-    """The picture a message carries (largest photo size, or an image document), else None."""
+def _media_file(message: Message):
+    """The picture or clip a message carries (largest photo size, a video, an animation, a
+    video note, or an image / video document), else None. The service tells them apart by
+    content."""
     if message.photo:
         return message.photo[-1]
+    for clip in (message.animation, message.video, message.video_note):
+        if clip is not None:
+            return clip
     doc = message.document
-    if doc is not None and ((doc.mime_type or "").startswith("image/")
-                            or (doc.file_name or "").lower().endswith(IMAGE_SUFFIXES)):
+    if doc is not None and ((doc.mime_type or "").startswith(("image/", "video/"))
+                            or (doc.file_name or "").lower().endswith(IMAGE_SUFFIXES
+                                                                      + VIDEO_SUFFIXES)):
         return doc
     return None
+
+
+def _is_clip(message: Message) -> bool:
+    """Whether the message's file is (announced as) a video, for its download limit."""
+    doc = message.document
+    return (message.animation is not None or message.video is not None
+            or message.video_note is not None
+            or (doc is not None and ((doc.mime_type or "") in ("image/gif",)
+                                     or (doc.mime_type or "").startswith("video/")
+                                     or (doc.file_name or "").lower().endswith(VIDEO_SUFFIXES))))
 
 
 def _in_custom_mode(message: Message, context: Context) -> bool:
@@ -280,18 +302,21 @@ def _in_custom_mode(message: Message, context: Context) -> bool:
 
 @_friendly
 async def on_picture(update: Update, context: Context) -> None:
-    """A photo or file: a caption does it in one step, otherwise a style keyboard is shown."""
+    """A photo, video, GIF or file: a caption does it in one step, otherwise a style keyboard
+    is shown."""
     message = update.effective_message
     bot = context.bot
     if not (_addressed(message, bot.id, bot.username) or _in_custom_mode(message, context)):
         return
     user, lang = await _user(update, context)
     service = _service(context)
-    file = _image_file(message)
+    file = _media_file(message)
     if file is None:
         await message.reply_text(t("not_a_photo_message", lang))
         return
-    limit = min(BOT_API_DOWNLOAD_LIMIT, context.bot_data[SETTINGS].max_upload_bytes)
+    settings = context.bot_data[SETTINGS]
+    limit = min(BOT_API_DOWNLOAD_LIMIT, settings.video_max_bytes if _is_clip(message)
+                else settings.max_upload_bytes)
     refusal = upload_refusal(file.file_size or 0, limit, lang)
     if refusal is not None:
         await message.reply_text(refusal)
@@ -339,7 +364,7 @@ async def _custom_picture(update: Update, context: Context, user: User, lang: st
 
 @_friendly
 async def on_other_message(update: Update, context: Context) -> None:
-    """Stickers, voice notes, videos, other files, plain text: say what we can do."""
+    """Stickers, voice notes, other files, plain text: say what we can do."""
     message = update.effective_message
     if not _addressed(message, context.bot.id, context.bot.username):
         return
@@ -422,21 +447,33 @@ async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup | None
 
 async def _send_result(context: Context, user: User, lang: str, job: Job, *,
                        origin: Message | None, chat_id: int) -> None:
-    """The picture with its buttons; also as a file for file uploads or the "file" setting."""
+    """The picture (a video or an animation for video jobs) with its buttons; as a file for
+    the "file" setting or past the upload limit, and also as one for image file uploads."""
     data = await _call(_service(context).result, job.id)
     caption = outcome_text(_service(context), job, lang)
     markup = _markup(result_keyboard(job, lang))
     reply = _reply_to(origin)
-    file_input = origin is not None and origin.document is not None
-    if output_of(user) == "file" or len(data) > PHOTO_UPLOAD_LIMIT:
-        await context.bot.send_document(chat_id, data, filename="stylejax.png", caption=caption,
-                                        reply_markup=markup, reply_parameters=reply)
+    bot = context.bot
+    file_input = (origin is not None and origin.document is not None
+                  and origin.animation is None)
+    kind, filename = result_file(data, as_file=output_of(user) == "file", limits=UPLOAD_LIMITS,
+                                 animated=origin is not None and origin.animation is not None)
+    if kind == "document":
+        await bot.send_document(chat_id, data, filename=filename, caption=caption,
+                                reply_markup=markup, reply_parameters=reply)
         return
-    await context.bot.send_photo(chat_id, data, caption=caption, reply_markup=markup,
-                                 reply_parameters=reply)
+    if kind == "video":
+        await bot.send_video(chat_id, data, filename=filename, caption=caption,
+                             reply_markup=markup, reply_parameters=reply,
+                             supports_streaming=True)
+    elif kind == "animation":
+        await bot.send_animation(chat_id, data, filename=filename, caption=caption,
+                                 reply_markup=markup, reply_parameters=reply)
+    else:
+        await bot.send_photo(chat_id, data, caption=caption, reply_markup=markup,
+                             reply_parameters=reply)
     if file_input:
-        await context.bot.send_document(chat_id, data, filename="stylejax.png",
-                                        reply_parameters=reply)
+        await bot.send_document(chat_id, data, filename=filename, reply_parameters=reply)
 
 
 # -- buttons ---------------------------------------------------------------------------------------
@@ -700,7 +737,9 @@ def build_application(service: StyleService, settings: Settings) -> Application:
                            ("forget", forget_command), ("cancel", cancel_command)):
         app.add_handler(CommandHandler(name, callback))
     new = filters.UpdateType.MESSAGE  # an edited caption is not a new request
-    app.add_handler(MessageHandler(new & (filters.PHOTO | filters.Document.ALL), on_picture))
+    media = (filters.PHOTO | filters.Document.ALL | filters.VIDEO | filters.ANIMATION
+             | filters.VIDEO_NOTE)
+    app.add_handler(MessageHandler(new & media, on_picture))
     app.add_handler(MessageHandler(new & ~filters.COMMAND & ~filters.StatusUpdate.ALL,
                                    on_other_message))
     app.add_handler(CallbackQueryHandler(on_button))

@@ -242,6 +242,26 @@ class FakeTelegram:
             "file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": "result.png",
             "mime_type": "image/png", "file_size": len(data)}, **extra)
 
+    def _clip(self, data: bytes, *, file_name: str, mime_type: str, size: int | None = None,
+              duration: int = 1) -> dict:
+        """A Video / Animation / VideoNote object for a registered clip (64×48 is enough)."""
+        file_id = self._register_file(data, size)
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}", "width": 64, "height": 48,
+                "length": 64, "duration": duration, "file_name": file_name,
+                "mime_type": mime_type, "file_size": self.file_sizes[file_id]}
+
+    def _m_sendVideo(self, call: Call) -> dict:
+        extra = {"caption": call.params["caption"]} if "caption" in call.params else {}
+        return self._bot_message(call, video=self._clip(call.upload("video"),
+                                                        file_name="result.mp4",
+                                                        mime_type="video/mp4"), **extra)
+
+    def _m_sendAnimation(self, call: Call) -> dict:
+        extra = {"caption": call.params["caption"]} if "caption" in call.params else {}
+        clip = self._clip(call.upload("animation"), file_name="result.gif",
+                          mime_type="image/gif")
+        return self._bot_message(call, animation=clip, document=clip, **extra)
+
     def _m_sendMediaGroup(self, call: Call) -> list[dict]:
         out = []
         for item in call.params["media"]:
@@ -332,6 +352,22 @@ class FakeTelegram:
         content: dict[str, Any] = {"document": {
             "file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": file_name,
             "mime_type": mime_type, "file_size": self.file_sizes[file_id]}}
+        if caption is not None:
+            content["caption"] = caption
+        return self.user_message(user, chat_id, **content)
+
+    def video(self, user: dict, data: bytes, chat_id: int | None = None, *,
+              kind: str = "video", caption: str | None = None,
+              size: int | None = None) -> dict:
+        """A user sends a clip: `kind` "video", "animation" (Telegram's GIFs; like Telegram,
+        the message also has it as its document) or "video_note"."""
+        name, mime = {"video": ("clip.mp4", "video/mp4"),
+                      "animation": ("loop.gif", "image/gif"),
+                      "video_note": ("note.mp4", "video/mp4")}[kind]
+        clip = self._clip(data, file_name=name, mime_type=mime, size=size)
+        content: dict[str, Any] = {kind: clip}
+        if kind == "animation":
+            content["document"] = clip
         if caption is not None:
             content["caption"] = caption
         return self.user_message(user, chat_id, **content)

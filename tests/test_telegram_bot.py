@@ -716,3 +716,41 @@ def test_style_keyboard_pages_and_compact_button_data(tmp_path):
             "output": "file", "stroke": 0.6}
     finally:
         service.close()
+
+
+@pytest.mark.slow
+def test_video_gif_and_video_note_come_back_as_clips(tmp_path, stylizer):
+    """A video with a caption, a GIF (an animation) through the style keyboard, and a video
+    note: each result decoded (frames, duration, size, sound kept when the input had it)."""
+    from test_video_service import assert_clip_result, assert_gif_result, clip_bytes, gif_bytes
+
+    async def scenario():
+        async with running_bot(tmp_path, stylizer) as bot:
+            fake = bot.fake
+            m = fake.mark()
+            fake.video(ADA, clip_bytes(), caption="starry")
+            sent = await fake.reply("sendVideo", ADA["id"], after=m, timeout=90)
+            assert sent.text == t("done", "en", style="Starry Night (van Gogh)", strength=100)
+            assert_clip_result(sent.upload("video"))
+            assert sent.buttons()  # stronger / weaker / another style … as for photos
+
+            m = fake.mark()
+            fake.video(ADA, gif_bytes(), kind="animation")
+            menu = await fake.reply("sendMessage", ADA["id"], after=m)
+            assert menu.text == t("choose_style", "en")
+            fake.press(ADA, menu.result, menu.button("Great Wave"))
+            sent = await fake.reply("sendAnimation", ADA["id"], after=m, timeout=90)
+            assert_gif_result(sent.upload("animation"))
+            assert not [c for c in fake.calls[m:] if c.method == "sendDocument"]
+
+            m = fake.mark()
+            fake.video(ADA, clip_bytes(audio=False), kind="video_note", caption="wave")
+            sent = await fake.reply("sendVideo", ADA["id"], after=m, timeout=90)
+            assert_clip_result(sent.upload("video"), audio=False)
+
+            m = fake.mark()
+            fake.video(ADA, clip_bytes()[:3000], caption="wave")
+            await fake.reply("sendMessage", ADA["id"], after=m, text=t("video_corrupt", "en"))
+            assert bot.service.video_queue.pending_count() == 0
+
+    run(scenario())
