@@ -54,6 +54,7 @@ from .chat import (
     photo_sha,
     photo_token,
     progress_text,
+    result_file,
     result_keyboard,
     settings_keyboard,
     settings_text,
@@ -68,7 +69,7 @@ from .i18n import language_of, t
 log = logging.getLogger("stylejax.discord")
 
 PLATFORM = "discord"
-RESULT_NAME = "stylized"  # + .png, or .jpg when the PNG is over the server's upload limit
+RESULT_NAME = "stylized"  # + .png, or .jpg over the upload limit (clips: stylejax.mp4 ...)
 MAX_SELECT_OPTIONS = 25   # Discord's limit per select menu
 MAX_EMBEDS = 10           # … and per message
 DISCORD_API_BASE = Route.BASE  # discord.py's default, before any override below
@@ -111,12 +112,22 @@ async def _refuse(interaction: Interaction, text: str) -> None:
     await interaction.followup.send(text, ephemeral=True)
 
 
-def _attachment_refusal(attachment: discord.Attachment, lang: str, limit: int) -> str | None:
-    """Refuse what cannot be a picture or is too big, from its metadata, before downloading."""
+def _is_media(attachment: discord.Attachment) -> bool:
+    """A picture, a clip or a GIF by its announced type (unknown: let the service decide)."""
     ctype = attachment.content_type
-    if ctype is not None and not ctype.startswith("image/"):
+    return ctype is None or ctype.startswith(("image/", "video/"))
+
+
+def _attachment_refusal(attachment: discord.Attachment, lang: str,
+                        settings: Settings) -> str | None:
+    """Refuse what cannot be a picture or a clip or is too big, from its metadata, before
+    downloading (clips and GIFs by the video byte limit)."""
+    ctype = attachment.content_type or ""
+    if not _is_media(attachment):
         return t("not_an_image", lang)
-    return upload_refusal(attachment.size, limit, lang)
+    clip = ctype.startswith("video/") or ctype == "image/gif"
+    return upload_refusal(attachment.size, settings.video_max_bytes if clip
+                          else settings.max_upload_bytes, lang)
 
 
 def _draw(keyboard: Keyboard, service: StyleService, lang: str, *,
@@ -161,12 +172,19 @@ async def _present(interaction: Interaction, job: Job, lang: str, working: str =
         await interaction.edit_original_response(content=outcome_text(service, final, lang),
                                                  view=None)
         return
-    png = await asyncio.to_thread(service.result, final.id)
-    data, ext = await asyncio.to_thread(fit_upload, png, interaction.filesize_limit)
-    name = f"{RESULT_NAME}.{ext}"
+    data = await asyncio.to_thread(service.result, final.id)
+    kind, name = result_file(data)
+    if kind == "photo":
+        data, ext = await asyncio.to_thread(fit_upload, data, interaction.filesize_limit)
+        name = f"{RESULT_NAME}.{ext}"
+    elif len(data) > interaction.filesize_limit:  # a clip cannot be shrunk here
+        await interaction.edit_original_response(content=upload_refusal(
+            len(data), interaction.filesize_limit, lang), view=None)
+        return
     embed = discord.Embed(description=outcome_text(service, final, lang),
                           colour=discord.Colour.blurple())
-    embed.set_image(url=f"attachment://{name}")
+    if kind != "video":  # a GIF / WebP shows in the embed; a clip plays as the attachment
+        embed.set_image(url=f"attachment://{name}")
     await interaction.edit_original_response(
         content=None, embed=embed, attachments=[discord.File(io.BytesIO(data), name)],
         view=_draw(result_keyboard(final, lang), service, lang,
@@ -193,7 +211,7 @@ async def _offer_styles(interaction: Interaction, attachment: discord.Attachment
     """Keep the photo and let the user pick a style from a menu only they can see."""
     lang = _lang(interaction)
     service = _service(interaction)
-    refusal = _attachment_refusal(attachment, lang, service.settings.max_upload_bytes)
+    refusal = _attachment_refusal(attachment, lang, service.settings)
     if refusal:
         await _refuse(interaction, refusal)
         return
@@ -344,7 +362,7 @@ async def stylize(interaction: Interaction, image: discord.Attachment, style: st
         await _offer_styles(interaction, image)
         return
     service = _service(interaction)
-    refusal = _attachment_refusal(image, _lang(interaction), service.settings.max_upload_bytes)
+    refusal = _attachment_refusal(image, _lang(interaction), service.settings)
     if refusal:
         await _refuse(interaction, refusal)
         return
@@ -362,9 +380,8 @@ async def stylize(interaction: Interaction, image: discord.Attachment, style: st
 
 @app_commands.context_menu(name=_text("menu_stylize"))
 async def stylize_message(interaction: Interaction, message: discord.Message) -> None:
-    """Right-click ▸ Apps ▸ Stylize on any message with a picture."""
-    image = next((a for a in message.attachments
-                  if a.content_type is None or a.content_type.startswith("image/")), None)
+    """Right-click ▸ Apps ▸ Stylize on any message with a picture, a clip or a GIF."""
+    image = next((a for a in message.attachments if _is_media(a)), None)
     if image is None:
         await _refuse(interaction, t("not_a_photo_message", _lang(interaction)))
         return
@@ -409,7 +426,7 @@ async def custom(interaction: Interaction, content: discord.Attachment,
     """Any style picture: optimised on the spot, so it shows progress for longer."""
     service, lang = _service(interaction), _lang(interaction)
     for attachment in (content, style):
-        refusal = _attachment_refusal(attachment, lang, service.settings.max_upload_bytes)
+        refusal = _attachment_refusal(attachment, lang, service.settings)
         if refusal:
             await _refuse(interaction, refusal)
             return

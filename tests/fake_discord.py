@@ -451,7 +451,9 @@ class FakeDiscord:
         msg["edited_timestamp"] = _now()
 
     def _store(self, filename: str, data: bytes) -> dict:
-        att = self.upload(filename, data, "image/png" if filename.endswith(".png") else None)
+        types = {".png": "image/png", ".gif": "image/gif", ".webp": "image/webp",
+                 ".mp4": "video/mp4", ".jpg": "image/jpeg"}
+        att = self.upload(filename, data, types.get(filename[filename.rfind("."):]))
         return att
 
 

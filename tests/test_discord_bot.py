@@ -494,3 +494,42 @@ def test_guild_sync_wrong_token_and_clean_stop(tmp_path, caplog):
 
     run(scenario())
     assert TOKEN not in caplog.text
+
+
+@pytest.mark.slow
+def test_video_and_gif_attachments_come_back_as_files(tmp_path, stylizer):
+    """/stylize with an mp4 (sound kept) and the context menu on a GIF: the result attached as
+    stylejax.mp4 (playing as the attachment) / stylejax.gif (shown in the embed), decoded."""
+    from test_video_service import assert_clip_result, assert_gif_result, clip_bytes, gif_bytes
+
+    async def scenario() -> None:
+        async with running_bot(tmp_path, stylizer) as (fake, service):
+            upload = fake.upload("clip.mp4", clip_bytes(), "video/mp4")
+            sent = await fake.slash(ALICE, "stylize", image=upload, style="starry-night",
+                                    stroke="large")
+            msg = await fake.result_of(sent, timeout=90)
+            (att,) = msg["attachments"]
+            assert att["filename"] == "stylejax.mp4"
+            assert_clip_result(fake.file(att))
+            assert "image" not in msg["embeds"][0]
+            assert set(_components(msg)) == {"up", "down", "keep", "del", "style"}
+
+            posted = fake.user_message(BOB, "loop", [fake.upload("loop.gif", gif_bytes(),
+                                                                 "image/gif")])
+            sent = await fake.message_command(ALICE, "Stylize", posted)
+            picker = await fake.wait_for(
+                lambda: (m := fake.original(sent)) and m["components"] and m)
+            menu = _components(picker)["pick"]
+            chosen = await fake.press(ALICE, picker, menu["custom_id"], values=["1"])
+            msg = await fake.result_of(chosen, timeout=90)
+            (att,) = msg["attachments"]
+            assert att["filename"] == "stylejax.gif"
+            assert msg["embeds"][0]["image"]["url"] == "attachment://stylejax.gif"
+            assert_gif_result(fake.file(att))
+
+            bad = fake.upload("cut.mp4", clip_bytes()[:3000], "video/mp4")
+            sent = await fake.slash(ALICE, "stylize", image=bad, style="wood")
+            assert await fake.ephemeral_text(sent) == t("video_corrupt", "en")
+            assert service.video_queue.pending_count() == 0
+
+    run(scenario())
