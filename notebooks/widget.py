@@ -7,9 +7,11 @@
 What it shows: a photo upload, a gallery of the pack's styles (thumbnails), strength, stroke
 size (small/medium/large), a second style to blend with and its mix, keep colours, a custom
 style from any picture (optimisation in a background thread, with a progress bar and cancel),
-before/after side by side and a PNG download link. Every control change first renders a quick
-low-resolution preview, then the full size; changes are debounced so dragging a slider does not
-queue up work.
+before/after side by side and a PNG download link. A video or an animated GIF / WebP (a path,
+bytes, or the upload button) goes through `stylize_video` (`stylejax.video`, stable mode) with
+the current pack style and controls, and plays inline (`video_widget`). Every control change
+first renders a quick low-resolution preview, then the full size; changes are debounced so
+dragging a slider does not queue up work.
 
 The logic is plain Python and callable without a browser, which is how the tests drive it:
 `set_image`, `select_style`, `strength.value = …`, `run(full=True)`, `start_custom`, `wait`.
@@ -28,6 +30,7 @@ import html
 import io
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -57,6 +60,8 @@ from stylejax.imageio import (
 from stylejax.request import StyleRequest
 from stylejax.stroke import STROKES
 from stylejax.stylizer import Stylizer
+from stylejax.video import is_video_file, probe_video
+from stylejax.video import stylize_video as _stylize_video
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +171,9 @@ class StylizeWidget:
         self.last_error: str | None = None
         self.no_pack: str | None = None  # why there are no pack styles, when there are none
         self.renders = {"preview": 0, "full": 0}      # how much work was done (tests, tuning)
+        self.video_path: Path | None = None           # the last stylised video (stylize_video)
+        self.video_widget: widgets.Widget | None = None
+        self.video_result = None                      # its stylejax.video.VideoResult
 
         self._build_ui()
         if self.no_pack:
@@ -184,8 +192,9 @@ class StylizeWidget:
         self._names = {s.id: s.name(self.lang) for s in styles}
         root = getattr(self.stylizer.pack, "root", None) if styles else None
 
-        self.upload = W.FileUpload(accept="image/*", multiple=False, description="Photo",
-                                   icon="upload", tooltip="Upload a photo (JPEG, PNG, WebP)")
+        self.upload = W.FileUpload(accept="image/*,video/*", multiple=False, description="Photo",
+                                   icon="upload",
+                                   tooltip="Upload a photo (JPEG, PNG, WebP) or a video / GIF")
         self.upload.observe(self._on_upload, "value")
         self.status = W.Label("Upload a photo to begin.")
 
@@ -249,6 +258,7 @@ class StylizeWidget:
         self.before = W.Image(format="jpeg", layout=W.Layout(max_width=f"{self.display_size}px"))
         self.after = W.Image(format="jpeg", layout=W.Layout(max_width=f"{self.display_size}px"))
         self.download = W.HTML("")
+        self.video_box = W.VBox([])  # a stylised video plays here
 
         self.ui = W.VBox([
             W.HBox([self.upload, self.status], layout=W.Layout(align_items="center")),
@@ -262,6 +272,7 @@ class StylizeWidget:
             W.HBox([W.VBox([W.HTML("<b>Before</b>"), self.before], layout=box),
                     W.VBox([W.HTML("<b>After</b>"), self.after], layout=box)]),
             self.download,
+            self.video_box,
         ])
 
     def _credit(self, s) -> str:
@@ -336,11 +347,65 @@ class StylizeWidget:
         f = files[0]
         self.upload.value = ()  # so the same file can be chosen again
         try:
-            self.set_image(bytes(f["content"]), f.get("name"))
+            data = bytes(f["content"])
+            if is_video_file(data):
+                self.stylize_video(data)
+            else:
+                self.set_image(data, f.get("name"))
         except StyleJAXError:
             pass  # already in the status line
         except Exception as err:
             self._fail(err)
+
+    def stylize_video(self, video: str | os.PathLike | bytes,
+                      dst: str | os.PathLike | None = None, *, stable: bool = True):
+        """Stylise a clip or an animated GIF / WebP (a path or its bytes) with the current
+        pack style and controls, in the calling thread, and show it inline: an
+        `ipywidgets.Video` (MP4) or, for an animation, an `ipywidgets.Image` of the same kind.
+        The result goes to `dst` (default: a temporary .mp4 / .gif / .webp); its path is
+        `video_path`, the shown widget `video_widget`, the outcome `video_result`. Raises a
+        `StyleJAXError` (also shown in the status line) for a bad file or a custom style."""
+        try:
+            request = self.request
+            if request is None:
+                raise StyleJAXError("Choose a style first.")
+            request = request.with_changes(media="video")  # custom styles: refused here
+            with tempfile.TemporaryDirectory(prefix="stylejax-widget-") as tmp:
+                src = video
+                if isinstance(video, bytes | bytearray | memoryview):
+                    src = Path(tmp, "upload")
+                    src.write_bytes(bytes(video))
+                info = probe_video(src)
+                kind = info.container if info.container in ("gif", "webp") else "mp4"
+                if dst is None:
+                    dst = Path(tempfile.mkdtemp(prefix="stylejax-video-"), f"stylized.{kind}")
+                self._say(f"Stylising {info.frames} frames…")
+                self.progress.value, self.progress.bar_style = 0, "info"
+                self.progress.description = "Video"
+
+                def progress(fraction: float) -> None:
+                    self.progress.value = int(round(100 * fraction))
+
+                self.video_result = _stylize_video(self.stylizer, request, src, dst,
+                                                   stable=stable, progress=progress, info=info)
+        except Exception as err:
+            self._fail(err)
+            raise
+        self.video_path = Path(dst)
+        data = self.video_path.read_bytes()
+        suffix = self.video_path.suffix.lower().lstrip(".")
+        if suffix in ("gif", "webp"):
+            shown = widgets.Image(value=data, format=suffix)
+        else:
+            shown = widgets.Video(value=data, format=suffix, autoplay=True, loop=True,
+                                  controls=True)
+        shown.layout = widgets.Layout(max_width=f"{self.display_size}px")
+        self.video_widget = shown
+        self.video_box.children = (widgets.HTML("<b>Video</b>"), shown)
+        self.progress.bar_style = "success"
+        r = self.video_result
+        self._say(f"Done: {r.frames} frames, {r.duration_s:.1f} s, in {r.seconds:.0f} s.", _OK)
+        return shown
 
     def set_style_image(self, image: ImageInput, name: str | None = None) -> None:
         """A picture to take a custom style from (then `start_custom`)."""

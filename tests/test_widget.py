@@ -347,3 +347,43 @@ def test_without_a_pack_custom_styles_still_work(tmp_path, photo, style_png):
     w.set_style_image(style_png)
     w.start_custom()
     assert w.progress.value == 100 and w.result.size == (48, 32)
+
+
+def test_a_video_path_bytes_or_upload_plays_inline(stylizer, tmp_path, photo, style_png,
+                                                   monkeypatch):
+    """A clip (path or upload) → an inline ipywidgets.Video of the stylised mp4 (sound kept);
+    a GIF as bytes → an animated ipywidgets.Image; a custom style is refused politely."""
+    import ipywidgets
+    from test_video_service import assert_clip_result, assert_gif_result, clip_bytes, gif_bytes
+
+    from stylejax.errors import InvalidRequestError
+
+    w = _w(stylizer)
+    w.select_style("starry-night")
+    w.stroke.value = "large"
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(clip_bytes())
+    shown = w.stylize_video(clip, tmp_path / "out.mp4")
+    assert isinstance(shown, ipywidgets.Video) and shown.format == "mp4"
+    assert w.video_box.children[-1] is shown and w.video_result.frames == 12
+    assert_clip_result(bytes(shown.value))
+    assert w.progress.value == 100 and "12 frames" in w.status.value
+
+    shown = w.stylize_video(gif_bytes())
+    assert isinstance(shown, ipywidgets.Image) and shown.format == "gif"
+    assert_gif_result(bytes(shown.value))
+
+    w.upload.value = _upload("clip.mp4", clip_bytes(), "video/mp4")
+    assert isinstance(w.video_widget, ipywidgets.Video) and w.video_path.suffix == ".mp4"
+
+    from stylejax.custom_style import CustomStyleResult
+
+    monkeypatch.setattr(stylizer, "run_custom", lambda request, photo, style, **kw:
+                        CustomStyleResult(image=resize_max_side(photo, 48), seconds=0.0,
+                                          steps=1, stopped_early=False))
+    custom = _w(stylizer, image=photo)
+    custom.style_upload.value = _upload("stripes.png", style_png)
+    assert custom._style_id == CUSTOM
+    with pytest.raises(InvalidRequestError):
+        custom.stylize_video(clip)
+    assert "gallery's styles only" in custom.status.value
