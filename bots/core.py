@@ -56,6 +56,10 @@ def result_format(data: bytes) -> tuple[str, str, str]:
     return ("image/png", ".png", "photo")
 
 
+# ISO-BMFF brands of still pictures (AVIF, HEIF): an "ftyp" box, but photos, not clips.
+_STILL_BRANDS = (b"avif", b"heic", b"heix", b"mif1")
+
+
 # The reference of a custom style picture that arrives as bytes, until it is kept (its sha).
 _UPLOAD = "upload"
 
@@ -123,7 +127,7 @@ class StyleService:
         """Recognise an upload by its content and check it: "photo" (`decode_image`, the photo
         limits) or "video" (a clip or an animated GIF / WebP: `probe_video`, the video
         limits); the StyleJAXError a user reads when it does not fit."""
-        if is_video_file(data):
+        if data[8:12] not in _STILL_BRANDS and is_video_file(data):
             probe_video(data, self.video_limits)
             return "video"
         decode_image(data, limits=self.limits)

@@ -59,6 +59,7 @@ WEB_DIR = Path(__file__).resolve().with_name("web")  # the web page: index.html 
 _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' blob: data:; "
+                                "media-src 'self' blob:; "
                                 "object-src 'none'; base-uri 'none'; form-action 'self'; "
                                 "frame-ancestors 'none'"),
     "Referrer-Policy": "no-referrer",

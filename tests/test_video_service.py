@@ -15,13 +15,13 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 av = pytest.importorskip("av")
 
 from photos import photo_png  # noqa: E402
 from PIL import Image  # noqa: E402
+from test_video import _scene, _sine, make_clip  # noqa: E402
 
 from bots.config import Settings  # noqa: E402
 from bots.core import StyleService, result_format  # noqa: E402
@@ -43,49 +43,14 @@ pytestmark = [pytest.mark.timeout(300),
                                  reason="the default pack is not installed")]
 
 
-# -- clips made here ----------------------------------------------------------------------------
-def _frames(n: int = N, w: int = W, h: int = H) -> list[np.ndarray]:
-    """A smooth texture panning right by 2 px a frame."""
-    rng = np.random.default_rng(0)
-    base = (rng.random((h // 4, (w + 2 * n) // 4, 3)) * 255).astype(np.uint8)
-    big = np.asarray(Image.fromarray(base).resize(((w + 2 * n), h), Image.BILINEAR))
-    return [np.ascontiguousarray(big[:, 2 * i: 2 * i + w]) for i in range(n)]
-
-
-def _sine(out, stream, seconds: float, sr: int = 22050) -> None:
-    t = np.arange(int(sr * seconds)) / sr
-    sig = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    for k in range(0, len(sig), 1024):
-        fr = av.AudioFrame.from_ndarray(sig[None, k: k + 1024], format="fltp", layout="mono")
-        fr.sample_rate, fr.pts = sr, k
-        for p in stream.encode(fr):
-            out.mux(p)
-    for p in stream.encode(None):
-        out.mux(p)
-
-
+# -- clips made here (with tests/test_video.py's makers) -----------------------------------------
 def clip_bytes(n: int = N, *, fps: int = FPS, audio: bool = True, w: int = W,
                h: int = H) -> bytes:
-    """A tiny H.264 mp4 (n frames at fps, w×h), with a 440 Hz AAC track when `audio`."""
+    """A tiny H.264 mp4 (n frames at fps, w×h, a panning texture), with a 440 Hz AAC track
+    when `audio`."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "clip.mp4")
-        out = av.open(str(path), "w")
-        vs = out.add_stream("libx264", rate=fps)
-        vs.height, vs.width, vs.pix_fmt = h, w, "yuv420p"
-        if audio:
-            a = out.add_stream("aac", rate=22050)
-            a.layout = "mono"
-        for i, img in enumerate(_frames(n, w, h)):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            for p in vs.encode(f):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
-        if audio:
-            _sine(out, a, n / fps)
-        out.close()
-        return path.read_bytes()
+        return make_clip(Path(tmp, "clip.mp4"), _scene(w, h, n), fps=fps,
+                         audio=audio).read_bytes()
 
 
 def audio_only_bytes() -> bytes:
@@ -101,7 +66,7 @@ def audio_only_bytes() -> bytes:
 
 def gif_bytes(n: int = 6, duration_ms: int = 100) -> bytes:
     """An animated GIF of n frames, `duration_ms` each, looping forever."""
-    ims = [Image.fromarray(f) for f in _frames(n)]
+    ims = [Image.fromarray(f) for f in _scene(n=n)]
     buf = io.BytesIO()
     ims[0].save(buf, "GIF", save_all=True, append_images=ims[1:], duration=duration_ms, loop=0)
     return buf.getvalue()
@@ -310,3 +275,15 @@ def test_sigkilled_worker_mid_clip_is_redone_once(tmp_path):
     with Store(srv.data_dir / "meta.db") as store:
         job = store.get_job(job_id)
     assert job.attempts == 2 and job.result_sha is not None
+
+
+def test_still_pictures_with_a_container_signature_stay_photos(service):
+    """AVIF has an ISO-BMFF 'ftyp' box like mp4, and a one-frame GIF is a GIF: both photos."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), "red").save(buf, "AVIF")
+    assert service.check_upload(buf.getvalue()) == "photo"
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), "blue").save(buf, "GIF")
+    assert service.check_upload(buf.getvalue()) == "photo"
+    assert service.check_upload(gif_bytes()) == "video"
+    assert service.check_upload(clip_bytes()) == "video"

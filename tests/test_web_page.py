@@ -111,7 +111,9 @@ def test_page_assets_and_config_are_served(server):
         assert resp.status_code == 200, asset
         assert types[Path(asset).suffix] in resp.headers["content-type"], asset
     config = httpx.get(server.base + "/api/v1/config").json()
-    assert config == {"max_upload_bytes": MAX_UPLOAD, "api_key_required": False}
+    assert config == {"max_upload_bytes": MAX_UPLOAD, "api_key_required": False,
+                      "max_video_bytes": 100_000_000, "max_video_seconds": 60.0}
+    assert "media-src 'self' blob:" in page.headers["content-security-policy"]
     missing = httpx.get(server.base + "/static/nope.js")
     assert missing.status_code == 404 and missing.json()["error"]
     outside = httpx.get(server.base + "/static/..%2Fhttp_api.py")
@@ -317,4 +319,39 @@ def test_bad_files_give_a_clear_message(server, browser, tmp_path):
         assert message.inner_text() == server_error  # the server's own words
         assert len(tab.job_posts) == 1
         assert not page.is_visible("#download")
+        assert not tab.js_errors, tab.js_errors
+
+
+def test_a_video_plays_its_painted_version(server, browser, tmp_path):
+    """A clip with sound: previewed in <video>, progress while it runs, the result (mp4) in
+    the same <video>, downloadable as .mp4, decoded: frames, duration, size, sound."""
+    from test_video_service import assert_clip_result, clip_bytes
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(clip_bytes(24))
+    with Tab(browser, server, viewport={"width": 1280, "height": 800}, locale="en-US",
+             accept_downloads=True) as tab:
+        page = tab.page
+        page.set_input_files("#photo", str(clip))
+        assert page.is_visible("#result-video") and not page.is_visible("#compare")
+        assert "frame by frame" in page.inner_text("#message")
+        page.evaluate("document.getElementById('style-starry-night').click()")
+        page.click("label[for=stroke-large]")
+        assert page.is_checked("#style-starry-night") and page.is_checked("#stroke-large")
+        page.click("#go")
+        page.wait_for_function(
+            """() => {
+                const s = document.getElementById("stage");
+                return s.dataset.state === "done" && s.dataset.busy !== "yes";
+            }""", timeout=JOB_TIMEOUT_MS * 2)
+        src = page.get_attribute("#result-video", "src")
+        assert src and src.startswith("blob:")
+        assert page.is_visible("#result-video") and not page.is_visible("#compare")
+        page.wait_for_function("() => document.getElementById('result-video').readyState >= 1",
+                               timeout=10_000)
+        with page.expect_download() as download:
+            page.click("#download")
+        assert download.value.suggested_filename.endswith(".mp4")
+        assert_clip_result(Path(download.value.path()).read_bytes(), frames=24)
+        assert len(tab.job_posts) == 1
         assert not tab.js_errors, tab.js_errors

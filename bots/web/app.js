@@ -72,6 +72,10 @@ const TEXT = {
     retry_after: "{message} (try again in {seconds} s)",
     your_photo: "Your photo",
     your_result: "Your photo in the style of {style}",
+    video_chosen: "A video: it is painted frame by frame (pack styles only), with its sound.",
+    video_too_big: "“{name}” is {size}; videos may be up to {limit}. Please choose a shorter clip.",
+    video_custom: "Videos can be painted with the gallery's styles only.",
+    your_video: "Your video in the style of {style}",
     your_style: "your picture",
   },
   zh: {
@@ -135,6 +139,10 @@ const TEXT = {
     retry_after: "{message}（{seconds} 秒后再试）",
     your_photo: "你的照片",
     your_result: "你的照片，风格：{style}",
+    video_chosen: "视频：将逐帧绘制（仅限图库风格），并保留声音。",
+    video_too_big: "“{name}”大小为 {size}，视频上限是 {limit}。请选择更短的片段。",
+    video_custom: "视频只能使用图库中的风格。",
+    your_video: "你的视频，风格：{style}",
     your_style: "你的图片",
   },
 };
@@ -163,11 +171,13 @@ const el = {
   placeholder: $("placeholder"), compare: $("compare"), before: $("before"), after: $("after"),
   split: $("split"), progressBox: $("progress-box"), progress: $("progress"),
   progressBar: $("progress-bar"), status: $("status"), download: $("download"),
-  resultPanel: $("result-panel"),
+  resultPanel: $("result-panel"), video: $("result-video"),
 };
 
 const state = {
   maxUpload: null,          // bytes, from GET /api/v1/config
+  maxVideo: null,           // bytes of a video upload, from the same
+  photoIsVideo: false,      // the chosen file is a clip (shown in the <video> element)
   apiKeyRequired: false,
   styles: [],
   photo: null,              // File
@@ -272,6 +282,7 @@ async function loadConfig() {
     if (resp.ok) {
       const config = await resp.json();
       state.maxUpload = Number(config.max_upload_bytes) || null;
+      state.maxVideo = Number(config.max_video_bytes) || null;
       state.apiKeyRequired = Boolean(config.api_key_required);
     }
   } catch { /* older server without /config: the server still checks sizes */ }
@@ -344,7 +355,17 @@ async function loadStyles() {
 
 // -- choosing pictures ------------------------------------------------------------------------------
 /** A clear message for a file the page can already tell is unusable, or null. */
-function fileProblem(file) {
+function isClip(file) {
+  return Boolean(file.type) && file.type.startsWith("video/");
+}
+
+function fileProblem(file, { video = false } = {}) {
+  if (video && isClip(file)) {
+    return state.maxVideo && file.size > state.maxVideo
+      ? t("video_too_big", { name: file.name, size: formatBytes(file.size),
+                             limit: formatBytes(state.maxVideo) })
+      : null;
+  }
   if (state.maxUpload && file.size > state.maxUpload) {
     return t("too_big", { name: file.name, size: formatBytes(file.size),
                           limit: formatBytes(state.maxUpload) });
@@ -358,13 +379,14 @@ function fileProblem(file) {
 function setPhoto(file) {
   if (!file) return;
   clearMessage();
-  const problem = fileProblem(file);
+  const problem = fileProblem(file, { video: true });
   if (problem) {
     showMessage(problem);
     el.photo.value = "";
     el.camera.value = "";
     return;
   }
+  state.photoIsVideo = isClip(file);
   const live = state.hasResult || Boolean(state.job);  // re-run for the new photo too
   cancelJob();
   state.photo = file;
@@ -384,15 +406,23 @@ function setPhoto(file) {
   el.before.onload = () => {
     if (!state.hasResult) setRatio(el.before.naturalWidth, el.before.naturalHeight);
   };
-  el.before.src = state.photoUrl;
-  el.before.alt = t("your_photo");
   // A new photo: its old result no longer applies.
   state.hasResult = false;
   el.download.hidden = true;
   el.after.removeAttribute("src");
   el.stage.dataset.state = "photo";
   el.placeholder.hidden = true;
-  el.compare.hidden = false;
+  if (state.photoIsVideo) {  // a clip: previewed (then its result played) in <video>
+    el.before.removeAttribute("src");
+    el.compare.hidden = true;
+    showVideo(state.photoUrl);
+    showMessage(t("video_chosen"), "warning");
+  } else {
+    el.before.src = state.photoUrl;
+    el.before.alt = t("your_photo");
+    hideVideo();
+    el.compare.hidden = false;
+  }
   el.go.textContent = t("stylize");
   setStatus("");
   if (live) state.rerunTimer = setTimeout(() => run({ auto: true }), RERUN_DELAY_MS);
@@ -462,6 +492,10 @@ async function run({ auto = false } = {}) {
   }
   if (!style) {
     showMessage(t("need_style"));
+    return;
+  }
+  if (style === CUSTOM && state.photoIsVideo) {
+    showMessage(t("video_custom"));
     return;
   }
   if (style === CUSTOM && !state.styleImage) {
@@ -615,6 +649,20 @@ function update(job, ev) {
   }
 }
 
+function showVideo(url) {
+  el.video.onloadedmetadata = () => setRatio(el.video.videoWidth, el.video.videoHeight);
+  el.video.src = url;
+  el.video.hidden = false;
+}
+
+function hideVideo() {
+  el.video.pause();
+  el.video.removeAttribute("src");
+  el.video.hidden = true;
+}
+
+const RESULT_SUFFIX = { "video/mp4": "mp4", "image/gif": "gif", "image/webp": "webp" };
+
 async function showResult(job) {
   setProgress(1);
   setStatus(t("fetching"));
@@ -628,24 +676,36 @@ async function showResult(job) {
   }
   if (state.job !== job) return;
   const url = URL.createObjectURL(blob);
+  const clip = blob.type.startsWith("video/");
   const img = new Image();
-  img.src = url;
-  try { await img.decode(); } catch { /* shown anyway */ }
+  if (!clip) {
+    img.src = url;
+    try { await img.decode(); } catch { /* shown anyway */ }
+  }
   if (state.job !== job) { URL.revokeObjectURL(url); return; }
   const first = !state.hasResult;
   if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
   state.resultUrl = url;
   state.shownKey = job.key;
-  setRatio(img.naturalWidth, img.naturalHeight);
-  el.after.src = url;
   const styleName = styleDisplayName(job.style);
+  if (clip) {  // a video job: the result plays in <video> (GIF / WebP stay in the compare)
+    el.compare.hidden = true;
+    showVideo(url);
+    el.video.setAttribute("aria-label", t("your_video", { style: styleName }));
+  } else {
+    hideVideo();
+    el.compare.hidden = false;
+    setRatio(img.naturalWidth, img.naturalHeight);
+    el.after.src = url;
+  }
   el.after.alt = t("your_result", { style: styleName });
   el.stage.dataset.state = "done";
   el.stage.dataset.jobId = job.id;
   el.download.href = url;
   const strokeTag = job.stroke === "medium" ? "" : `-${job.stroke}`;
   el.download.download =
-    `stylejax-${job.custom ? "custom" : job.style}-${job.strength}${strokeTag}.png`;
+    `stylejax-${job.custom ? "custom" : job.style}-${job.strength}${strokeTag}.`
+    + (RESULT_SUFFIX[blob.type] || "png");
   el.download.hidden = false;
   state.hasResult = true;
   state.job = null;
