@@ -266,7 +266,7 @@ def error_message(err: BaseException, lang: str) -> str:
     if isinstance(err, UnsupportedVideoError):
         return t("video_unsupported", lang, detail=str(err))
     if isinstance(err, VideoTooLongError):
-        return t("video_too_long", lang, detail=str(err), limit=f"{err.limit:g}")
+        return t("video_too_long", lang, detail=str(err))
     if isinstance(err, VideoTooLargeError):
         return t("video_too_large", lang, detail=str(err))
     if isinstance(err, UnknownStyleError):

@@ -142,9 +142,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "video_corrupt": {"en": "That video seems damaged or cut short; please send it again.",
                       "zh": "该视频似乎已损坏或不完整，请重新发送。"},
     "video_unsupported": {"en": "{detail}",
-                          "zh": "无法处理该文件（例如只有声音没有画面，或编码不受支持；"
-                                "视频只能使用图库中的风格）。"},
-    "video_too_long": {"en": "{detail}", "zh": "视频太长了，上限为 {limit}（秒或帧）。"},
+                          "zh": "无法处理该文件（例如只有声音没有画面，或编码不受支持）：{detail}"},
+    "video_too_long": {"en": "{detail}", "zh": "视频太长了：{detail}"},
     "video_too_large": {"en": "{detail}", "zh": "视频太大了：{detail}"},
     "file_too_big": {"en": "That file is too big ({size_mb} MB); the limit is {limit_mb} MB.",
                      "zh": "文件太大（{size_mb} MB），上限为 {limit_mb} MB。"},
