@@ -49,6 +49,23 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def kill_worker(srv: Server, index: int = 0) -> None:
+    """SIGKILL the newest process of worker `index` (the supervisor will start another)."""
+    pid = int(re.findall(rf"worker process {index} started \(pid (\d+)\)", srv.log())[-1])
+    os.kill(pid, signal.SIGKILL)
+
+
+def assert_redone_once(srv: Server, job_id: str) -> None:
+    """After `kill_worker` mid-job: the worker was restarted, the job done by the next one,
+    recorded once, on its second attempt."""
+    log = srv.log()
+    assert "exited with -9; restarting" in log
+    assert log.count(f"job {job_id} done") == 1, log
+    with Store(srv.data_dir / "meta.db") as store:
+        job = store.get_job(job_id)
+    assert job.attempts == 2 and job.result_sha is not None
+
+
 def _stop_clean(srv: Server) -> None:
     code = srv.stop()
     assert code == 0, srv.log()
@@ -88,19 +105,13 @@ def test_sigkilled_worker_job_is_redelivered_and_completed_once(tmp_path):
         status = lambda: srv.client.get(f"/api/v1/jobs/{job_id}").json()  # noqa: E731
         _wait_for(lambda: status()["state"] == "running" and status()["progress"] > 0, 90,
                   "the custom-style job to make progress")
-        pid = int(re.findall(r"worker process 0 started \(pid (\d+)\)", srv.log())[-1])
-        os.kill(pid, signal.SIGKILL)
+        kill_worker(srv)
         final = wait_done(srv.client, job_id, timeout_s=120)
         assert final["state"] == "done", (final, srv.log())
         _assert_stylized(srv.client, job_id, photo, max_side=96)
     finally:
         _stop_clean(srv)
-    log = srv.log()
-    assert "exited with -9; restarting" in log
-    assert log.count(f"job {job_id} done") == 1, log
-    with Store(srv.data_dir / "meta.db") as store:
-        job = store.get_job(job_id)
-    assert job.attempts == 2 and job.result_sha is not None
+    assert_redone_once(srv, job_id)
 
 
 def test_redis_restart_mid_run_loses_no_job(tmp_path):

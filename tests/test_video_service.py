@@ -7,9 +7,6 @@ tests (HTTP, Telegram, Discord, web page, widget)."""
 from __future__ import annotations
 
 import io
-import os
-import re
-import signal
 import tempfile
 import threading
 import time
@@ -243,6 +240,7 @@ def test_one_worker_prefers_photos_over_waiting_clips(service, stylizer):
 @pytest.mark.slow
 def test_sigkilled_worker_mid_clip_is_redone_once(tmp_path):
     from service_process import Server, wait_done
+    from test_service_processes import assert_redone_once, kill_worker
 
     srv = Server(tmp_path, workers=1, STYLEJAX_QUEUE_VISIBILITY_S="3",
                  STYLEJAX_WORKER_MODE="process", STYLEJAX_MAX_UPLOAD_BYTES="2000000")
@@ -257,8 +255,7 @@ def test_sigkilled_worker_mid_clip_is_redone_once(tmp_path):
         while not (status()["state"] == "running" and 0 < status()["progress"] < 0.8):
             assert time.monotonic() < deadline, (status(), srv.log())
             time.sleep(0.05)
-        pid = int(re.findall(r"worker process 0 started \(pid (\d+)\)", srv.log())[-1])
-        os.kill(pid, signal.SIGKILL)
+        kill_worker(srv)
         final = wait_done(srv.client, job_id, timeout_s=180)
         assert final["state"] == "done", (final, srv.log())
         result = srv.client.get(f"/api/v1/jobs/{job_id}/result")
@@ -266,15 +263,8 @@ def test_sigkilled_worker_mid_clip_is_redone_once(tmp_path):
         assert_clip_result(result.content, frames=60)
     finally:
         code = srv.stop()
-    log = srv.log()
-    assert code == 0, log
-    assert "exited with -9; restarting" in log
-    assert log.count(f"job {job_id} done") == 1, log
-    from storage import Store
-
-    with Store(srv.data_dir / "meta.db") as store:
-        job = store.get_job(job_id)
-    assert job.attempts == 2 and job.result_sha is not None
+    assert code == 0, srv.log()
+    assert_redone_once(srv, job_id)
 
 
 def test_still_pictures_with_a_container_signature_stay_photos(service):
