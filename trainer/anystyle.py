@@ -47,7 +47,14 @@ from .config import JsonConfig, opt
 from .data import PhotoFolder, PrefetchIterator
 from .grid import center_square, save_grid
 from .loop import data_mesh, resume
-from .steps import Models, OptimConfig, TrainState, init_state, power_iteration
+from .steps import (
+    Models,
+    OptimConfig,
+    TrainState,
+    generator_update,
+    init_state,
+    power_iteration,
+)
 
 log = logging.getLogger("stylejax.train")
 
@@ -209,10 +216,7 @@ def anystyle_step(models: Models, cfg: AnyStyleLoss, optim: OptimConfig, state: 
     key, gp_key = jax.random.split(key)
     (_, (fake, z, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
         state.g, models, state.d, state.d_stats, f_state, batch, cfg, state.step)
-    g_updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g)
-    g_params = optax.apply_updates(state.g, g_updates)
-    decay = jnp.minimum(optim.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.g_ema, g_params)
+    g_params, ema, g_opt = generator_update(models, optim, state, g_grads)
     d_params, d_opt, d_stats, d_metrics = state.d, state.d_opt, state.d_stats, {}
     if cfg.adv > 0:
         d_stats = power_iteration(models, state.d, state.d_stats, 1)

@@ -195,6 +195,20 @@ def _discriminator_loss(d_params, d_stats, models: Models, real, fake, ids, key,
     return loss, {"d_loss": loss, "gp": gp}
 
 
+def generator_update(models: Models, optim: OptimConfig, state: TrainState, grads: Any
+                     ) -> tuple[Any, Any, Any]:
+    """(params, EMA, optimiser state) after one generator step, as every mode takes it.
+
+    The EMA is warmed up: early on the average would be dominated by the random
+    initialisation.
+    """
+    updates, g_opt = models.g_tx.update(grads, state.g_opt, state.g)
+    g_params = optax.apply_updates(state.g, updates)
+    decay = jnp.minimum(optim.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.g_ema, g_params)
+    return g_params, ema, g_opt
+
+
 def train_step(models: Models, cfg: LossConfig, optim: OptimConfig, state: TrainState,
                f_state: Any, targets: dict, batch: dict) -> tuple[TrainState, dict]:
     """One generator update and one discriminator update (pure; jit with models/cfg static)."""
@@ -206,11 +220,7 @@ def train_step(models: Models, cfg: LossConfig, optim: OptimConfig, state: Train
     (_, (fake, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
         state.g, models, state.d, state.d_stats, f_state, targets, batch, cfg, state.step,
         jitter_key)
-    g_updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g)
-    g_params = optax.apply_updates(state.g, g_updates)
-    # EMA warm-up: early on the average would be dominated by the random initialisation.
-    decay = jnp.minimum(optim.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.g_ema, g_params)
+    g_params, ema, g_opt = generator_update(models, optim, state, g_grads)
 
     d_params, d_opt, d_stats, d_metrics = state.d, state.d_opt, state.d_stats, {}
     if cfg.adv > 0:
