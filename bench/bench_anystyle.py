@@ -33,6 +33,8 @@ from flax import nnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from quality import load_rgb  # noqa: E402  (bench/ is the script's folder)
+
 from stylejax.anystyle import (  # noqa: E402
     ENCODER_SIDE,
     AnyStyleModel,
@@ -42,19 +44,11 @@ from stylejax.anystyle import (  # noqa: E402
     style_row,
 )
 from stylejax.features import load_feature_net  # noqa: E402
-from stylejax.imageio import decode_image, resize_long_side  # noqa: E402
+from stylejax.imageio import resize_long_side  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 EVAL_SET = json.loads((Path(__file__).with_name("eval_set.json")).read_text())
 MAGENTA_SIDE = 384  # Magenta's transform network is fixed at 384×384
-
-
-def load_rgb(path: Path, crop: list[int] | None = None) -> np.ndarray:
-    rgb = decode_image(path).rgb
-    if crop:
-        left, top, right, bottom = crop
-        rgb = rgb[top:bottom, left:right]
-    return rgb
 
 
 def eval_style(name: str) -> tuple[Path, np.ndarray]:
