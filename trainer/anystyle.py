@@ -84,7 +84,7 @@ class AnyStyleTrainConfig(JsonConfig):
     disc_ch: int = opt(32, "discriminator base width")
     disc_scales: int = opt(2, "discriminator scales")
     content_weight: float = opt(1.0, "content loss weight")
-    style_weight: float = opt(6.0, "Gram style loss weight")
+    style_weight: float = opt(24.0, "Gram style loss weight")
     identity_weight: float = opt(20.0, "weight of 'the zero vector gives the photo back'")
     tv_weight: float = opt(1.0, "total variation weight")
     adv_weight: float = opt(0.05, "adversarial weight (0: no discriminator)")
