@@ -207,3 +207,13 @@ def test_a_pack_made_from_the_model_serves_each_picture_as_its_style(model, feat
         z = model.encode(feature_net, jnp.asarray(to_float(rgb))[None])
         np.testing.assert_allclose(np.asarray(pack.generator(photo, jax.nn.one_hot(
             jnp.array([k]), 2))), np.asarray(model(photo, z)), atol=1e-5)
+
+
+def test_jittered_loss_is_deterministic_and_differs_from_no_jitter(tmp_path):
+    plain = AnyStyleTrainer(tiny_run(tmp_path / "p"))
+    jittered = AnyStyleTrainer(tiny_run(tmp_path / "j", jitter=3))
+    again = AnyStyleTrainer(tiny_run(tmp_path / "k", jitter=3))
+    batch = plain.stream.batch_at(0)
+    metrics = [t.train_step(t.state, batch)[1] for t in (plain, jittered, again)]
+    assert float(metrics[1]["style"]) == float(metrics[2]["style"])
+    assert float(metrics[1]["style"]) != float(metrics[0]["style"])

@@ -54,6 +54,7 @@ from .steps import (
     generator_update,
     init_state,
     power_iteration,
+    shifted,
 )
 
 log = logging.getLogger("stylejax.train")
@@ -87,6 +88,8 @@ class AnyStyleTrainConfig(JsonConfig):
     style_weight: float = opt(24.0, "Gram style loss weight")
     identity_weight: float = opt(20.0, "weight of 'the zero vector gives the photo back'")
     tv_weight: float = opt(1.0, "total variation weight")
+    jitter: int = opt(0, "the loss sees result and photo shifted by 0..jitter-1 px (against "
+                         "the feature net's stride grid; 0: off)")
     adv_weight: float = opt(0.05, "adversarial weight (0: no discriminator)")
     adv_loss: str = opt("hinge", "adversarial loss", choices=("hinge", "lsgan", "wgan-gp"))
     adv_start: int = opt(1000, "adversarial term off before this step")
@@ -141,6 +144,7 @@ class AnyStyleLoss:
     adv_ramp: int
     gp: float
     identity_batch: int
+    jitter: int = 0
     style_taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
     content_taps: tuple[str, ...] = ("stage4",)
 
@@ -149,7 +153,7 @@ class AnyStyleLoss:
         return cls(content=cfg.content_weight, style=cfg.style_weight,
                    identity=cfg.identity_weight, tv=cfg.tv_weight, adv=cfg.adv_weight,
                    adv_kind=cfg.adv_loss, adv_start=cfg.adv_start, adv_ramp=cfg.adv_ramp,
-                   gp=cfg.gp, identity_batch=cfg.identity_batch)
+                   gp=cfg.gp, identity_batch=cfg.identity_batch, jitter=cfg.jitter)
 
     @property
     def gan_kind(self) -> str:
@@ -165,7 +169,7 @@ def _scaled_mse(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batch,
-                      cfg: AnyStyleLoss, step):
+                      cfg: AnyStyleLoss, step, jitter_key=None):
     model: AnyStyleModel = nnx.merge(models.g_graph, g_params)
     feat = nnx.merge(models.f_graph, f_state)
     photos = batch["content"]
@@ -176,9 +180,14 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
     z_all = jnp.concatenate([z, jnp.zeros((n_id, z.shape[1]), z.dtype)]) if n_id else z
     fake_all = model(photos, z_all)
     fake, photo = fake_all[:n], photos[:n]
+    seen_fake, seen_photo = fake, photo
+    if cfg.jitter > 0:  # the same shift for both, as in the pack's step
+        dy, dx = jax.random.randint(jitter_key, (2,), 0, cfg.jitter)
+        seen_fake = shifted(fake, dy, dx, cfg.jitter)
+        seen_photo = shifted(photo, dy, dx, cfg.jitter)
     taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
-    f_fake = feat.features(fake, taps)
-    f_photo = jax.lax.stop_gradient(feat.features(photo, cfg.content_taps))
+    f_fake = feat.features(seen_fake, taps)
+    f_photo = jax.lax.stop_gradient(feat.features(seen_photo, cfg.content_taps))
     content = sum(jnp.mean(_scaled_mse(f_fake[t], f_photo[t])) for t in cfg.content_taps)
     content = content / len(cfg.content_taps)
     style = sum(jnp.mean(_scaled_mse(losses.gram_matrix(f_fake[t]),
@@ -214,8 +223,11 @@ def anystyle_step(models: Models, cfg: AnyStyleLoss, optim: OptimConfig, state: 
     """One generator (+ encoder + head) update and one discriminator update; pure."""
     key = jax.random.wrap_key_data(state.key)
     key, gp_key = jax.random.split(key)
+    jitter_key = None
+    if cfg.jitter > 0:  # a separate split, so runs without jitter keep their random stream
+        key, jitter_key = jax.random.split(key)
     (_, (fake, z, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
-        state.g, models, state.d, state.d_stats, f_state, batch, cfg, state.step)
+        state.g, models, state.d, state.d_stats, f_state, batch, cfg, state.step, jitter_key)
     g_params, ema, g_opt = generator_update(models, optim, state, g_grads)
     d_params, d_opt, d_stats, d_metrics = state.d, state.d_opt, state.d_stats, {}
     if cfg.adv > 0:

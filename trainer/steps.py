@@ -133,7 +133,8 @@ def style_targets(models: Models, f_state: Any, style_images: list[jax.Array],
     return out
 
 
-def _shifted(x: jax.Array, dy: jax.Array, dx: jax.Array, jitter: int) -> jax.Array:
+def shifted(x: jax.Array, dy: jax.Array, dx: jax.Array, jitter: int) -> jax.Array:
+    """x (N,H,W,C) cropped by `jitter` px, starting at (dy, dx): what the loss sees."""
     n, h, w, c = x.shape
     return jax.lax.dynamic_slice(x, (0, dy, dx, 0), (n, h - jitter, w - jitter, c))
 
@@ -149,8 +150,8 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, targ
     seen_fake, seen_photo = fake, photo
     if cfg.jitter > 0:
         dy, dx = jax.random.randint(jitter_key, (2,), 0, cfg.jitter)
-        seen_fake = _shifted(fake, dy, dx, cfg.jitter)
-        seen_photo = _shifted(photo, dy, dx, cfg.jitter)
+        seen_fake = shifted(fake, dy, dx, cfg.jitter)
+        seen_photo = shifted(photo, dy, dx, cfg.jitter)
     f_fake = feat.features(seen_fake, taps)
     f_real = jax.lax.stop_gradient(feat.features(seen_photo, cfg.content_taps))
     content = 0.0
