@@ -152,20 +152,29 @@ def as_generator(model: AnyStyleModel) -> Generator:
     So the whole serving stack of packs (the Engine's tiling and shape buckets, the ONNX
     export) runs the any-style model unchanged: feed it `style_row(z)`.
     """
-    gcfg = model.generator.config
-    wide = Generator(GeneratorConfig(num_styles=1 + model.config.style_dim,
-                                     channels=gcfg.channels, res_blocks=gcfg.res_blocks,
-                                     upsample=gcfg.upsample), rngs=nnx.Rngs(0))
-    body = nnx.state(model.generator, nnx.Param)  # convolutions: shared as they are
-    nnx.update(wide, nnx.filter_state(body, lambda path, _: path[-1] not in ("scale", "shift")))
     kernel = model.head.proj.kernel[...]  # (D, 2·ΣC)
-    at = 0
-    for src, dst in zip(model.generator.norm_layers(), wide.norm_layers(), strict=True):
-        c = int(src.scale.shape[1])
-        dst.scale[...] = jnp.concatenate([src.scale[...][:1], kernel[:, at:at + c]])
-        dst.shift[...] = jnp.concatenate([src.shift[...][:1], kernel[:, at + c:at + 2 * c]])
+    tables, at = [], 0
+    for norm in model.generator.norm_layers():
+        c = int(norm.scale.shape[1])
+        tables.append((jnp.concatenate([norm.scale[...][:1], kernel[:, at:at + c]]),
+                       jnp.concatenate([norm.shift[...][:1], kernel[:, at + c:at + 2 * c]])))
         at += 2 * c
-    return wide
+    return _with_tables(model.generator, tables)
+
+
+def _with_tables(source: Generator, tables: list[tuple[jax.Array, jax.Array]]) -> Generator:
+    """A generator with `source`'s convolutions and new (scale, shift) tables, one per norm in
+    `norm_layers()` order; the number of rows is the number of styles."""
+    gcfg = source.config
+    out = Generator(GeneratorConfig(num_styles=int(tables[0][0].shape[0]),
+                                    channels=gcfg.channels, res_blocks=gcfg.res_blocks,
+                                    upsample=gcfg.upsample), rngs=nnx.Rngs(0))
+    body = nnx.state(source, nnx.Param)  # convolutions: shared as they are
+    nnx.update(out, nnx.filter_state(body, lambda path, _: path[-1] not in ("scale", "shift")))
+    for norm, (scale, shift) in zip(out.norm_layers(), tables, strict=True):
+        norm.scale[...] = scale
+        norm.shift[...] = shift
+    return out
 
 
 def style_row(z: jax.Array | np.ndarray) -> np.ndarray:
@@ -228,13 +237,5 @@ def styles_generator(model: AnyStyleModel, vectors: jax.Array | np.ndarray) -> G
     a style pack made from the any-style model, served like any trained pack."""
     wide = as_generator(model)
     rows = jnp.asarray(style_row(vectors))  # (K, 1 + D)
-    gcfg = wide.config
-    pack = Generator(GeneratorConfig(num_styles=int(rows.shape[0]), channels=gcfg.channels,
-                                     res_blocks=gcfg.res_blocks, upsample=gcfg.upsample),
-                     rngs=nnx.Rngs(0))
-    body = nnx.state(wide, nnx.Param)
-    nnx.update(pack, nnx.filter_state(body, lambda path, _: path[-1] not in ("scale", "shift")))
-    for src, dst in zip(wide.norm_layers(), pack.norm_layers(), strict=True):
-        dst.scale[...] = rows @ src.scale[...]
-        dst.shift[...] = rows @ src.shift[...]
-    return pack
+    return _with_tables(wide, [(rows @ n.scale[...], rows @ n.shift[...])
+                               for n in wide.norm_layers()])

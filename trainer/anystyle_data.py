@@ -87,8 +87,11 @@ class StyleCorpus:
         self.images: list[np.ndarray] = []
         self.excluded = 0
         for f in files:
+            if f.name in exclude_names:
+                self.excluded += 1
+                continue
             data = f.read_bytes()
-            if f.name in exclude_names or hashlib.sha256(data).hexdigest() in exclude_digests:
+            if exclude_digests and hashlib.sha256(data).hexdigest() in exclude_digests:
                 self.excluded += 1
                 continue
             try:
