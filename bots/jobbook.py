@@ -156,8 +156,9 @@ class RemoteJobBook:
         self._post(f"/jobs/{job_id}/progress", json={"progress": fraction})
 
     def finish(self, job: Job, png: bytes) -> bool:
+        # A picture or a clip (video jobs): the server tells them apart by their bytes.
         resp = self._post(f"/jobs/{job.id}/result", content=png,
-                          headers={"Content-Type": "image/png"})
+                          headers={"Content-Type": "application/octet-stream"})
         return bool(resp.json()["recorded"])
 
     def fail(self, job_id: str, error: str) -> bool:
