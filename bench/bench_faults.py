@@ -492,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         base = Path(args.out_dir) if args.out_dir else Path(scratch)
         for row in rows:
             folder = base / row
+            if folder.exists() and any(folder.iterdir()):  # old jobs and AOF would mix in
+                ap.error(f"{folder} is not empty: give --out-dir a new folder")
             folder.mkdir(parents=True, exist_ok=True)
             print(f"== {row}: {args.users} users, {args.seconds:g} s, {args.workers} workers",
                   flush=True)
