@@ -46,6 +46,10 @@ Accounting, per row (every accepted job ends in exactly one bucket):
 * p50/p95 latency: submit sent → `done` seen by the polling user (so it includes upload and
   up to one poll interval); `book_p50/95` in the JSON: the job book's `finished_at -
   created_at` (accepted → result stored).
+* retries: 429, 503, and transport errors (`connect`: serve down; `transport`: a dropped
+  keep-alive connection or a timeout). unseen: jobs in the job book that no user was handed
+  an id for (a POST whose answer was lost and which the user then sent again); shown in the
+  notes, not in the sums above.
 
 A row with lost or duplicated jobs is a finding, not a failure of the bench: the exit code is
 0 unless the bench itself broke, or 1 with `--strict` when any row lost or duplicated a job.
@@ -80,7 +84,7 @@ from photos import photo_png  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 from service_process import Server  # noqa: E402
 
-from storage import Store  # noqa: E402
+from storage import JobState, Store  # noqa: E402
 
 ROWS = ("load", "worker-kill", "serve-restart", "redis-aof", "redis-nopersist")
 FINAL = ("done", "failed", "cancelled")
@@ -107,6 +111,7 @@ class Tally:
     """What the users saw during one row."""
 
     jobs: dict[str, Job] = field(default_factory=dict)
+    warm_ids: set[str] = field(default_factory=set)     # warm-up jobs, not counted
     retries: Counter = field(default_factory=Counter)   # "429", "503", "connect", ...
     refused: Counter = field(default_factory=Counter)   # submissions given up: "413 ..." etc.
     notes: dict = field(default_factory=dict)
@@ -139,8 +144,8 @@ async def _request(client: httpx.AsyncClient, target: Target, method: str, path:
     while time.monotonic() < until:
         try:
             resp = await client.request(method, target.base + path, **kwargs)
-        except httpx.TransportError:
-            tally.retries["connect"] += 1
+        except httpx.TransportError as err:  # serve restarting; a dropped keep-alive; timeout
+            tally.retries["connect" if isinstance(err, httpx.ConnectError) else "transport"] += 1
             await asyncio.sleep(CONNECT_RETRY_S * random.uniform(0.5, 1.5))
             continue
         if resp.status_code in (429, 503):
@@ -244,6 +249,7 @@ async def _drive(target: Target, keys: list[str], warm_key: str, args: argparse.
             if r is None or r.status_code != 202:
                 raise RuntimeError(f"warm-up job refused: {r and r.text}")
             warm_jobs.append(Job(r.json()["id"], -1, time.monotonic()))
+            tally.warm_ids.add(warm_jobs[-1].id)
         await asyncio.gather(*(_follow(_Keyed(client, warm_h), target, j, warm, until, 0.5)
                                for j in warm_jobs))
         if any(j.state != "done" for j in warm_jobs):
@@ -391,6 +397,11 @@ def _summarise(row: str, args: argparse.Namespace, tally: Tally, changed: Counte
     done_lines = Counter(m.group(1) for m in DONE_LINE.finditer(log))
     with Store(target.srv.data_dir / "meta.db") as store:
         book = {jid: store.get_job(jid) for jid in jobs}
+        everything = {j.id: j for state in JobState for j in store.jobs_in_state(state,
+                                                                                 limit=10**7)}
+    # in the book but never handed to a user: a POST whose answer was lost, then retried
+    unseen = Counter(j.state.value for jid, j in everything.items()
+                     if jid not in jobs and jid not in tally.warm_ids)
     states = Counter(j.state if j.state in FINAL else "lost" for j in jobs.values())
     multi_done = {jid for jid in jobs if done_lines[jid] > 1}
     book_mismatch = {jid for jid, j in jobs.items() if j.state in FINAL
@@ -409,13 +420,15 @@ def _summarise(row: str, args: argparse.Namespace, tally: Tally, changed: Counte
         notes["results_before_stop"] = len(before)
         notes["results_before_stop_still_served"] = sum(
             1 for jid in before if jid not in changed and jobs[jid].state == "done")
-    lost_states = Counter(j.state for j in jobs.values() if j.state not in FINAL)
+    lost_states = Counter(
+        f"{book[jid].state.value} ({book[jid].attempts} attempts)" if book[jid] else "gone"
+        for jid, j in jobs.items() if j.state not in FINAL)  # as the job book has them
     return {
         "row": row, "users": args.users, "seconds": args.seconds, "workers": args.workers,
         "size": args.size,
         "accepted": len(jobs), "done": states["done"], "failed": states["failed"],
         "cancelled": states["cancelled"], "lost": states["lost"],
-        "lost_states": dict(lost_states),
+        "lost_states": dict(lost_states), "unseen": dict(unseen),
         "failed_reasons": dict(Counter(j.error for j in jobs.values() if j.state == "failed")),
         "duplicated": len(duplicated),
         "duplicated_parts": {"done_log_lines_gt1": len(multi_done),
@@ -440,18 +453,22 @@ def markdown(rows: list[dict]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:
         retries = r["retries"]
+        conn = retries.get("connect", 0) + retries.get("transport", 0)
         notes = "; ".join(f"{k} {v}" for k, v in r["notes"].items())
         if r["failed_reasons"]:
             notes += "; failed: " + ", ".join(f"{n}× {e!r}" for e, n in
                                                r["failed_reasons"].items())
         if r["lost_states"]:
             notes += "; lost in: " + ", ".join(f"{n} {s}" for s, n in r["lost_states"].items())
+        if r["unseen"]:
+            notes += "; in the book, never handed to a user: " + ", ".join(
+                f"{n} {s}" for s, n in r["unseen"].items())
         if r["refused"]:
             notes += "; refused: " + ", ".join(f"{n}× {e}" for e, n in r["refused"].items())
         lines.append(
             f"| {r['row']} | {r['accepted']} | {r['done']} | {r['failed']} | {r['lost']} | "
             f"{r['duplicated']} | {r['rerun']} | {retries.get('429', 0)} / "
-            f"{retries.get('503', 0)} / {retries.get('connect', 0)} | {_fmt(r['p50_s'])} | "
+            f"{retries.get('503', 0)} / {conn} | {_fmt(r['p50_s'])} | "
             f"{_fmt(r['p95_s'])} | {notes} |")
     return "\n".join(lines)
 

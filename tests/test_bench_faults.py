@@ -20,7 +20,7 @@ def test_bench_faults_tiny_run_accounts_for_every_job(tmp_path):
     require_redis_server()
     out = tmp_path / "faults.json"
     cmd = [sys.executable, str(ROOT / "bench" / "bench_faults.py"), "--users", "4",
-           "--seconds", "10", "--workers", "1", "--rows", "worker-kill,redis-aof",
+           "--seconds", "8", "--workers", "1", "--rows", "worker-kill,redis-aof",
            "--drain", "90", "--poll", "1", "--env", "STYLEJAX_QUEUE_VISIBILITY_S=5",
            "--out-dir", str(tmp_path / "rows"), "--json", str(out), "--strict"]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=280)
