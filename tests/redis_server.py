@@ -63,7 +63,11 @@ def _ping(port: int, timeout_s: float = 0.5) -> bool:
 class RedisServer:
     """One redis-server process bound to 127.0.0.1; `url` is valid until `stop()`."""
 
-    def __init__(self, directory: str | os.PathLike[str], binary: str | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike[str], binary: str | None = None, *,
+                 persistent: bool = True) -> None:
+        """`persistent=False`: no AOF, no snapshots, so a restart starts empty (the data loss
+        the job book's reconcile must survive)."""
+        self.persistent = persistent
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.binary = binary or require_redis_server()
@@ -95,7 +99,7 @@ class RedisServer:
             "--port", str(self.port),
             "--protected-mode", "yes",
             "--save", "",
-            "--appendonly", "yes",
+            "--appendonly", "yes" if self.persistent else "no",
             "--dir", str(self.dir),
             "--daemonize", "no",
             "--logfile", "",  # log to stdout, which goes to redis.log below
