@@ -26,7 +26,7 @@ import pytest
 from photos import photo_png
 from PIL import Image
 from redis_server import RedisServer, require_redis_server
-from service_process import Server, assert_json_error, post_photo
+from service_process import Server, assert_json_error, post_photo, wait_done
 
 from bots import chat
 from bots.config import Settings
@@ -202,6 +202,34 @@ def test_a_lost_delivery_still_held_by_a_worker_gives_one_result(
                            for s in service.job(j.id).blob_shas)
     finally:
         service.close()
+
+
+def test_stylejax_serve_reconciles_at_start(tmp_path: Path,
+                                            volatile_redis: RedisServer) -> None:
+    """The issue's reproduction with real processes: `stylejax serve --workers 0` on Redis
+    without persistence, 2 jobs, kill -9 and restart Redis: 429 for good before. A restart of
+    serve (now with a worker) puts the jobs back; they finish and the user may submit again."""
+    env = dict(STYLEJAX_QUEUE=volatile_redis.url, STYLEJAX_RATE_PER_MINUTE="600",
+               STYLEJAX_RATE_BURST="30")
+    srv = Server(tmp_path, workers=0, **env)
+    try:
+        ids = [post_photo(srv.client, _png(seed=i), style="wave").json()["id"] for i in range(2)]
+        volatile_redis.restart()
+        assert_json_error(post_photo(srv.client, _png(seed=5), style="wave"), 429)
+    finally:
+        assert srv.stop() == 0, srv.log()
+    srv = Server(tmp_path, workers=1, **env)
+    try:
+        for job_id in ids:  # well before the janitor's first round (60 s): serve's start did it
+            assert wait_done(srv.client, job_id, 45)["state"] == "done"
+        again = post_photo(srv.client, _png(seed=5), style="wave")
+        assert again.status_code == 202, again.text
+        assert wait_done(srv.client, again.json()["id"], 120)["state"] == "done"
+        log = srv.log()
+        assert "reconcile: 2 job(s) the queue had lost were queued again" in log
+        assert all(log.count(f"job {job_id} done") == 1 for job_id in ids)
+    finally:
+        assert srv.stop() == 0, srv.log()
 
 
 def _lose(queue: JobQueue) -> None:
