@@ -230,8 +230,7 @@ class StyleService:
             self._enqueue(job)
         except Exception as err:  # noqa: BLE001 - an unqueued job must not linger as "queued"
             log.error("queue unavailable, job %s dropped: %r", job.id, err)
-            for sha in self.store.delete_jobs([job.id]):
-                self.blobs.delete(sha)
+            self._drop(job)
             raise ServiceBusyError() from None
         log.info("job %s queued (%s, %s) for user %d", job.id, kind.value, request.media,
                  owner.id)
@@ -309,11 +308,18 @@ class StyleService:
         result it still delivers is thrown away (`LocalJobBook.finish`), never recorded.
         """
         job = self.job(job_id, owner)
-        unused = self.store.delete_job(job.id)
-        if unused is None:  # deleted meanwhile (a second DELETE)
+        if not self._drop(job):  # deleted meanwhile (a second DELETE)
             raise JobNotFoundError()
-        self.jobs.discard(owner.id, unused)
         log.info("job %s deleted by user %d", job.id, owner.id)
+
+    def _drop(self, job: Job) -> bool:
+        """Delete the job's row, the files no other job needs and the owner's charges for the
+        rest; False if it was already gone."""
+        unused = self.store.delete_job(job.id)
+        if unused is None:
+            return False
+        self.jobs.discard(job.owner, unused)
+        return True
 
     def job(self, job_id: str, owner: User | None = None) -> Job:
         job = self.store.get_job(job_id)
@@ -363,8 +369,8 @@ class StyleService:
         days = self.settings.retention_days
         jobs = 0
         while old := self.store.jobs_older_than(days, limit=500):
-            for sha in self.store.delete_jobs(j.id for j in old):
-                self.blobs.delete(sha)
+            for job in old:  # one at a time: each owner's charges go with their job
+                self._drop(job)
             jobs += len(old)
         blobs = self.blobs.sweep(days * 86400.0, keep=self.store.referenced_blobs())
         if jobs or blobs:

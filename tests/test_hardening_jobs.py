@@ -396,6 +396,25 @@ def test_delete_frees_a_full_quota(tmp_path: Path, stylizer: Stylizer) -> None:
         service.close()
 
 
+def test_retention_frees_the_quota_of_a_photo_another_user_keeps(tmp_path: Path) -> None:
+    now = [time.time()]
+    (tmp_path / "data").mkdir()
+    store = Store(tmp_path / "data" / "meta.db", clock=lambda: now[0])
+    service = StyleService(_settings(tmp_path), store=store)
+    try:
+        ann, ben = service.user("test", 11), service.user("test", 12)
+        photo = _png(seed=11)
+        old = service.submit(ann, photo, style="wave")
+        service.cancel(old.id, ann)  # finished (cancelled) long ago, by the time of the sweep
+        kept = service.submit(ben, photo, style="wave")
+        now[0] += 8 * 86400
+        assert service.sweep_expired()["jobs"] == 1
+        assert service.blobs.exists(kept.input_sha)  # ben's job still needs it
+        assert service.blobs.usage(str(ann.id)) == 0 < service.blobs.usage(str(ben.id))
+    finally:
+        service.close()
+
+
 # -- finding 8: the quota checked before the work ------------------------------------------------
 def test_quota_is_checked_before_the_work(tmp_path: Path, stylizer: Stylizer) -> None:
     """An upload that fits but whose result would not is refused at submit, nothing stored;
