@@ -445,6 +445,22 @@ def test_quota_is_checked_before_the_work(tmp_path: Path, stylizer: Stylizer) ->
         service.close()
 
 
+def test_blob_store_check_room_and_unchecked_results(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "b", max_bytes_per_user=1000, fsync=False)
+    try:
+        blobs.put(b"x" * 600, owner="u")
+        blobs.check_room("u", [b"x" * 600], reserve=400)  # already stored: costs nothing
+        with pytest.raises(JobOverQuotaError):
+            blobs.check_room("u", [b"y" * 300], reserve=101)
+        assert blobs.usage("u") == 600  # a check stores nothing
+        blobs.put(b"z" * 700, owner="u", check_quota=False)  # a result: charged, not refused
+        assert blobs.usage("u") == 1300
+        with pytest.raises(QuotaExceededError):
+            blobs.put(b"w" * 10, owner="u")
+    finally:
+        blobs.close()
+
+
 def test_quota_over_http_is_a_clear_413(tmp_path: Path) -> None:
     srv = Server(tmp_path, workers=0, STYLEJAX_USER_QUOTA_BYTES="100000")
     try:
