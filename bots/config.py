@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     rate_burst: int = Field(5, ge=1)
     max_active_jobs: int = Field(2, ge=1)
     retention_days: float = Field(7.0, gt=0)
+    # Bytes of pictures and results one user may keep (0: no limit); a job is refused before
+    # any work when its upload and its result's estimate would not fit.
+    user_quota_bytes: int = Field(256 * 1024 * 1024, ge=0)
     api_keys: list[SecretStr] = Field(default_factory=list)
     # Shared secret of workers on other machines (`stylejax worker --server URL`); unset = the
     # internal worker endpoints are off.

@@ -9,9 +9,13 @@ job durably, and hands it to the queue; workers (`bots.worker`) do the stylising
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+from PIL import Image
 
 from storage import BlobStore, Job, JobKind, JobState, Store, User
 from storage.job_events import JobEvent, job_events
@@ -60,6 +64,9 @@ def result_format(data: bytes) -> tuple[str, str, str]:
 _STILL_BRANDS = (b"avif", b"heic", b"heix", b"mif1")
 
 
+# What a result PNG adds to its raw pixels at most (headers, chunks), for `result_estimate`.
+_RESULT_OVERHEAD = 64 * 1024
+
 # The reference of a custom style picture that arrives as bytes, until it is kept (its sha).
 _UPLOAD = "upload"
 
@@ -74,7 +81,8 @@ class StyleService:
         data = Path(settings.data_dir)
         data.mkdir(parents=True, exist_ok=True)
         self.store = store or Store(data / "meta.db")
-        self.blobs = blobs or BlobStore(data / "blobs")
+        self.blobs = blobs or BlobStore(data / "blobs",
+                                        max_bytes_per_user=settings.user_quota_bytes or None)
         self.jobs = LocalJobBook(self.store, self.blobs)  # what workers read and record
         self.queue = queue or open_queue(settings.queue_url, **queue_options(settings))
         # the video lane (docs/video.md "Service"): clips never hold up the photos' queue
@@ -213,21 +221,60 @@ class StyleService:
                 request, style_image=self.blobs.put(style_image, owner=str(owner.id)))
         else:
             self._check_blob(request.style_image)
+        self._check_room(owner, request, photo, photo_sha, style_image)
         kind = JobKind(request.kind)
         input_sha = photo_sha if photo is None else self.blobs.put(photo, owner=str(owner.id))
         job = self.store.create_job(owner.id, kind, request.to_params(), input_sha,
                                     max_active=self.settings.max_active_jobs)
-        queue = self.video_queue if request.is_video else self.queue
         try:
-            queue.enqueue(job.id, {"kind": kind.value, "media": request.media})
+            self._enqueue(job)
         except Exception as err:  # noqa: BLE001 - an unqueued job must not linger as "queued"
             log.error("queue unavailable, job %s dropped: %r", job.id, err)
-            for sha in self.store.delete_jobs([job.id]):
-                self.blobs.delete(sha)
+            self._drop(job)
             raise ServiceBusyError() from None
         log.info("job %s queued (%s, %s) for user %d", job.id, kind.value, request.media,
                  owner.id)
         return job
+
+    def lane(self, request: StyleRequest) -> JobQueue:
+        """The queue a job goes to: the video lane for clips, the photo queue otherwise."""
+        return self.video_queue if request.is_video else self.queue
+
+    def _enqueue(self, job: Job) -> None:
+        request = job.request
+        self.lane(request).enqueue(job.id, {"kind": job.kind.value, "media": request.media})
+
+    # -- storage quota: checked before the work, so a result is never refused after it ------------
+    def result_estimate(self, request: StyleRequest, upload: bytes | Path) -> int:
+        """About how many bytes the job's result will take, from its upload (bytes, or the
+        stored file): a photo's result as raw RGB at the size it is stylised at (a PNG is
+        rarely larger), a clip's as large as the clip."""
+        if request.is_video:
+            return len(upload) if isinstance(upload, bytes) else upload.stat().st_size
+        side = self.settings.max_side
+        if request.is_custom:
+            side = min(side, self.settings.custom_style_size)
+        try:
+            with Image.open(io.BytesIO(upload) if isinstance(upload, bytes) else upload) as im:
+                w, h = im.size  # the header only: nothing is decoded
+        except Exception:  # noqa: BLE001 - unreadable here: assume the largest result
+            w = h = side
+        scale = min(1.0, side / max(w, h, 1))
+        return round(w * scale) * round(h * scale) * 3 + _RESULT_OVERHEAD
+
+    def _check_room(self, owner: User, request: StyleRequest, photo: bytes | None,
+                    photo_sha: str | None, style_image: bytes | None) -> None:
+        """JobOverQuotaError unless the owner's storage can take this job's uploads and its
+        result, next to the results of their jobs still in progress."""
+        if self.blobs.max_bytes_per_user is None:
+            return
+        upload = photo if photo is not None else self.blobs.path(photo_sha)
+        reserve = self.result_estimate(request, upload)
+        for job in self.store.list_jobs(owner.id, limit=self.settings.max_active_jobs + 50):
+            if not job.state.is_terminal and self.blobs.exists(job.input_sha):
+                reserve += self.result_estimate(job.request, self.blobs.path(job.input_sha))
+        uploads = [b for b in (photo, style_image) if b is not None]
+        self.blobs.check_room(str(owner.id), uploads, reserve)
 
     def _check_blob(self, sha: str | None) -> None:
         """A picture named by its sha (staged or from an earlier job) must still be stored."""
@@ -253,12 +300,26 @@ class StyleService:
         return self.submit_request(owner, request, photo_sha=prev.input_sha)
 
     def delete_job(self, job_id: str, owner: User) -> None:
-        """Remove one job and the pictures nothing else refers to (a chat's "delete" button)."""
+        """Remove one job, whatever its state, with its photo, style picture and result (a
+        chat's "delete" button, `DELETE /api/v1/jobs/{id}`); its bytes leave the owner's quota.
+
+        A picture another job still uses stays on disk (and charged to whoever still uses
+        it). A job being stylised is stopped by its removal: its worker sees it gone, and a
+        result it still delivers is thrown away (`LocalJobBook.finish`), never recorded.
+        """
         job = self.job(job_id, owner)
-        if not job.state.is_terminal:
-            self.store.set_state(job.id, JobState.CANCELLED)
-        for sha in self.store.delete_jobs([job.id]):
-            self.blobs.delete(sha)
+        if not self._drop(job):  # deleted meanwhile (a second DELETE)
+            raise JobNotFoundError()
+        log.info("job %s deleted by user %d", job.id, owner.id)
+
+    def _drop(self, job: Job) -> bool:
+        """Delete the job's row, the files no other job needs and the owner's charges for the
+        rest; False if it was already gone."""
+        unused = self.store.delete_job(job.id)
+        if unused is None:
+            return False
+        self.jobs.discard(job.owner, unused)
+        return True
 
     def job(self, job_id: str, owner: User | None = None) -> Job:
         job = self.store.get_job(job_id)
@@ -308,8 +369,8 @@ class StyleService:
         days = self.settings.retention_days
         jobs = 0
         while old := self.store.jobs_older_than(days, limit=500):
-            for sha in self.store.delete_jobs(j.id for j in old):
-                self.blobs.delete(sha)
+            for job in old:  # one at a time: each owner's charges go with their job
+                self._drop(job)
             jobs += len(old)
         blobs = self.blobs.sweep(days * 86400.0, keep=self.store.referenced_blobs())
         if jobs or blobs:
@@ -328,6 +389,44 @@ class StyleService:
                     n += 1
                 queue.remove_dead(dead)
         return n
+
+    def reconcile(self, min_age_s: float = 0.0) -> int:
+        """Put back on its lane every active job the queues lost; returns how many.
+
+        The job book is the source of truth. A job it calls queued or running that neither
+        queue holds (`JobQueue.job_ids`: Redis restarted without persistence, a queue file
+        replaced) would otherwise wait forever and count against its owner's active-job
+        limit. Only jobs unchanged for `min_age_s` are considered, so a submission between
+        recording and enqueueing (or a worker that just reported progress) is left alone; each
+        job is re-read before it is enqueued. Idempotent: a job a queue holds is never added
+        again; a worker still holding a lost delivery finishes it and the new delivery is then
+        acknowledged as done (`Store.mark_done` records one result). A running job that lost
+        its last allowed delivery fails, as the dead letters would have.
+        """
+        cutoff = time.time() - max(0.0, min_age_s)
+        stale = [job for state in (JobState.QUEUED, JobState.RUNNING)
+                 for job in self.store.jobs_in_state(state, updated_before=cutoff,
+                                                     limit=100_000)]
+        if not stale:
+            return 0
+        held = self.queue.job_ids() | self.video_queue.job_ids()  # either lane: never twice
+        requeued = failed = 0
+        for job in stale:
+            if job.id in held:
+                continue
+            current = self.store.get_job(job.id)
+            if current is None or current.state.is_terminal:
+                continue  # finished (or deleted) since the first read
+            queue = self.lane(current.request)
+            if current.state is JobState.RUNNING and current.attempts >= queue.max_attempts:
+                failed += self.jobs.fail(current.id, GENERIC_ERROR)
+                continue
+            self._enqueue(current)
+            requeued += 1
+        if requeued or failed:
+            log.warning("reconcile: %d job(s) the queue had lost were queued again, %d out of "
+                        "attempts failed", requeued, failed)
+        return requeued
 
     def close(self) -> None:
         self.queue.close()

@@ -10,7 +10,7 @@ the user is ("api", sha256 prefix of the key); otherwise the user is ("web", cli
 Layout: `create_app` puts the service and the API key digests on `app.state` and includes one
 router per concern, each built by a small function: `pages_router` (health check, web page),
 `styles_router` (public config, styles, thumbnails) and `jobs_router` (submit, state, result,
-cancel, events); the endpoints get the service and the user through the `Service` and
+delete, events); the endpoints get the service and the user through the `Service` and
 `ApiUser` dependencies. The worker endpoints are `bots.worker_api.worker_router`.
 
 No `from __future__ import annotations` here: FastAPI must see the real annotations of the
@@ -36,6 +36,7 @@ from stylejax.errors import (
     ImageTooLargeError,
     InvalidRequestError,
     JobNotFoundError,
+    QuotaExceededError,
     RateLimitedError,
     ServiceBusyError,
     StyleJAXError,
@@ -183,7 +184,8 @@ def add_error_handlers(app: FastAPI) -> None:
             return _error(429, str(err), {"Retry-After": "10"})
         if isinstance(err, JobNotFoundError):
             return _error(404, str(err))
-        if isinstance(err, ImageTooLargeError | VideoTooLargeError | VideoTooLongError):
+        if isinstance(err, ImageTooLargeError | VideoTooLargeError | VideoTooLongError
+                      | QuotaExceededError):
             return _error(413, str(err))
         if isinstance(err, UnsupportedVideoError):
             return _error(415, str(err))
@@ -264,7 +266,7 @@ def styles_router() -> APIRouter:
 
 
 def jobs_router() -> APIRouter:
-    """Submit a job, read its state, fetch its picture, cancel it, follow it (SSE)."""
+    """Submit a job, read its state, fetch its picture, delete it, follow it (SSE)."""
     router = APIRouter(prefix=f"{API}/jobs")
 
     @router.post("", status_code=202)
@@ -309,8 +311,11 @@ def jobs_router() -> APIRouter:
             "Content-Disposition": f'inline; filename="stylejax-{job.id}{suffix}"'})
 
     @router.delete("/{job_id}")
-    def job_cancel(job_id: str, user: ApiUser, service: Service):
-        return _job_json(service.cancel(job_id, user))
+    def job_delete(job_id: str, user: ApiUser, service: Service):
+        """Delete the job whatever its state (stopping it if it runs), its pictures and its
+        result; afterwards the job is 404 and its bytes are off the caller's quota."""
+        service.delete_job(job_id, user)
+        return {"deleted": job_id}
 
     @router.get("/{job_id}/events")
     def job_events(job_id: str, request: Request, user: ApiUser, service: Service):

@@ -17,7 +17,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
-from storage import STYLE_SHA_PARAM, BlobStore, Job, JobKind, JobState, Store
+from storage import (
+    STYLE_SHA_PARAM,
+    BlobStore,
+    Job,
+    JobKind,
+    JobNotFoundError,
+    JobState,
+    Store,
+    UnusedBlobs,
+)
 
 
 class JobBook(Protocol):
@@ -83,8 +92,24 @@ class LocalJobBook:
         self.store.set_progress(job_id, fraction)
 
     def finish(self, job: Job, png: bytes) -> bool:
-        sha = self.blobs.put(png, owner=str(job.owner))
-        return self.store.mark_done(job.id, sha)
+        # no quota check: the job's room was checked when it was accepted (StyleService)
+        sha = self.blobs.put(png, owner=str(job.owner), check_quota=False)
+        try:
+            if self.store.mark_done(job.id, sha):
+                return True
+        except JobNotFoundError:  # deleted while it ran: it stays deleted
+            pass
+        # not recorded (deleted, cancelled or already done): keep no stray copy, charge nothing
+        self.discard(job.owner, self.store.unused_blobs([sha], job.owner))
+        return False
+
+    def discard(self, owner: int, unused: UnusedBlobs) -> None:
+        """Delete the files no job needs and drop the owner's charges for the rest of
+        `unused`, so a deletion frees the owner's quota while a picture another user's job
+        shares stays on disk."""
+        for sha in unused.orphaned:
+            self.blobs.delete(sha)
+        self.blobs.release(str(owner), unused.released - unused.orphaned)
 
     def finish_id(self, job_id: str, png: bytes) -> bool:
         """`finish` for a caller that holds only the id (a remote worker); False when gone."""

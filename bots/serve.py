@@ -85,6 +85,7 @@ def serve(settings: Settings, log_level: str = "info", config_path: str | None =
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        reconcile_queues(service)
         pool.start()
         log.info("started %d worker %s(s); data in %s", settings.workers,
                  settings.worker_mode, settings.data_dir.absolute())
@@ -110,6 +111,18 @@ def serve(settings: Settings, log_level: str = "info", config_path: str | None =
             signal.signal(sig, handler)
         log.info("stopped")
     return 0 if started else 1
+
+
+def reconcile_queues(service) -> int:
+    """At start, before any worker or request: the jobs the book calls active that the queue
+    lost while the service was down (e.g. Redis restarted without persistence) go back on
+    their lane; nothing is being submitted yet, so no age limit is needed. A queue that is
+    unreachable now is retried by the janitor."""
+    try:
+        return service.reconcile()
+    except Exception as err:  # noqa: BLE001 - e.g. Redis still starting: the janitor retries
+        log.warning("could not reconcile the job book with the queue at start: %r", err)
+        return 0
 
 
 def run_worker(settings: Settings, parent_pid: int | None = None,

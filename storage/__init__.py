@@ -24,6 +24,7 @@ from .db import (
     JobKind,
     JobState,
     Store,
+    UnusedBlobs,
     User,
 )
 from .errors import (
@@ -55,6 +56,7 @@ __all__ = [
     "StorageError",
     "Store",
     "TooManyActiveJobsError",
+    "UnusedBlobs",
     "User",
     "check_sha",
 ]

@@ -7,7 +7,9 @@ invisible to `get`/`exists` and removed by `sweep`). Storing the same bytes twic
 
 Per-owner quotas are kept in a small SQLite index next to the blobs (`root/index.sqlite`): an
 owner is charged once for each distinct blob they stored, shared content is charged to each
-owner that stored it, and charges disappear with `delete`, `release` or `sweep`.
+owner that stored it, and charges disappear with `delete`, `release` or `sweep`. A job's room
+is checked before it is accepted (`check_room`: its upload and its result's estimate), so a
+result is stored without a check (`put(..., check_quota=False)`): the work is never wasted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ._sqlite import ThreadConnections
-from .errors import BlobNotFoundError, InvalidBlobIdError, QuotaExceededError
+from .errors import BlobNotFoundError, InvalidBlobIdError, JobOverQuotaError, QuotaExceededError
 
 __all__ = ["DEFAULT_MAX_BYTES_PER_USER", "BlobStore", "check_sha"]
 
@@ -93,17 +95,17 @@ class BlobStore:
 
     def usage(self, owner: str) -> int:
         """Bytes charged to `owner` (each distinct blob they stored, once)."""
-        row = self._index.get().execute("SELECT COALESCE(SUM(size), 0) FROM owners "
-                                        "WHERE owner = ?", (owner,)).fetchone()
-        return int(row[0])
+        return self._used(self._index.get(), owner)
 
     # --- writing -----------------------------------------------------------------------------
 
-    def put(self, data: bytes | bytearray | memoryview, owner: str | None = None) -> str:
+    def put(self, data: bytes | bytearray | memoryview, owner: str | None = None, *,
+            check_quota: bool = True) -> str:
         """Store `data` and return its sha256 hex id; charge it to `owner` unless None.
 
         Raises QuotaExceededError (a message fit for the user) when the owner would go over
-        their quota; bytes they already stored are not charged again.
+        their quota; bytes they already stored are not charged again. `check_quota=False`
+        charges without refusing (a job's result: its room was checked when it was accepted).
         """
         data = bytes(data)
         sha = hashlib.sha256(data).hexdigest()
@@ -114,15 +116,37 @@ class BlobStore:
                     "SELECT 1 FROM owners WHERE owner = ? AND sha = ?",
                     (owner, sha)).fetchone() is None:
                 limit = self.max_bytes_per_user
-                if limit is not None:
-                    used = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM owners "
-                                            "WHERE owner = ?", (owner,)).fetchone()[0])
+                if limit is not None and check_quota:
+                    used = self._used(conn, owner)
                     if used + len(data) > limit:
                         raise QuotaExceededError(used, len(data), limit)
                 conn.execute("INSERT INTO owners (owner, sha, size, added_at) "
                              "VALUES (?, ?, ?, ?)", (owner, sha, len(data), time.time()))
             self._write(sha, data)
         return sha
+
+    @staticmethod
+    def _used(conn: sqlite3.Connection, owner: str) -> int:
+        return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM owners WHERE owner = ?",
+                                (owner,)).fetchone()[0])
+
+    def check_room(self, owner: str, uploads: Iterable[bytes] = (), reserve: int = 0) -> None:
+        """Refuse a job before any work: JobOverQuotaError unless `owner` can still store
+        `uploads` (those they already stored cost nothing) plus `reserve` bytes (the estimated
+        size of the results to come). Stores nothing."""
+        limit = self.max_bytes_per_user
+        if limit is None:
+            return
+        conn = self._index.get()
+        need = max(0, int(reserve))
+        for data in uploads:
+            sha = hashlib.sha256(data).hexdigest()
+            if conn.execute("SELECT 1 FROM owners WHERE owner = ? AND sha = ?",
+                            (owner, sha)).fetchone() is None:
+                need += len(data)
+        used = self._used(conn, owner)
+        if used + need > limit:
+            raise JobOverQuotaError(used, need, limit)
 
     def _write(self, sha: str, data: bytes) -> None:
         """Atomically place `data` at the blob's path (or refresh the age of an existing one)."""

@@ -44,6 +44,7 @@ __all__ = [
     "JobKind",
     "JobState",
     "Store",
+    "UnusedBlobs",
     "User",
     "migrate",
     "schema_version",
@@ -244,6 +245,16 @@ class DeletionReport:
 
     counts: dict[str, int]
     orphaned_shas: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class UnusedBlobs:
+    """Blobs a deletion left unused: `orphaned` ones no job refers to (delete their files) and
+    `released` ones none of the owner's jobs refers to (drop the owner's quota charge; another
+    user's job may still need the file)."""
+
+    orphaned: frozenset[str]
+    released: frozenset[str]
 
 
 _UNSET: Any = object()
@@ -535,6 +546,40 @@ class Store:
                 conn.execute(f"DELETE FROM jobs WHERE id IN ({_placeholders(len(chunk))})",
                              chunk)
             return self._unreferenced(conn, candidates)
+
+    def delete_job(self, job_id: str) -> UnusedBlobs | None:
+        """Delete one job, whatever its state; None if there was no such job.
+
+        Its worker, if it is running, then sees the job as gone: `mark_done` raises
+        JobNotFoundError and `set_progress` returns False, so nothing brings it back. Returns
+        the job's blobs that are unused now (one transaction, so the answer is exact).
+        """
+        with self._db.write() as conn:
+            row = conn.execute("DELETE FROM jobs WHERE id = ? RETURNING *",
+                               (job_id,)).fetchone()
+            if row is None:
+                return None
+            job = _job(row)
+            return self._unused(conn, job.blob_shas, job.owner)
+
+    def unused_blobs(self, shas: Iterable[str], owner: int) -> UnusedBlobs:
+        """Which of `shas` no job refers to, and which none of `owner`'s jobs refers to (e.g.
+        a result stored for a job that was deleted or finished meanwhile)."""
+        return self._unused(self._db.get(), set(shas), owner)
+
+    @classmethod
+    def _unused(cls, conn: sqlite3.Connection, shas: Iterable[str], owner: int) -> UnusedBlobs:
+        shas = set(shas)
+        orphaned = cls._unreferenced(conn, shas)
+        released = set(orphaned)
+        for sha in shas - orphaned:
+            used = conn.execute(
+                "SELECT 1 FROM jobs WHERE owner = ? AND (input_sha = ? OR result_sha = ? OR "
+                f"json_extract(params, '$.{STYLE_SHA_PARAM}') = ?) LIMIT 1",
+                (owner, sha, sha, sha)).fetchone()
+            if used is None:
+                released.add(sha)
+        return UnusedBlobs(orphaned=orphaned, released=frozenset(released))
 
     # --- deletion and retention --------------------------------------------------------------
 

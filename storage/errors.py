@@ -8,13 +8,19 @@ error in `stylejax.errors` and are re-exported here for storage's callers.
 
 from __future__ import annotations
 
-from stylejax.errors import JobNotFoundError, QuotaExceededError, TooManyActiveJobsError
+from stylejax.errors import (
+    JobNotFoundError,
+    JobOverQuotaError,
+    QuotaExceededError,
+    TooManyActiveJobsError,
+)
 
 __all__ = [
     "BlobNotFoundError",
     "InvalidBlobIdError",
     "InvalidTransitionError",
     "JobNotFoundError",
+    "JobOverQuotaError",
     "QuotaExceededError",
     "SchemaTooNewError",
     "StorageError",

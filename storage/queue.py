@@ -24,6 +24,8 @@ Semantics shared by both (and pinned by tests/test_queue.py):
 * `pending_count()` counts jobs enqueued and not yet finished: waiting plus in flight, excluding
   dead letters.
 * Job ids are not deduplicated: enqueue each job once (the service core owns job ids).
+  `job_ids()` says which ids the queue holds, so the service core can put back the jobs a
+  queue lost (`StyleService.reconcile`) without enqueueing one that is still there.
 
 `open_queue(url)` picks the implementation from a URL, as ``STYLEJAX_QUEUE`` does.
 """
@@ -236,6 +238,11 @@ class SqliteQueue(JobQueue):
                 "SELECT COUNT(*) FROM queue_jobs WHERE state = 'ready'"
             ).fetchone()
         return int(n)
+
+    def job_ids(self) -> set[str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT job_id FROM queue_jobs").fetchall()
+        return {job_id for (job_id,) in rows}
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._lock:

@@ -90,6 +90,14 @@ class JobQueue(ABC):
         """Jobs enqueued and not yet acked or dead: waiting plus in flight."""
 
     @abstractmethod
+    def job_ids(self) -> set[str]:
+        """Every job id the queue holds: waiting, in flight or dead-lettered (not yet removed).
+
+        For reconciling with the job book (`StyleService.reconcile`): a job the book calls
+        active that is in none of these was lost by the queue (e.g. Redis restarted without
+        persistence) and must be enqueued again."""
+
+    @abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Jobs given up on, oldest first, until `remove_dead` is called for them."""
 

@@ -7,7 +7,8 @@ Mapping of the `JobQueue` contract onto one stream and one consumer group:
   jobs come back first), then ``XREADGROUP … >`` with ``BLOCK`` for new ones;
 * attempts → the pending-entries list's ``times_delivered`` (``XPENDING``); over `max_attempts`
   the entry is copied to the ``<stream>:dead`` stream and removed, in one ``MULTI``;
-* ack → ``XACK`` + ``XDEL`` (so ``XLEN`` is exactly the number of unfinished jobs);
+* ack → ``XACK`` + ``XDEL`` (so ``XLEN`` is exactly the number of unfinished jobs, and
+  `job_ids` is an ``XRANGE`` of the stream and its dead letters);
 * release / touch → ``XCLAIM … JUSTID`` by a small Lua script that first checks that this
   delivery still owns the entry (a late call from a worker that lost its lease is a no-op);
   release hands the entry to the placeholder consumer ``<group>:released`` with a huge idle
@@ -43,6 +44,7 @@ T = TypeVar("T")
 # XCLAIM IDLE for `release`: older than any sane visibility timeout, so the next claim takes
 # the entry at once; must stay below "now" in ms or Redis clamps it to 0 (~3 years here).
 _RELEASED_IDLE_MS = 10**11
+_PAGE = 1000  # entries per XRANGE in `job_ids`
 
 # ARGV: group, consumer, entry id, expected times_delivered, mode ('release' | 'touch'),
 #       idle, retry count after release, placeholder consumer for released entries.
@@ -235,6 +237,20 @@ class RedisQueue(JobQueue):
 
     def pending_count(self) -> int:
         return int(self._r.xlen(self.stream))
+
+    def job_ids(self) -> set[str]:
+        # The stream holds every unfinished entry (ack deletes it), pending or not; the dead
+        # stream the ones given up on. Paged so one call never returns a huge reply.
+        found: set[str] = set()
+        for stream in (self.stream, self.dead_stream):
+            start = "-"
+            while True:
+                rows = self._r.xrange(stream, min=start, count=_PAGE)
+                found.update(fields["job_id"] for _entry, fields in rows if "job_id" in fields)
+                if len(rows) < _PAGE:
+                    break
+                start = "(" + rows[-1][0]  # exclusive: after the last entry read
+        return found
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = self._r.xrange(self.dead_stream, count=limit)

@@ -82,6 +82,22 @@ class QuotaExceededError(StyleJAXError):
         self.limit = limit
 
 
+class JobOverQuotaError(QuotaExceededError):
+    """Checked before a job is accepted: its upload plus the estimated size of its result
+    would not fit in the owner's storage quota (so no work is done for a result that could
+    not be kept)."""
+
+    def __init__(self, used: int, size: int, limit: int) -> None:
+        StyleJAXError.__init__(
+            self,
+            f"Your storage cannot take this picture: it needs about {_mb(size)} with its "
+            f"result, and {_mb(max(0, limit - used))} of {_mb(limit)} is free. Delete some "
+            "pictures or wait for old ones to expire.")
+        self.used = used
+        self.size = size
+        self.limit = limit
+
+
 class RateLimitedError(StyleJAXError):
     """Too many requests: `retry_after_s` says when the next one will be accepted."""
 

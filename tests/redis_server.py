@@ -1,5 +1,4 @@
-"""A real `redis-server` (Debian package) on 127.0.0.1 for tests, with AOF so restarts keep data
-(or, with `appendonly=False`, no persistence at all: a restart starts empty).
+"""A real `redis-server` (Debian package) on 127.0.0.1 for tests, with AOF so restarts keep data.
 
 `RedisServer` starts it on a free port in a temporary directory, waits until it answers PING,
 and can `restart()` it (kill, start again on the same port and directory) to test that queued
@@ -65,11 +64,11 @@ class RedisServer:
     """One redis-server process bound to 127.0.0.1; `url` is valid until `stop()`."""
 
     def __init__(self, directory: str | os.PathLike[str], binary: str | None = None, *,
-                 appendonly: bool = True) -> None:
-        """`appendonly=False`: `--save '' --appendonly no`, a Redis that loses everything when
-        it is killed (what an unconfigured production Redis may do)."""
+                 persistent: bool = True) -> None:
+        """`persistent=False`: no AOF, no snapshots, so a restart starts empty (the data loss
+        the job book's reconcile must survive)."""
+        self.persistent = persistent
         self.dir = Path(directory)
-        self.appendonly = appendonly
         self.dir.mkdir(parents=True, exist_ok=True)
         self.binary = binary or require_redis_server()
         self.port = 0
@@ -100,7 +99,7 @@ class RedisServer:
             "--port", str(self.port),
             "--protected-mode", "yes",
             "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendonly", "yes" if self.persistent else "no",
             "--dir", str(self.dir),
             "--daemonize", "no",
             "--logfile", "",  # log to stdout, which goes to redis.log below
@@ -133,7 +132,7 @@ class RedisServer:
             proc.wait(timeout=timeout_s)
 
     def restart(self, *, graceful: bool = False) -> None:
-        """Kill and start again on the same port and directory (replays the AOF, if any)."""
+        """Kill and start again on the same port and directory (replays the AOF)."""
         self.stop(graceful=graceful)
         self.start()
 

@@ -126,7 +126,7 @@ def test_bad_requests(server):
 
 
 def test_api_only_server_rate_limit_conflict_and_sigterm(tmp_path):
-    """Workers=0 keeps jobs queued, so 'not ready' and cancelling are deterministic."""
+    """Workers=0 keeps jobs queued, so 'not ready' and deleting are deterministic."""
     srv = Server(tmp_path, workers=0, STYLEJAX_RATE_PER_MINUTE="1", STYLEJAX_RATE_BURST="2",
                  STYLEJAX_MAX_ACTIVE_JOBS="5")
     try:
@@ -140,10 +140,10 @@ def test_api_only_server_rate_limit_conflict_and_sigterm(tmp_path):
         limited = post_photo(c, photo, style="wave")
         assert_json_error(limited, 429)
         assert int(limited.headers["retry-after"]) >= 1
-        cancelled = c.delete(f"/api/v1/jobs/{job_id}")
-        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
-        assert c.get(f"/api/v1/jobs/{job_id}").json()["state"] == "cancelled"
-        assert_json_error(c.get(f"/api/v1/jobs/{job_id}/result"), 409)
+        deleted = c.delete(f"/api/v1/jobs/{job_id}")  # a queued job: deleted, not kept
+        assert deleted.status_code == 200 and deleted.json() == {"deleted": job_id}
+        assert_json_error(c.get(f"/api/v1/jobs/{job_id}"), 404)
+        assert_json_error(c.get(f"/api/v1/jobs/{job_id}/result"), 404)
     finally:
         t0 = time.monotonic()
         code = srv.stop(timeout_s=30)
