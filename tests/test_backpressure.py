@@ -88,6 +88,25 @@ def test_places_follow_the_line_and_lanes_are_separate(service):
     assert service.store.queued_count(video=False) == 2
 
 
+def test_places_are_the_same_with_the_redis_queue(tmp_path):
+    """The line is read from the job book: a Redis queue (a real redis-server) gives the same
+    places, and a job a worker claims from the stream leaves the line."""
+    from redis_server import RedisServer, require_redis_server
+
+    with RedisServer(tmp_path / "redis", require_redis_server()) as srv:
+        svc = StyleService(Settings(data_dir=tmp_path / "d", queue=srv.url, rate_burst=50,
+                                    rate_per_minute=600, max_active_jobs=20))
+        try:
+            jobs = _submit(svc, 3)
+            assert _positions(svc, jobs) == [1, 2, 3]
+            claimed = svc.queue.claim("w1", block_s=1.0, max_items=1)
+            assert [d.job_id for d in claimed] == [jobs[0].id]
+            svc.jobs.begin(claimed[0].job_id)          # what a worker does first
+            assert _positions(svc, jobs) == [None, 1, 2]
+        finally:
+            svc.close()
+
+
 def test_estimates_appear_once_jobs_have_finished(service):
     jobs = _submit(service, 3)
     assert service.place(jobs[0]).eta_s is None
