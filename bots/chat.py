@@ -31,6 +31,7 @@ from stylejax.errors import (
     JobNotFoundError,
     NotAnImageError,
     NotAVideoError,
+    QueueFullError,
     QuotaExceededError,
     RateLimitedError,
     ServiceBusyError,
@@ -46,8 +47,8 @@ from stylejax.request import check_strength
 from stylejax.stroke import STROKES, stroke_name
 from stylejax.style_vectors import installed as anystyle_installed
 
-from .core import StyleService, result_format
-from .i18n import SUPPORTED, t
+from .core import QueuePlace, StyleService, result_format
+from .i18n import SUPPORTED, ordinal, t
 
 STRENGTH_STEP = 0.25
 MAX_CALLBACK_BYTES = 64  # Telegram's limit on callback data; Discord allows 100 for custom_id
@@ -249,6 +250,8 @@ def error_message(err: BaseException, lang: str) -> str:
     """The text a user sees for an error; internal errors never leak their details."""
     if isinstance(err, RateLimitedError):
         return t("rate_limited", lang, seconds=err.retry_after_s)
+    if isinstance(err, QueueFullError):
+        return t("queue_full", lang, count=err.queued, seconds=err.retry_after_s)
     if isinstance(err, ServiceBusyError):
         return t("busy", lang)
     if isinstance(err, TooManyActiveJobsError):
@@ -281,16 +284,19 @@ def error_message(err: BaseException, lang: str) -> str:
 
 
 # -- following a job ---------------------------------------------------------------------------
-ProgressCallback = Callable[[Job], Awaitable[None]]
+# Called with the job and its place in line (None once it is not active any more).
+ProgressCallback = Callable[[Job, QueuePlace | None], Awaitable[None]]
 
 
 async def follow_job(service: StyleService, job_id: str, on_progress: ProgressCallback, *,
                      min_update_s: float = 1.5, timeout_s: float = 900.0,
                      **follow) -> Job:
-    """Follow the job's event stream to its end, calling `on_progress` on a visible change.
+    """Follow the job's event stream to its end, calling `on_progress(job, place)` on a
+    visible change (`progress_text` of the two).
 
     Chat platforms rate-limit message edits, so updates are throttled to one per
-    `min_update_s` and to whole tens of percent; the final state is returned, not reported.
+    `min_update_s` and to changes of that text (whole tens of percent, the place in line, the
+    estimate in coarse steps); the final state is returned, not reported.
     On timeout the last seen job is returned (still active); a deleted job reads as cancelled.
     """
     job = await asyncio.to_thread(service.job, job_id)
@@ -302,16 +308,39 @@ async def follow_job(service: StyleService, job_id: str, on_progress: ProgressCa
         job = event.job
         if event.is_last:
             break
-        key = (job.state, int(job.progress * 100) // 10)
+        place = event.watched
+        waiting = place if job.state is JobState.QUEUED and place is not None else None
+        key = (job.state, int(job.progress * 100) // 10,
+               waiting and waiting.position, waiting and _eta_step(waiting.eta_s))
         if key != last_key and time.monotonic() - last_sent >= min_update_s:
-            await on_progress(job)
+            await on_progress(job, place)
             last_key, last_sent = key, time.monotonic()
     return job
 
 
-def progress_text(job: Job, lang: str) -> str:
+def _eta_step(seconds: int | None) -> int | None:
+    """An estimate in the steps a chat shows it: 5 s under a minute, then whole minutes."""
+    if seconds is None:
+        return None
+    return -(-seconds // 5) * 5 if seconds < 60 else -(-seconds // 60) * 60
+
+
+def about(seconds: int, lang: str) -> str:
+    """An estimate in words, rounded up to its step: "40 s", "3 min"."""
+    step = _eta_step(seconds) or 0
+    return t("seconds", lang, n=step) if step < 60 else t("minutes", lang, n=step // 60)
+
+
+def progress_text(job: Job, lang: str, place: QueuePlace | None = None) -> str:
+    """The status line while a job is active: its place in line and estimate when known
+    ("⏳ 3rd in line, about 40 s"), else "in the queue"; once it runs, its progress."""
     if job.state is JobState.QUEUED:
-        return t("queued", lang)
+        if place is None or place.position is None:
+            return t("queued", lang)
+        text = (t("queue_next", lang) if place.position == 1 else
+                t("queue_place", lang, ordinal=ordinal(place.position), position=place.position))
+        return text if place.eta_s is None else t("queue_about", lang, place=text,
+                                                  eta=about(place.eta_s, lang))
     return t("progress", lang, percent=int(round(job.progress * 100)))
 
 

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     rate_per_minute: float = Field(10.0, gt=0)
     rate_burst: int = Field(5, ge=1)
     max_active_jobs: int = Field(2, ge=1)
+    # Back-pressure: a lane with this many jobs waiting refuses new ones (503 + Retry-After)
+    # instead of growing a line nobody wants to wait in (docs/service.md "Queue").
+    max_queued_jobs: int = Field(200, ge=1)     # the photo lane
+    max_queued_videos: int = Field(20, ge=1)    # the video lane
     retention_days: float = Field(7.0, gt=0)
     # Bytes of pictures and results one user may keep (0: no limit); a job is refused before
     # any work when its upload and its result's estimate would not fit.

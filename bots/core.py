@@ -11,8 +11,11 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import math
+import statistics
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -24,6 +27,7 @@ from stylejax.errors import (
     GENERIC_ERROR,
     InvalidRequestError,
     JobNotFoundError,
+    QueueFullError,
     RateLimitedError,
     ServiceBusyError,
 )
@@ -70,6 +74,24 @@ _RESULT_OVERHEAD = 64 * 1024
 # The reference of a custom style picture that arrives as bytes, until it is kept (its sha).
 _UPLOAD = "upload"
 
+# Estimates (`StyleService.place`): the median of this many recent durations of the lane,
+# re-read at most this often (one follower polls every 0.2 s; the line's speed moves slowly).
+DURATION_SAMPLE = 20
+LANE_STATS_TTL_S = 2.0
+# Retry-After of a full line: the time the line needs to take a tenth of its cap, within these.
+RETRY_AFTER_RANGE_S = (5, 300)
+RETRY_AFTER_UNKNOWN_S = 30
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePlace:
+    """Where an active job stands: its place in its lane's line (1 = next; None once it
+    runs) and the estimated seconds until it is done (None while there is nothing to base
+    an estimate on)."""
+
+    position: int | None
+    eta_s: int | None
+
 
 class StyleService:
     """Jobs, users and their data; shared by every front end of one deployment."""
@@ -95,6 +117,8 @@ class StyleService:
         self.limits = ImageLimits(max_bytes=settings.max_upload_bytes)
         self.video_limits = settings.video_limits
         self.rate = TokenBucket(settings.rate_per_minute / 60.0, settings.rate_burst)
+        # per lane (video?): (monotonic time read, median duration, running) for `place`
+        self._stats: dict[bool, tuple[float, float | None, int]] = {}
 
     # -- users ------------------------------------------------------------------------------------
     def user(self, platform: str, platform_user_id: str | int,
@@ -213,6 +237,7 @@ class StyleService:
             media = self.check_upload(photo)
         if media != request.media:
             request = request.with_changes(media=media)  # video + custom style: refused
+        self._check_line(video=request.is_video)  # before anything is stored
         if not request.is_custom:
             request = request.resolved(self.styles)
         elif style_image is not None:
@@ -276,6 +301,93 @@ class StyleService:
         uploads = [b for b in (photo, style_image) if b is not None]
         self.blobs.check_room(str(owner.id), uploads, reserve)
 
+    # -- the line: places, estimates, the cap (docs/service.md "Queue") -------------------------
+    def worker_slots(self, *, video: bool) -> int:
+        """Jobs this deployment's own workers run at once in a lane: `workers` × `max_batch`
+        for photos (a worker claims a batch), one per video-taking worker for clips (all but
+        one worker when there are two or more: bots.worker_pool.takes_video). Workers on other
+        machines are not known here; `place` also counts the jobs seen running."""
+        n = self.settings.workers
+        if video:
+            return n - 1 if n >= 2 else n
+        return n * self.settings.max_batch
+
+    def _lane_stats(self, video: bool) -> tuple[float | None, int]:
+        """(median recent duration or None, jobs running now) of a lane, cached briefly."""
+        now = time.monotonic()
+        cached = self._stats.get(video)
+        if cached is not None and now - cached[0] < LANE_STATS_TTL_S:
+            return cached[1], cached[2]
+        durations = self.store.recent_durations(video=video, limit=DURATION_SAMPLE)
+        median = statistics.median(durations) if durations else None
+        running = self.store.lane_counts(video=video)[1]
+        self._stats[video] = (now, median, running)
+        return median, running
+
+    def estimate_s(self, position: int, *, video: bool) -> int | None:
+        """Seconds until the job at `position` of a lane's line is done; None without data.
+
+        A rough model, from the job book only: d is the median start-to-finish time of the
+        lane's last DURATION_SAMPLE done jobs (a batch's jobs count from their claim, so d is
+        a worker's round), and s the jobs the lane runs at once (the larger of the local
+        `worker_slots` and the jobs running now, at least 1; free = s - running). A job that
+        finds a free slot starts at once and takes d. The others wait for the first slot to
+        open (the jobs running now end in d/2 on average; with none running, the ones just
+        started end in d), then the line moves s jobs per d:
+        eta = (d/2 if running else d) + ceil((position - free) / s) × d.
+        Rounded up to whole seconds, at least 1.
+        """
+        median, running = self._lane_stats(video)
+        if median is None:
+            return None
+        slots = max(1, running, self.worker_slots(video=video))
+        free = slots - running
+        if position <= free:
+            eta = median
+        else:
+            first = median / 2 if running else median
+            eta = first + math.ceil((position - free) / slots) * median
+        return max(1, math.ceil(eta))
+
+    def place(self, job: Job) -> QueuePlace | None:
+        """The job's place in line and its estimate (`QueuePlace`); None once it has ended.
+
+        Queued: its position (`Store.queue_position`, one indexed COUNT) and `estimate_s`.
+        Running: the time left, from its own progress when it reports some (elapsed × (1 - p)
+        / p), else the lane's median duration less the time it has run (None once past it).
+        """
+        video = job.request.is_video
+        if job.state is JobState.QUEUED:
+            position = self.store.queue_position(job.id)
+            if position is not None:
+                return QueuePlace(position, self.estimate_s(position, video=video))
+            job = self.store.get_job(job.id) or job  # it just started (or ended)
+        if job.state is not JobState.RUNNING:
+            return None
+        elapsed = max(0.0, time.time() - (job.started_at or time.time()))
+        if job.progress >= 0.02:
+            return QueuePlace(None, max(1, math.ceil(elapsed * (1 - job.progress)
+                                                     / job.progress)))
+        median, _running = self._lane_stats(video)
+        left = None if median is None else median - elapsed
+        return QueuePlace(None, max(1, math.ceil(left)) if left is not None and left > 0
+                          else None)
+
+    def _check_line(self, *, video: bool) -> None:
+        """Refuse a job (QueueFullError) when its lane's line is at its cap. One COUNT before
+        the job is stored; parallel submits may pass it together, so the line can overshoot
+        the cap by the number of requests in flight (bounded by the server's concurrency)."""
+        cap = self.settings.max_queued_videos if video else self.settings.max_queued_jobs
+        queued = self.store.queued_count(video=video)
+        if queued < cap:
+            return
+        low, high = RETRY_AFTER_RANGE_S
+        eta = self.estimate_s(max(1, cap // 10), video=video)
+        retry = RETRY_AFTER_UNKNOWN_S if eta is None else min(high, max(low, eta))
+        log.warning("the %s line is full (%d queued, cap %d): refusing a job",
+                    "video" if video else "photo", queued, cap)
+        raise QueueFullError(queued, retry)
+
     def _check_blob(self, sha: str | None) -> None:
         """A picture named by its sha (staged or from an earlier job) must still be stored."""
         try:
@@ -329,12 +441,14 @@ class StyleService:
 
     def events(self, job_id: str, owner: User | None = None, **follow) -> AsyncIterator[JobEvent]:
         """The job's changes (`storage.job_events`), as only its owner may see them: the one
-        stream that the SSE endpoint and the chat bots follow."""
+        stream that the SSE endpoint and the chat bots follow. Each event's `watched` is the
+        job's `QueuePlace` (None once it ended); a move in the line counts as a change."""
 
         def read(job_id: str) -> Job | None:
             job = self.store.get_job(job_id)
             return None if job is None or (owner is not None and job.owner != owner.id) else job
 
+        follow.setdefault("watch", self.place)
         return job_events(read, job_id, **follow)
 
     def result(self, job_id: str, owner: User | None = None) -> bytes:

@@ -63,7 +63,7 @@ from .chat import (
     upload_refusal,
 )
 from .config import ConfigError, Settings
-from .core import StyleService
+from .core import QueuePlace, StyleService
 from .i18n import language_of, t
 
 log = logging.getLogger("stylejax.discord")
@@ -161,8 +161,8 @@ async def _present(interaction: Interaction, job: Job, lang: str, working: str =
     """Edit the (deferred) reply with the job's progress, then with its result and buttons."""
     service = _service(interaction)
 
-    async def on_progress(current: Job) -> None:
-        text = progress_text(current, lang)
+    async def on_progress(current: Job, place: QueuePlace | None) -> None:
+        text = progress_text(current, lang, place)
         await interaction.edit_original_response(
             content=f"{working}\n{text}" if working else text,
             view=_draw(cancel_keyboard(current, lang), service, lang))

@@ -36,6 +36,7 @@ from stylejax.errors import (
     ImageTooLargeError,
     InvalidRequestError,
     JobNotFoundError,
+    QueueFullError,
     QuotaExceededError,
     RateLimitedError,
     ServiceBusyError,
@@ -46,7 +47,7 @@ from stylejax.errors import (
     VideoTooLongError,
 )
 
-from .core import StyleService, result_format
+from .core import QueuePlace, StyleService, result_format
 
 log = logging.getLogger("stylejax.http")
 
@@ -108,10 +109,17 @@ class _BodyLimit:
         await self.app(scope, receive, send)
 
 
-def _job_json(job: Job) -> dict:
+def _place_json(place: QueuePlace | None) -> dict:
+    """`queue_position` (1 = next; null unless queued) and `eta_s` (estimated seconds until
+    done; null without recent durations, or once ended): `StyleService.place`."""
+    return {"queue_position": place.position if place else None,
+            "eta_s": place.eta_s if place else None}
+
+
+def _job_json(job: Job, place: QueuePlace | None = None) -> dict:
     return {"id": job.id, "state": job.state.value, "progress": round(float(job.progress), 4),
             "error": job.error, "stroke": job.request.stroke, "refine": job.request.refine,
-            "media": job.request.media}
+            "media": job.request.media, **_place_json(place)}
 
 
 STROKE_FIELD = ("Brush stroke size relative to the picture: small, medium (the default), large, "
@@ -178,6 +186,8 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _user_error(_req: Request, err: StyleJAXError):
         if isinstance(err, RateLimitedError):
             return _error(429, str(err), {"Retry-After": str(err.retry_after_s)})
+        if isinstance(err, QueueFullError):
+            return _error(503, str(err), {"Retry-After": str(err.retry_after_s)})
         if isinstance(err, ServiceBusyError):
             return _error(503, str(err), {"Retry-After": "30"})
         if isinstance(err, TooManyActiveJobsError):
@@ -293,12 +303,14 @@ def jobs_router() -> APIRouter:
         return JSONResponse(
             {"id": job.id, "state": job.state.value, "stroke": job.request.stroke,
              "refine": job.request.refine, "media": job.request.media,
+             **_place_json(service.place(job)),
              "status_url": f"{API}/jobs/{job.id}", "result_url": f"{API}/jobs/{job.id}/result"},
             status_code=202, headers={"Location": f"{API}/jobs/{job.id}"})
 
     @router.get("/{job_id}")
     def job_status(job_id: str, user: ApiUser, service: Service):
-        return _job_json(service.job(job_id, user))
+        job = service.job(job_id, user)
+        return _job_json(job, service.place(job))
 
     @router.get("/{job_id}/result")
     def job_result(job_id: str, user: ApiUser, service: Service):
@@ -329,14 +341,16 @@ def jobs_router() -> APIRouter:
 
 
 async def _job_event_stream(service: StyleService, job_id: str, user: User, request: Request):
-    """Server-sent events: the job's state and progress on each change, until it ends."""
+    """Server-sent events: the job's state, progress and place in line on each change, until
+    it ends."""
     async for event in service.events(job_id, user, poll_s=SSE_POLL_S,
                                       heartbeat_s=SSE_KEEPALIVE_S, timeout_s=SSE_MAX_S):
         job = event.job
         if job is None:
             yield f"data: {json.dumps({'state': 'gone', 'progress': 0.0})}\n\n"
         elif event.changed:
-            data = {"state": job.state.value, "progress": round(float(job.progress), 4)}
+            data = {"state": job.state.value, "progress": round(float(job.progress), 4),
+                    **_place_json(event.watched)}
             if job.error:
                 data["error"] = job.error
             yield f"data: {json.dumps(data)}\n\n"

@@ -57,6 +57,12 @@ MESSAGES: dict[str, dict[str, str]] = {
     "choose_style": {"en": "Choose a style:", "zh": "请选择一种风格："},
     "gallery": {"en": "The styles I know:", "zh": "可用的风格："},
     "queued": {"en": "⏳ In the queue…", "zh": "⏳ 排队中……"},
+    # the place in line (bots.chat.progress_text): "⏳ 3rd in line, about 40 s"
+    "queue_next": {"en": "⏳ Next in line", "zh": "⏳ 下一个就轮到你"},
+    "queue_place": {"en": "⏳ {ordinal} in line", "zh": "⏳ 排在第 {position} 位"},
+    "queue_about": {"en": "{place}, about {eta}", "zh": "{place}，大约 {eta}"},
+    "seconds": {"en": "{n} s", "zh": "{n} 秒"},
+    "minutes": {"en": "{n} min", "zh": "{n} 分钟"},
     "progress": {"en": "⏳ {percent}%", "zh": "⏳ {percent}%"},
     "still_working": {"en": "⏳ Still working on it…", "zh": "⏳ 仍在处理中……"},
     "done": {"en": "Here is your picture in the style of {style} ({strength}%).",
@@ -127,6 +133,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "busy": {"en": "The service is busy right now; please try again in a minute.",
              "zh": "服务繁忙，请一分钟后再试。"},
+    "queue_full": {
+        "en": "I'm very busy right now: {count} pictures are already waiting. "
+              "Please try again in {seconds} s.",
+        "zh": "现在非常繁忙：已有 {count} 张图片在排队。请在 {seconds} 秒后再试。",
+    },
     "not_an_image": {"en": "That is not a picture I can read. Send a JPEG, PNG or WebP photo.",
                      "zh": "无法读取该文件。请发送 JPEG、PNG 或 WebP 格式的照片。"},
     "not_a_photo_message": {
@@ -164,6 +175,13 @@ def language_of(code: str | None) -> str:
         return "en"
     base = code.lower().replace("_", "-").split("-")[0]
     return base if base in SUPPORTED else "en"
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st…: English place numbers."""
+    if 11 <= n % 100 <= 13:
+        return f"{n}th"
+    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def t(message_id: str, lang: str | None = "en", **values: Any) -> str:

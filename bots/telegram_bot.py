@@ -74,7 +74,7 @@ from .chat import (
     upload_refusal,
 )
 from .config import Settings
-from .core import StyleService
+from .core import QueuePlace, StyleService
 from .i18n import SUPPORTED, language_of, t
 
 log = logging.getLogger("stylejax.telegram")
@@ -402,9 +402,9 @@ async def _follow(context: Context, user: User, lang: str, job: Job, *, chat_id:
     else:
         status = await _edit(status, shown, cancel) or status
 
-    async def show(current: Job) -> None:
+    async def show(current: Job, place: QueuePlace | None) -> None:
         nonlocal shown
-        text = progress_text(current, lang)
+        text = progress_text(current, lang, place)
         if current.state is JobState.RUNNING and current.progress == 0 and first_text:
             return  # keep "learning your style…" until there is a number to show
         if text != shown:  # Telegram refuses an edit that changes nothing

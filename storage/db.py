@@ -54,6 +54,10 @@ __all__ = [
 # The payload's layout is StyleRequest's (stylejax.request); this is its key for the picture.
 STYLE_SHA_PARAM = STYLE_PICTURE_KEY
 
+# A job's lane as SQL: 1 for the video lane, 0 for photos (old jobs have no "media": photos).
+# Indexed (v4) and used verbatim in the lane queries, so SQLite matches the index.
+VIDEO_LANE_SQL = "(json_extract(params, '$.media') IS 'video')"
+
 # Append-only: each step is a list of statements run in one transaction. Never edit a released
 # step; add a new one. (A step that rebuilds a table must switch foreign keys off around it.)
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -116,6 +120,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # style picture is a job's STYLE_SHA_PARAM blob, nothing more).
     (
         "DROP TABLE custom_styles",
+    ),
+    # v4: back-pressure (docs/service.md "Queue"): a job's place in its lane's line is one
+    # indexed COUNT, and the lane's recent durations an indexed read.
+    (
+        f"CREATE INDEX jobs_queued_lane ON jobs({VIDEO_LANE_SQL}, created_at) "
+        "WHERE state = 'queued'",
+        f"CREATE INDEX jobs_done_lane ON jobs({VIDEO_LANE_SQL}, finished_at) "
+        "WHERE state = 'done'",
     ),
 )
 LATEST_VERSION = len(MIGRATIONS)
@@ -581,6 +593,45 @@ class Store:
                 released.add(sha)
         return UnusedBlobs(orphaned=orphaned, released=frozenset(released))
 
+    # --- the line (back-pressure) ------------------------------------------------------------
+
+    def queue_position(self, job_id: str) -> int | None:
+        """The job's place in its lane's line (1 = next), or None when it is not queued.
+
+        Counts the lane's queued jobs created before it (ties broken by insertion order): one
+        COUNT over the `jobs_queued_lane` index, read from the job book, so it is the same for
+        the SQLite and the Redis queue. A redelivered job keeps its original place.
+        """
+        row = self._db.get().execute(
+            "SELECT (SELECT COUNT(*) FROM jobs AS j WHERE j.state = 'queued' "
+            f"AND {_lane_of('j')} = {_lane_of('me')} "
+            "AND (j.created_at, j.rowid) < (me.created_at, me.rowid)) + 1 "
+            "FROM jobs AS me WHERE me.id = ? AND me.state = 'queued'", (job_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def lane_counts(self, *, video: bool) -> tuple[int, int]:
+        """(queued, running) jobs of the photo or the video lane."""
+        row = self._db.get().execute(
+            "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'running'), 0) "
+            f"FROM jobs WHERE state IN ('queued', 'running') AND {VIDEO_LANE_SQL} = ?",
+            (int(video),)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def queued_count(self, *, video: bool) -> int:
+        """How many jobs wait in the photo or the video lane (the queue cap's measure)."""
+        return int(self._db.get().execute(
+            f"SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND {VIDEO_LANE_SQL} = ?",
+            (int(video),)).fetchone()[0])
+
+    def recent_durations(self, *, video: bool, limit: int = 20) -> list[float]:
+        """Seconds from start to finish of the lane's last `limit` done jobs, newest first
+        (for estimates; a batch's jobs all count from the moment their worker claimed them)."""
+        rows = self._read(
+            "SELECT finished_at - started_at FROM jobs WHERE state = 'done' "
+            f"AND {VIDEO_LANE_SQL} = ? AND started_at IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT ?", (int(video), int(limit)))
+        return [max(0.0, float(r[0])) for r in rows]
+
     # --- deletion and retention --------------------------------------------------------------
 
     def delete_user_data(self, user_id: int, *, keep_account: bool = False) -> DeletionReport:
@@ -636,6 +687,11 @@ class Store:
             if not used:
                 orphans.add(sha)
         return frozenset(orphans)
+
+
+def _lane_of(alias: str) -> str:
+    """VIDEO_LANE_SQL for a table alias (the index matches it all the same)."""
+    return VIDEO_LANE_SQL.replace("params", f"{alias}.params")
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:

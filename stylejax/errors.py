@@ -113,6 +113,17 @@ class ServiceBusyError(StyleJAXError):
         super().__init__("The service is busy right now; please try again in a minute.")
 
 
+class QueueFullError(StyleJAXError):
+    """The line of waiting jobs is at its cap (`max_queued_jobs`); nothing was kept.
+    `retry_after_s` is the estimated time for the line to make room."""
+
+    def __init__(self, queued: int, retry_after_s: int) -> None:
+        super().__init__(f"The service is very busy: {queued} pictures are already waiting. "
+                         f"Please try again in {retry_after_s} s.")
+        self.queued = queued
+        self.retry_after_s = retry_after_s
+
+
 def _mb(n: int) -> str:
     """Bytes as a short human figure for messages."""
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"

@@ -102,7 +102,7 @@ def test_follow_job_reports_progress_then_returns_the_end(service):
     job = service.submit(user, photo_png(64, 64, seed=1), style="wave")
     seen: list[tuple[str, float]] = []
 
-    async def on_progress(j):
+    async def on_progress(j, _place):
         seen.append((j.state.value, j.progress))
 
     async def scenario():

@@ -461,7 +461,7 @@ def test_cancel_button_while_the_picture_is_queued(tmp_path):
                                     style="kandinsky")
             waiting = await fake.wait_for(
                 lambda: (m := fake.original(sent)) and m["components"] and m)
-            assert waiting["content"] == t("queued", "en")
+            assert waiting["content"] == t("queue_next", "en")  # first in line
             cancel = _components(waiting)["cancel"]["custom_id"]
             pressed = await fake.press(BOB, waiting, cancel)
             assert await fake.ephemeral_text(pressed) == t("not_yours", "en")

@@ -60,6 +60,12 @@ const TEXT = {
     styles_failed: "The styles could not be loaded: {reason}",
     uploading: "Uploading…",
     queued: "Waiting in the queue…",
+    queue_next: "Next in line",
+    queue_place: "{ordinal} in line",
+    queue_wait: "{place}…",
+    queue_about: "{place}, about {eta}",
+    seconds: "{n} s",
+    minutes: "{n} min",
     running: "Painting… {percent}%",
     running_custom: "Learning your style… {percent}%",
     fetching: "Almost there…",
@@ -127,6 +133,12 @@ const TEXT = {
     styles_failed: "无法加载风格：{reason}",
     uploading: "正在上传……",
     queued: "排队中……",
+    queue_next: "下一个就轮到你",
+    queue_place: "排在第 {position} 位",
+    queue_wait: "{place}……",
+    queue_about: "{place}，大约 {eta}",
+    seconds: "{n} 秒",
+    minutes: "{n} 分钟",
     running: "正在绘制…… {percent}%",
     running_custom: "正在学习你的风格…… {percent}%",
     fetching: "马上就好……",
@@ -214,7 +226,7 @@ async function errorText(resp) {
     if (body && typeof body.error === "string" && body.error) message = body.error;
   } catch { /* not JSON: keep the generic text */ }
   const retry = resp.headers.get("Retry-After");
-  if ((resp.status === 429 || resp.status === 503) && retry) {
+  if ((resp.status === 429 || resp.status === 503) && retry && !message.includes(`${retry} s`)) {
     message = t("retry_after", { message, seconds: retry });
   }
   if (resp.status === 401) el.apiKeyBox.hidden = false;
@@ -233,6 +245,24 @@ function clearMessage() {
 
 function setStatus(text) {
   el.status.textContent = text;
+}
+
+const ORDINAL_SUFFIX = { one: "st", two: "nd", few: "rd", other: "th" };
+const ordinalRule = new Intl.PluralRules("en", { type: "ordinal" });
+
+/** An estimate in words, rounded up: 5 s steps under a minute, then minutes ("about 40 s"). */
+function about(seconds) {
+  if (seconds < 60) return t("seconds", { n: Math.ceil(seconds / 5) * 5 });
+  return t("minutes", { n: Math.ceil(seconds / 60) });
+}
+
+/** "3rd in line, about 40 s" from a job's `queue_position` and `eta_s` (either may be null). */
+function queueText(ev) {
+  const position = ev.queue_position;
+  if (!position) return t("queued");
+  const ordinal = `${position}${ORDINAL_SUFFIX[ordinalRule.select(position)]}`;
+  const place = position === 1 ? t("queue_next") : t("queue_place", { position, ordinal });
+  return ev.eta_s ? t("queue_about", { place, eta: about(ev.eta_s) }) : t("queue_wait", { place });
 }
 
 function setProgress(fraction) {
@@ -560,6 +590,7 @@ async function run({ auto = false } = {}) {
   const body = await resp.json();
   Object.assign(job, { id: body.id, statusUrl: body.status_url, resultUrl: body.result_url });
   el.stage.dataset.jobId = body.id;
+  if (body.state === "queued") update(job, body);  // its place in line, before the first event
   follow(job);
 }
 
@@ -615,7 +646,8 @@ function update(job, ev) {
   const percent = setProgress(ev.progress ?? 0);
   switch (ev.state) {
     case "queued":
-      setStatus(t("queued"));
+      setStatus(queueText(ev));
+      el.stage.dataset.queuePosition = String(ev.queue_position ?? "");
       break;
     case "running": {
       // Announce in steps of 10% so screen readers are not flooded.
