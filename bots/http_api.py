@@ -140,7 +140,9 @@ class _BodyLimit:
 
         async def guarded_receive():
             nonlocal body_done, received, refusal
-            if body_done or refusal is not None:
+            if refusal is not None:  # the body is abandoned: nothing more will come of it
+                return {"type": "http.disconnect"}
+            if body_done:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))

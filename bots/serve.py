@@ -56,6 +56,9 @@ class ScrubQuerySecrets(logging.Filter):
         return True
 
 
+_SCRUB = ScrubQuerySecrets()
+
+
 def uvicorn_proxy_options(settings: Settings) -> dict:
     """Believe X-Forwarded-For/-Proto only from `trusted_proxies` (uvicorn would believe them
     from 127.0.0.1 by default, letting any local client choose its identity)."""
@@ -117,7 +120,7 @@ def serve(settings: Settings, log_level: str = "info", config_path: str | None =
                  settings.worker_mode, settings.data_dir.absolute())
         bots.start()
         janitor.start()
-        logging.getLogger("uvicorn.access").addFilter(ScrubQuerySecrets())
+        logging.getLogger("uvicorn.access").addFilter(_SCRUB)  # once, however often serve runs
         config = uvicorn.Config(create_app(service), host=settings.host, port=settings.port,
                                 log_config=None, log_level=log_level, lifespan="off",
                                 server_header=False, timeout_graceful_shutdown=5,
