@@ -42,6 +42,9 @@ def _split_list(value: Any) -> Any:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+MIN_SECRET_CHARS = 16  # API keys, the worker key, the API-key secret
+
+
 class Settings(BaseSettings):
     """Everything `stylejax serve` needs; every field has a safe default but the tokens."""
 
@@ -105,6 +108,24 @@ class Settings(BaseSettings):
     # The key of the HMAC that turns API keys into user ids; unset = a random one generated
     # once and kept in data_dir/api-key-secret (mode 0600).
     api_key_secret: SecretStr | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v or any(c.isspace() or c in "/@?#" for c in v):
+            raise ValueError("must be an address or host name to listen on, e.g. 0.0.0.0")
+        return v
+
+    @field_validator("api_keys", "worker_key", "api_key_secret")
+    @classmethod
+    def _secret_shape(cls, v):
+        for secret in v if isinstance(v, list) else [v]:
+            text = secret.get_secret_value() if secret is not None else None
+            if text is not None and (len(text) < MIN_SECRET_CHARS
+                                     or any(c.isspace() for c in text)):
+                raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters without "
+                                 "spaces (an empty or short key is easy to guess)")
+        return v
 
     @field_validator("allowed_origins")
     @classmethod

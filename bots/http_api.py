@@ -54,7 +54,7 @@ from stylejax.errors import (
     VideoTooLongError,
 )
 
-from .config import origin_of
+from .config import ConfigError, origin_of
 from .core import StyleService, result_format
 
 log = logging.getLogger("stylejax.http")
@@ -313,8 +313,8 @@ def api_key_secret(settings) -> bytes:
     except FileExistsError:  # an earlier start (or a racing process) made it
         secret = path.read_text(encoding="ascii").strip()
         if len(secret) < 32:
-            raise RuntimeError(f"{path} is damaged (too short); delete it to make a new one "
-                               "(API-key users then start afresh)") from None
+            raise ConfigError(f"api_key_secret: {path} is damaged (too short); delete it to "
+                              "make a new one (API-key users then start afresh)") from None
         return secret.encode()
     secret = secrets.token_hex(32)
     with os.fdopen(fd, "w", encoding="ascii") as f:

@@ -94,13 +94,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def open_service(settings: Settings):
+    """The service core, or a one-line `ConfigError` naming the setting that stops it (a
+    missing pack, an unusable data_dir, an unreachable queue) instead of a traceback."""
+    from urllib.parse import urlsplit
+
+    from stylejax.errors import StyleJAXError
+
+    from .core import StyleService
+
+    try:
+        return StyleService(settings)
+    except StyleJAXError as err:  # the pack (WeightsError)
+        raise ConfigError(f"pack: {err}") from None
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        raise ConfigError(f"data_dir or pack cannot be used: {err.strerror or err}{where}") \
+            from None
+    except Exception as err:
+        if type(err).__module__.split(".")[0] != "redis":
+            raise
+        url = urlsplit(settings.queue)  # host and port only: the URL may carry a password
+        raise ConfigError(f"queue: cannot reach Redis at {url.hostname}:{url.port or 6379} "
+                          f"({type(err).__name__})") from None
+
+
 def serve(settings: Settings, log_level: str = "info", config_path: str | None = None) -> int:
     import uvicorn
 
-    from .core import StyleService
     from .http_api import create_app
 
-    service = StyleService(settings)
+    service = open_service(settings)
     if settings.worker_mode == "thread":
         pool = ThreadWorkers(service, settings.workers)
     else:
@@ -195,9 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"stylejax: {err}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        return serve(settings, args.log_level, args.config)
-    return run_worker(settings, args.parent_pid, args.server)
+    try:
+        if args.command == "serve":
+            return serve(settings, args.log_level, args.config)
+        return run_worker(settings, args.parent_pid, args.server)
+    except ConfigError as err:
+        print(f"stylejax: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
