@@ -6,18 +6,43 @@ Validated once at start-up so a typo fails loudly before any user is served. Bot
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import tomllib
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says which setting and why."""
+
+
+def _split_list(value: Any) -> Any:
+    """A list setting from the environment: comma-separated (`a,b`) or a JSON list (`["a","b"]`).
+
+    pydantic-settings would only take JSON and fail with a traceback; TOML gives real lists."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise ValueError("is not a valid JSON list; use a,b,c or [\"a\",\"b\"]") from None
+        if not isinstance(parsed, list):
+            raise ValueError("must be a list")
+        return parsed
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+MIN_SECRET_CHARS = 16  # API keys, the worker key, the API-key secret
 
 
 class Settings(BaseSettings):
@@ -45,7 +70,8 @@ class Settings(BaseSettings):
     # Bytes of pictures and results one user may keep (0: no limit); a job is refused before
     # any work when its upload and its result's estimate would not fit.
     user_quota_bytes: int = Field(256 * 1024 * 1024, ge=0)
-    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_list)] = Field(
+        default_factory=list)
     # Shared secret of workers on other machines (`stylejax worker --server URL`); unset = the
     # internal worker endpoints are off.
     worker_key: SecretStr | None = None
@@ -76,6 +102,61 @@ class Settings(BaseSettings):
     discord_api_url: str = ""
     # Sync slash commands to this guild only (instant, for testing); None = globally.
     discord_guild_id: int | None = None
+    # -- the HTTP front's defences (docs/service.md "Browsers, proxies and keys")
+    # Other web origins (scheme://host[:port]) whose pages may post to the API; the service's
+    # own origin always may. Lists: `a,b` or a JSON list in the environment, a list in TOML.
+    allowed_origins: Annotated[list[str], NoDecode, BeforeValidator(_split_list)] = Field(
+        default_factory=list)
+    # Addresses of reverse proxies whose X-Forwarded-For / -Proto are believed; empty = none.
+    trusted_proxies: Annotated[list[str], NoDecode, BeforeValidator(_split_list)] = Field(
+        default_factory=list)
+    # The longest a client may take to send a request body (slow or stalled uploads get 408).
+    request_body_timeout_s: float = Field(20.0, gt=0, le=3600)
+    # The key of the HMAC that turns API keys into user ids; unset = a random one generated
+    # once and kept in data_dir/api-key-secret (mode 0600).
+    api_key_secret: SecretStr | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v or any(c.isspace() or c in "/@?#" for c in v):
+            raise ValueError("must be an address or host name to listen on, e.g. 0.0.0.0")
+        return v
+
+    @field_validator("api_keys", "worker_key", "api_key_secret")
+    @classmethod
+    def _secret_shape(cls, v):
+        for secret in v if isinstance(v, list) else [v]:
+            text = secret.get_secret_value() if secret is not None else None
+            if text is not None and (len(text) < MIN_SECRET_CHARS
+                                     or any(c.isspace() for c in text)):
+                raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters without "
+                                 "spaces (an empty or short key is easy to guess)")
+        return v
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        cleaned = []
+        for origin in v:
+            url = urlsplit(origin.strip())
+            if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/") \
+                    or url.query or url.fragment:
+                raise ValueError("each origin must look like https://host or http://host:port")
+            cleaned.append(origin_of(url.scheme, url.netloc))
+        return cleaned
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        for proxy in v:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                if proxy != "*":
+                    raise ValueError("each proxy must be an IP address, a network "
+                                     "(10.0.0.0/8) or *") from None
+        return v
 
     @field_validator("queue")
     @classmethod
@@ -119,6 +200,16 @@ class Settings(BaseSettings):
                            max_pixels=self.video_max_pixels, max_bytes=self.video_max_bytes)
 
 
+def origin_of(scheme: str, netloc: str) -> str:
+    """`scheme://host[:port]` in one spelling: lower case, no default port, no user info."""
+    scheme = scheme.lower()
+    host = netloc.rpartition("@")[2].lower()
+    default = {"http": ":80", "https": ":443"}.get(scheme)
+    if default and host.endswith(default):
+        host = host[: -len(default)]
+    return f"{scheme}://{host}"
+
+
 def queue_options(settings: Settings) -> dict:
     """Settings the queue URL does not already carry (the URL's own query wins)."""
     return {} if "visibility_s=" in settings.queue_url else {
@@ -131,6 +222,12 @@ def _describe(err: ValidationError) -> str:
         where = ".".join(str(p) for p in e["loc"]) or "settings"
         lines.append(f"{where}: {e['msg']}")  # never the input value: it may be a token
     return "invalid configuration: " + "; ".join(lines)
+
+
+def _settings_error(err: SettingsError) -> str:
+    """The setting named in pydantic-settings' message (which carries no value), or a hint."""
+    field = re.search(r'field "([^"]+)"', str(err))
+    return f"{field.group(1)}: cannot be parsed" if field else "a setting cannot be parsed"
 
 
 # STYLEJAX_* variables read elsewhere (library, not service settings).
@@ -166,3 +263,5 @@ def load_settings(toml_path: str | os.PathLike | None = None, **overrides: Any) 
         return Settings.model_validate(merged) if merged else env
     except ValidationError as err:
         raise ConfigError(_describe(err)) from None
+    except SettingsError as err:  # a value pydantic-settings could not even parse
+        raise ConfigError(f"invalid configuration: {_settings_error(err)}") from None

@@ -5,7 +5,12 @@ Every error answers JSON `{"error": message}` (never a stack trace or an HTML pa
 decoding in `submit`, SQLite reads) runs in the threadpool: those endpoints are plain `def`s.
 
 Identity: with `settings.api_keys` set, every `/api/v1` call needs a valid `X-API-Key` header and
-the user is ("api", sha256 prefix of the key); otherwise the user is ("web", client address).
+the user is ("api", HMAC-SHA256 of the key under a server secret, `key_digest`); otherwise the
+user is ("web", client address).
+
+Browser defences (pure ASGI middleware around the app): `_SecurityHeaders` gives every response
+`nosniff` and every HTML one the page's CSP; `_OriginCheck` refuses state-changing requests from
+other web sites (CSRF); `_BodyLimit` bounds the size of a body and the time it may take to arrive.
 
 Layout: `create_app` puts the service and the API key digests on `app.state` and includes one
 router per concern, each built by a small function: `pages_router` (health check, web page),
@@ -17,16 +22,20 @@ No `from __future__ import annotations` here: FastAPI must see the real annotati
 endpoints.
 """
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
+import os
+import secrets
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
@@ -47,6 +56,7 @@ from stylejax.errors import (
     VideoTooLongError,
 )
 
+from .config import ConfigError, origin_of
 from .core import QueuePlace, StyleService, result_format
 
 log = logging.getLogger("stylejax.http")
@@ -80,33 +90,171 @@ class ApiError(Exception):
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    # nosniff here too: a 500 is answered outside the middleware (Starlette's error middleware)
+    return JSONResponse({"error": message}, status_code=status,
+                        headers={"X-Content-Type-Options": "nosniff", **(headers or {})})
+
+
+class _BodyRefused(Exception):
+    """Raised from `_BodyLimit`'s receive: the body took too long or grew too large."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+BODY_TIMEOUT_ERROR = "The upload took too long to arrive; please try again."
+BODY_TOO_LARGE_ERROR = "The upload is too large."
 
 
 class _BodyLimit:
-    """Pure ASGI middleware: refuse a body whose declared length is far past any valid upload.
+    """Pure ASGI middleware: bound a request body's size and the time it takes to arrive.
 
-    Exact per-file limits are checked in the endpoint (413 too); this only spares the server
-    from parsing absurd bodies.
+    A declared length far past any valid upload is refused at once (413); a body that grows past
+    it anyway (chunked) or is not complete `timeout_s` after the request started is cut off
+    (413 / 408, `Connection: close`), so a stalled or slow upload cannot hold a connection and
+    its parser for long. Exact per-file limits are checked in the endpoint (413 too).
+
+    The refusal replaces whatever the app answers once its `receive` failed (FastAPI turns any
+    error while reading a form into a 400 of its own).
     """
 
-    def __init__(self, app, max_body: int):
+    def __init__(self, app, max_body: int, timeout_s: float = 20.0):
         self.app = app
         self.max_body = max_body
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            for name, value in scope.get("headers", ()):
-                if name == b"content-length":
-                    try:
-                        too_big = int(value) > self.max_body
-                    except ValueError:
-                        too_big = False
-                    if too_big:
-                        resp = _error(413, "The upload is too large.")
-                        await resp(scope, receive, send)
-                        return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await _error(413, BODY_TOO_LARGE_ERROR)(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        body_done = False
+        received = 0
+        refusal: _BodyRefused | None = None
+        started = replaced = False
+
+        async def guarded_receive():
+            nonlocal body_done, received, refusal
+            if refusal is not None:  # the body is abandoned: nothing more will come of it
+                return {"type": "http.disconnect"}
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                refusal = _BodyRefused(408, BODY_TIMEOUT_ERROR)
+                raise refusal from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    refusal = _BodyRefused(413, BODY_TOO_LARGE_ERROR)
+                    raise refusal
+                body_done = not message.get("more_body", False)
+            return message
+
+        async def refuse() -> None:
+            nonlocal started, replaced
+            started = replaced = True
+            log.info("refused a request body on %s %s: %s", scope.get("method"),
+                     scope.get("path"), refusal.message)
+            await _error(refusal.status, refusal.message, {"Connection": "close"})(
+                scope, receive, send)
+
+        async def guarded_send(message):
+            nonlocal started
+            if replaced:
+                return
+            if message["type"] == "http.response.start" and refusal is not None and not started:
+                await refuse()
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except _BodyRefused:
+            if not started:
+                await refuse()
+
+
+# State-changing methods: a page on another web site must not send these in a visitor's name.
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CROSS_SITE_ERROR = ("Requests from other web sites are refused; use this service's own page, "
+                    "or ask its operator to allow your site.")
+
+
+def _own_origin(scope) -> str:
+    """The origin the browser addressed: scheme (X-Forwarded-Proto if trusted) + Host header."""
+    host = Headers(scope=scope).get("host")
+    if not host:
+        server_host, server_port = scope.get("server") or ("", None)
+        host = f"{server_host}:{server_port}" if server_port else server_host
+    return origin_of(scope.get("scheme", "http"), host)
+
+
+class _OriginCheck:
+    """Pure ASGI middleware against cross-site request forgery.
+
+    Without API keys a visitor's identity is their address, so any web page they open could
+    post jobs in their name. Browsers say where a request comes from: a state-changing request
+    whose `Origin` is neither this service's own nor one of `allowed_origins` (or, with no
+    Origin, whose `Sec-Fetch-Site` is `cross-site`) is refused with a 403. Clients that are not
+    browsers send neither header and are not affected.
+    """
+
+    def __init__(self, app, allowed_origins: list[str]):
+        self.app = app
+        self.allowed = frozenset(allowed_origins)
+
+    def _refused(self, scope) -> bool:
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None:
+            return headers.get("sec-fetch-site", "").lower() == "cross-site"
+        if origin.strip().lower() == "null":  # sandboxed frames, file: pages, some redirects
+            return True
+        scheme, sep, netloc = origin.strip().partition("://")
+        claimed = origin_of(scheme, netloc) if sep else origin
+        return claimed != _own_origin(scope) and claimed not in self.allowed
+
+    async def __call__(self, scope, receive, send):
+        if (scope["type"] == "http" and scope.get("method", "GET").upper() in _UNSAFE_METHODS
+                and self._refused(scope)):
+            log.info("refused a cross-site %s %s", scope.get("method"), scope.get("path"))
+            await _error(403, CROSS_SITE_ERROR)(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+
+class _SecurityHeaders:
+    """Pure ASGI middleware: `nosniff` on every response and the page's CSP (which forbids
+    framing) on every HTML one, whichever route or static file it came from."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                if headers.get("content-type", "").lower().startswith("text/html"):
+                    for name, value in _PAGE_HEADERS.items():
+                        headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _place_json(place: QueuePlace | None) -> dict:
@@ -148,15 +296,58 @@ async def the_service(request: Request) -> StyleService:
 Service = Annotated[StyleService, Depends(the_service)]
 
 
-def _key_digest(key: str) -> str:
+API_KEY_SECRET_FILE = "api-key-secret"
+
+
+def key_digest(key: str, secret: bytes) -> str:
+    """An API key's user id: HMAC-SHA256 under the server's secret, so the ids kept in the
+    database cannot be checked against guessed keys without that secret."""
+    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _legacy_key_digest(key: str) -> str:
+    """How API keys were turned into user ids before `key_digest` (unsalted sha256 prefix)."""
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def api_key_secret(settings) -> bytes:
+    """The HMAC key of `key_digest`: `settings.api_key_secret`, else a random secret generated
+    once in data_dir (mode 0600) and read back on each start, so user ids stay the same."""
+    if settings.api_key_secret is not None:
+        return settings.api_key_secret.get_secret_value().encode()
+    path = Path(settings.data_dir) / API_KEY_SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # an earlier start (or a racing process) made it
+        secret = path.read_text(encoding="ascii").strip()
+        if len(secret) < 32:
+            raise ConfigError(f"api_key_secret: {path} is damaged (too short); delete it to "
+                              "make a new one (API-key users then start afresh)") from None
+        return secret.encode()
+    secret = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(secret + "\n")
+    return secret.encode()
+
+
+def _api_key_users(service: StyleService) -> tuple[bytes, set[str]]:
+    """The secret and the digests of the configured keys; users recorded under a key's legacy
+    digest are moved to its new one (their jobs, history and settings stay theirs)."""
+    keys = [k.get_secret_value() for k in service.settings.api_keys]
+    if not keys:
+        return b"", set()
+    secret = api_key_secret(service.settings)
+    for key in keys:
+        service.store.rename_platform_user("api", _legacy_key_digest(key), key_digest(key, secret))
+    return secret, {key_digest(key, secret) for key in keys}
 
 
 def current_user(request: Request, service: Service,
                  x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> User:
     key_users: set[str] = request.app.state.api_key_digests
     if key_users:
-        digest = _key_digest(x_api_key or "")
+        digest = key_digest(x_api_key or "", request.app.state.api_key_secret)
         ok = x_api_key is not None and any(hmac.compare_digest(digest, k) for k in key_users)
         if not ok:
             raise ApiError(401, "A valid X-API-Key header is required.",
@@ -365,12 +556,15 @@ def create_app(service: StyleService) -> FastAPI:
     """The app: `service` and the API key digests on app.state, then the error handlers, the
     routers and the page's static files."""
     settings = service.settings
-    app = FastAPI(title="StyleJAX", version="1", redoc_url=None,
+    # No Swagger UI (/docs): it loads from a CDN; the schema stays at /openapi.json.
+    app = FastAPI(title="StyleJAX", version="1", redoc_url=None, docs_url=None,
                   description="Photo style transfer: post a photo and a style, get it back.")
     app.state.service = service
-    app.state.api_key_digests = {_key_digest(k.get_secret_value()) for k in settings.api_keys}
+    app.state.api_key_secret, app.state.api_key_digests = _api_key_users(service)
     app.add_middleware(_BodyLimit, max_body=upload_limit(settings) + settings.max_upload_bytes
-                       + 1_000_000)
+                       + 1_000_000, timeout_s=settings.request_body_timeout_s)
+    app.add_middleware(_OriginCheck, allowed_origins=settings.allowed_origins)
+    app.add_middleware(_SecurityHeaders)  # outermost: its headers reach every answer
     add_error_handlers(app)
     if settings.worker_key is not None:  # workers on other machines (bots/worker_api.py)
         from .worker_api import worker_router

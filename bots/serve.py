@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -35,6 +36,35 @@ from .worker_pool import ProcessWorkers, ThreadWorkers
 log = logging.getLogger("stylejax.serve")
 
 WORKER_JOIN_S = 30.0
+
+# Query parameters that may carry a secret (`?api_key=…`, `?token=…`): never written to a log.
+_SECRET_QUERY = re.compile(
+    r"([?&;](?:[\w.-]*(?:key|token|secret|password|passwd|signature|sig|auth)[\w.-]*)=)"
+    r"[^&;#\s\"]*", re.IGNORECASE)
+
+
+class ScrubQuerySecrets(logging.Filter):
+    """A logging filter for uvicorn's access log: `?api_key=abc` is logged as `?api_key=***`
+    (clients that put keys in a URL should not leave them in the log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_SECRET_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = _SECRET_QUERY.sub(r"\1***", record.msg)
+        return True
+
+
+_SCRUB = ScrubQuerySecrets()
+
+
+def uvicorn_proxy_options(settings: Settings) -> dict:
+    """Believe X-Forwarded-For/-Proto only from `trusted_proxies` (uvicorn would believe them
+    from 127.0.0.1 by default, letting any local client choose its identity)."""
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,13 +94,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def open_service(settings: Settings):
+    """The service core, or a one-line `ConfigError` naming the setting that stops it (a
+    missing pack, an unusable data_dir, an unreachable queue) instead of a traceback."""
+    from urllib.parse import urlsplit
+
+    from stylejax.errors import StyleJAXError
+
+    from .core import StyleService
+
+    try:
+        return StyleService(settings)
+    except StyleJAXError as err:  # the pack (WeightsError)
+        raise ConfigError(f"pack: {err}") from None
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        raise ConfigError(f"data_dir or pack cannot be used: {err.strerror or err}{where}") \
+            from None
+    except Exception as err:
+        if type(err).__module__.split(".")[0] != "redis":
+            raise
+        url = urlsplit(settings.queue)  # host and port only: the URL may carry a password
+        raise ConfigError(f"queue: cannot reach Redis at {url.hostname}:{url.port or 6379} "
+                          f"({type(err).__name__})") from None
+
+
 def serve(settings: Settings, log_level: str = "info", config_path: str | None = None) -> int:
     import uvicorn
 
-    from .core import StyleService
     from .http_api import create_app
 
-    service = StyleService(settings)
+    service = open_service(settings)
     if settings.worker_mode == "thread":
         pool = ThreadWorkers(service, settings.workers)
     else:
@@ -91,9 +145,11 @@ def serve(settings: Settings, log_level: str = "info", config_path: str | None =
                  settings.worker_mode, settings.data_dir.absolute())
         bots.start()
         janitor.start()
+        logging.getLogger("uvicorn.access").addFilter(_SCRUB)  # once, however often serve runs
         config = uvicorn.Config(create_app(service), host=settings.host, port=settings.port,
                                 log_config=None, log_level=log_level, lifespan="off",
-                                server_header=False, timeout_graceful_shutdown=5)
+                                server_header=False, timeout_graceful_shutdown=5,
+                                **uvicorn_proxy_options(settings))
         server = uvicorn.Server(config)
         log.info("serving the web page and HTTP API on http://%s:%d/", settings.host,
                  settings.port)
@@ -176,9 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"stylejax: {err}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        return serve(settings, args.log_level, args.config)
-    return run_worker(settings, args.parent_pid, args.server)
+    try:
+        if args.command == "serve":
+            return serve(settings, args.log_level, args.config)
+        return run_worker(settings, args.parent_pid, args.server)
+    except ConfigError as err:
+        print(f"stylejax: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from stylejax.errors import InvalidRequestError
+from stylejax.errors import InvalidRequestError, echo
 from stylejax.request import STYLE_PICTURE_KEY, StyleRequest, check_strength
 
 from ._sqlite import ThreadConnections
@@ -349,6 +349,16 @@ class Store:
             row = conn.execute("SELECT * FROM users WHERE platform = ? AND platform_user_id = ?",
                                (platform, puid)).fetchone()
         return _user(row)
+
+    def rename_platform_user(self, platform: str, old_id: str, new_id: str) -> bool:
+        """Give the user known as `old_id` on `platform` the id `new_id` (when the way ids are
+        derived changes), unless `new_id` is already taken; True if a user was renamed."""
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "UPDATE users SET platform_user_id = ? WHERE platform = ? AND platform_user_id = ?"
+                " AND NOT EXISTS (SELECT 1 FROM users WHERE platform = ? AND platform_user_id = ?)",
+                (new_id, platform, old_id, platform, new_id))
+            return cur.rowcount > 0
 
     def get_user(self, user_id: int) -> User | None:
         """The user with this internal id, or None."""
@@ -704,7 +714,7 @@ def _language(language: str) -> str:
     """A short language tag like 'en' or 'pt-BR' (validated, not interpreted here)."""
     tag = str(language).strip()
     if not tag or len(tag) > 16 or not all(c.isalnum() or c in "-_" for c in tag):
-        raise InvalidRequestError(f"'{language}' is not a language code.")
+        raise InvalidRequestError(f"'{echo(language)}' is not a language code.")
     return tag
 
 

@@ -14,6 +14,16 @@ class StyleJAXError(Exception):
     """Base of every error a user may see."""
 
 
+ECHO_LIMIT = 40
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """User input as quoted in a message: at most `limit` characters, then "…" (a 100 kB style
+    id must not come back as a 100 kB error)."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class NotAnImageError(StyleJAXError):
     """The bytes are not a picture we can read."""
 

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from .errors import UnknownStyleError, WeightsError
+from .errors import UnknownStyleError, WeightsError, echo
 from .generator import Generator, GeneratorConfig
 
 FORMAT_VERSION = 1
@@ -63,9 +63,9 @@ def find_style(styles: list[StyleInfo], style_id: str) -> int:
         return matches[0]
     if len(matches) > 1:
         several = ", ".join(ids[i] for i in matches)
-        raise UnknownStyleError(f"'{style_id}' matches several styles: {several}.")
+        raise UnknownStyleError(f"'{echo(style_id)}' matches several styles: {several}.")
     known = ", ".join(ids)
-    raise UnknownStyleError(f"Unknown style '{style_id}'. Available styles: {known}.")
+    raise UnknownStyleError(f"Unknown style '{echo(style_id)}'. Available styles: {known}.")
 
 
 @dataclass

@@ -8,7 +8,7 @@ long side, the custom-style optimiser views the style picture at a size relative
 
 from __future__ import annotations
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, echo
 
 STROKES: dict[str, float] = {"small": 0.6, "medium": 1.0, "large": 1.6}
 MIN_STROKE, MAX_STROKE = 0.25, 4.0
@@ -29,7 +29,7 @@ def parse_stroke(value: str | float | int | None) -> float:
         except ValueError:
             raise InvalidRequestError(
                 f"Stroke size must be small, medium, large or a number from {MIN_STROKE} to "
-                f"{MAX_STROKE}, got {value!r}.") from None
+                f"{MAX_STROKE}, got {echo(value)!r}.") from None
     v = float(value)
     if not MIN_STROKE <= v <= MAX_STROKE:  # also rejects NaN
         raise InvalidRequestError(

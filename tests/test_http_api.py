@@ -15,7 +15,7 @@ from service_process import MAX_UPLOAD, Server, assert_json_error, post_photo, w
 
 from bots.config import Settings
 from bots.core import StyleService
-from bots.http_api import create_app
+from bots.http_api import create_app, key_digest
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -181,7 +181,8 @@ def test_api_key_required_when_configured(tmp_path):
             assert service.job(custom.json()["id"]).kind.value == "custom"
             job = service.job(job_id)
             owner = service.store.get_job(job_id).owner
-            assert job.owner == owner and service.user("api", _digest(key)).id == owner
+            digest = key_digest(key, client.app.state.api_key_secret)  # HMAC, server secret
+            assert job.owner == owner and service.user("api", digest).id == owner
     finally:
         service.close()
 
@@ -212,12 +213,6 @@ def test_refine_field_reaches_the_job(tmp_path):
             assert "Refine is for your own style picture" in err
     finally:
         service.close()
-
-
-def _digest(key: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def test_openapi_schema_documents_the_contract(server):
