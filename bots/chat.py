@@ -338,7 +338,7 @@ def progress_text(job: Job, lang: str, place: QueuePlace | None = None) -> str:
         if place is None or place.position is None:
             return t("queued", lang)
         text = (t("queue_next", lang) if place.position == 1 else
-                t("queue_place", lang, ordinal=ordinal(place.position), position=place.position))
+                t("queue_place", lang, ordinal=ordinal(place.position, lang)))
         return text if place.eta_s is None else t("queue_about", lang, place=text,
                                                   eta=about(place.eta_s, lang))
     return t("progress", lang, percent=int(round(job.progress * 100)))

@@ -59,7 +59,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "queued": {"en": "⏳ In the queue…", "zh": "⏳ 排队中……"},
     # the place in line (bots.chat.progress_text): "⏳ 3rd in line, about 40 s"
     "queue_next": {"en": "⏳ Next in line", "zh": "⏳ 下一个就轮到你"},
-    "queue_place": {"en": "⏳ {ordinal} in line", "zh": "⏳ 排在第 {position} 位"},
+    "queue_place": {"en": "⏳ {ordinal} in line", "zh": "⏳ 排在{ordinal}位"},
     "queue_about": {"en": "{place}, about {eta}", "zh": "{place}，大约 {eta}"},
     "seconds": {"en": "{n} s", "zh": "{n} 秒"},
     "minutes": {"en": "{n} min", "zh": "{n} 分钟"},
@@ -177,8 +177,11 @@ def language_of(code: str | None) -> str:
     return base if base in SUPPORTED else "en"
 
 
-def ordinal(n: int) -> str:
-    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st…: English place numbers."""
+def ordinal(n: int, lang: str | None = "en") -> str:
+    """A place number in the user's language: 1st, 2nd, 3rd, 4th, 11th, 21st… in English,
+    第 3 in Chinese (every message then has the same placeholders in every language)."""
+    if language_of(lang) == "zh":
+        return f"第 {n} "
     if 11 <= n % 100 <= 13:
         return f"{n}th"
     return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"

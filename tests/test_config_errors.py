@@ -35,6 +35,9 @@ BAD = {
     "rate_per_minute": f"0{MARK}",
     "rate_burst": "0",  # out of range
     "max_active_jobs": MARK,
+    "max_queued_jobs": f"0{MARK}",
+    "max_queued_videos": "0",  # out of range
+    "user_quota_bytes": f"-1{MARK}",
     "retention_days": f"-1{MARK}",
     "api_keys": f'["{MARK}-unterminated',
     "worker_key": f"{MARK}",  # too short to be a key
