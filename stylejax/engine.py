@@ -95,28 +95,20 @@ class JaxBackend:
         return (y, stats) if return_stats else y
 
 
-def make_backend(generator: Generator, backend: str = "auto",
-                 calibration_w: np.ndarray | None = None):
-    """'jax', 'onnx', 'onnx-int8' or 'auto' (ONNX Runtime on CPU-only hosts, JAX on
-    accelerators). 'onnx-int8': the residual blocks in int8, calibrated at first start on the
-    bundled pictures under the style weights `calibration_w` (default: each style alone) and
-    cached; faster on CPU, the pictures a little different (docs/benchmarks.md)."""
+def make_backend(generator: Generator, backend: str = "auto"):
+    """'jax', 'onnx', or 'auto' (ONNX Runtime on CPU-only hosts, JAX on accelerators)."""
     if backend == "auto":
         backend = "onnx" if jax.default_backend() == "cpu" else "jax"
-    if backend in ("onnx", "onnx-int8"):
+    if backend == "onnx":
         from .onnx_export import OnnxGenerator
 
         # On a host shared with other work, fewer threads than cores is faster
         # (docs/benchmarks.md): operators can set STYLEJAX_ORT_THREADS.
-        env = os.environ.get("STYLEJAX_ORT_THREADS")
-        threads = int(env) if env else None
-        if backend == "onnx-int8":
-            return OnnxGenerator.quantized(generator, calibration_w=calibration_w,
-                                           threads=threads)
-        return OnnxGenerator.from_generator(generator, threads=threads)
+        threads = os.environ.get("STYLEJAX_ORT_THREADS")
+        return OnnxGenerator.from_generator(generator, threads=int(threads) if threads else None)
     if backend == "jax":
         return JaxBackend(generator)
-    raise ValueError(f"unknown backend {backend!r}; use auto, jax, onnx or onnx-int8")
+    raise ValueError(f"unknown backend {backend!r}; use auto, jax or onnx")
 
 
 @dataclass(frozen=True)
@@ -160,12 +152,12 @@ class Engine:
 
     def __init__(self, generator: Generator, *, backend: str = "auto", tile: int = 1024,
                  overlap: int = 128, buckets: Sequence[int] = BUCKETS,
-                 compilation_cache: bool = True, calibration_w: np.ndarray | None = None):
+                 compilation_cache: bool = True):
         if compilation_cache:
             enable_compilation_cache()
         self.num_styles = generator.config.num_styles
         self.multiple = generator.config.multiple
-        self.backend = make_backend(generator, backend, calibration_w)
+        self.backend = make_backend(generator, backend)
         self.tile, self.overlap = tile, overlap
         # ONNX Runtime takes any shape without compiling: pad only to the network's multiple of
         # 4. XLA compiles per shape: pad up to a few buckets and mask the padding out of the

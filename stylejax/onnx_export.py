@@ -14,11 +14,8 @@ ONNX DepthToSpace in DCR mode (CRD would need the weights permuted).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -220,53 +217,6 @@ class OnnxGenerator:
                    export_generator_onnx(generator, external_stats=True, opset=opset),
                    num_norms=len(generator.norm_layers()), threads=threads)
 
-    @classmethod
-    def quantized(cls, generator: Generator, *, calibration_w: np.ndarray | None = None,
-                  threads: int | None = None, cache_dir: str | os.PathLike | None = None,
-                  opset: int = 17) -> OnnxGenerator:
-        """Both graphs with the residual blocks' convolutions in int8 (`quantize_residual`),
-        calibrated on the bundled pictures (`CALIBRATION_PICTURES`) under the style weights
-        `calibration_w` (K, S) (default: each style alone, at most 8). Quantised graphs are
-        cached on disk under a digest of the weights and calibration, so only the first start
-        pays for the calibration (seconds)."""
-        num_norms = len(generator.norm_layers())
-        own = export_generator_onnx(generator, opset=opset)
-        ext = export_generator_onnx(generator, external_stats=True, opset=opset)
-        if calibration_w is None:
-            calibration_w = np.eye(generator.config.num_styles, dtype=np.float32)[:8]
-        calibration_w = np.asarray(calibration_w, np.float32).reshape(
-            -1, generator.config.num_styles)
-        photos = calibration_pictures()
-        digest = hashlib.sha256(QUANT_RECIPE.encode() + own + ext + calibration_w.tobytes()
-                                + b"".join(p.tobytes() for p in photos)).hexdigest()[:32]
-        cache = Path(cache_dir or os.environ.get("STYLEJAX_ONNX_CACHE")
-                     or Path.home() / ".cache" / "stylejax" / "onnx")
-        paths = [cache / f"generator-int8-{digest}-{kind}.onnx" for kind in ("own", "ext")]
-        if all(p.is_file() for p in paths):
-            return cls(paths[0].read_bytes(), paths[1].read_bytes(), num_norms, threads=threads)
-        k = max(len(photos), len(calibration_w))
-        feeds = [{"photo": photos[i % len(photos)][None],
-                  "style_w": calibration_w[i % len(calibration_w)][None]} for i in range(k)]
-        fp32 = _session(own, threads)
-        ext_feeds = []
-        for f in feeds:
-            outs = fp32.run(None, f)
-            stats = {f"{kind}_{i}": outs[1 + 2 * i + j] for i in range(num_norms)
-                     for j, kind in enumerate(("mean", "var"))}
-            ext_feeds.append({**f, **stats})
-        res_blocks = generator.config.res_blocks
-        models = [quantize_residual(own, feeds, res_blocks),
-                  quantize_residual(ext, ext_feeds, res_blocks)]
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            for path, model in zip(paths, models):
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(model)
-                os.replace(tmp, path)
-        except OSError:  # a read-only home: quantise again next start
-            pass
-        return cls(models[0], models[1], num_norms, threads=threads)
-
     def session(self, external_stats: bool = False):
         """The onnxruntime.InferenceSession for one of the two graphs (created on first use)."""
         if external_stats not in self._sessions:
@@ -296,94 +246,3 @@ class OnnxGenerator:
                 feeds[f"mean_{i}"], feeds[f"var_{i}"] = m, v
             y = self.session(True).run(["styled"], feeds)[0]
         return (y, collected) if return_stats else y
-
-
-def quantize_generator_onnx(model: bytes, calibration: Iterable[dict[str, np.ndarray]], *,
-                            op_types: Sequence[str] = ("Conv",), per_channel: bool = True,
-                            exclude: Sequence[str] = (), method: str = "minmax") -> bytes:
-    """Static int8 (QDQ) quantisation of an exported generator graph, for ONNX Runtime on CPU.
-
-    `calibration`: feeds (the graph's inputs by name) of real photos at the working size; the
-    activations' ranges are their min/max. Weights are int8 (per output channel with
-    `per_channel`), activations uint8: the u8·s8 pairing that x86's VNNI instructions run. Only
-    `op_types` are quantised (by default the convolutions; the instance norm stays float).
-    """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self, feeds: list[dict[str, np.ndarray]]):
-            self._feeds = feeds
-            self.set_range(0, len(feeds))
-
-        def __len__(self) -> int:
-            return len(self._feeds)
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            self._it = iter(self._feeds[start_index:end_index])
-
-        def get_next(self):
-            return next(self._it, None)
-
-    feeds = list(calibration)
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(model)
-        quantize_static(str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(op_types), per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method={"minmax": CalibrationMethod.MinMax,
-                                          "percentile": CalibrationMethod.Percentile,
-                                          "entropy": CalibrationMethod.Entropy}[method],
-                        nodes_to_exclude=list(exclude),
-                        # ranges folded in after each feed: all activations of full-size
-                        # photos kept at once would take gigabytes
-                        extra_options={"CalibStridedMinMax": 1})
-        return dst.read_bytes()
-
-
-# Bump when the quantisation changes: cached graphs of another recipe are not reused.
-QUANT_RECIPE = "qdq-u8s8-perchannel-minmax-residual-v1"
-CALIBRATION_PICTURES = ("sample.jpg", "styles/great_wave.jpg", "styles/kandinsky_viii.jpg",
-                        "styles/starry_night.jpg")
-
-
-def calibration_pictures(height: int = 360, width: int = 640) -> list[np.ndarray]:
-    """The bundled pictures (stylejax/assets) as float32 (height, width, 3) calibration photos:
-    resized to cover, the middle cut out."""
-    from PIL import Image
-
-    root = Path(__file__).parent / "assets"
-    out = []
-    for name in CALIBRATION_PICTURES:
-        with Image.open(root / name) as im:
-            im = im.convert("RGB")
-            s = max(height / im.height, width / im.width)
-            im = im.resize((max(width, round(im.width * s)), max(height, round(im.height * s))),
-                           Image.Resampling.LANCZOS)
-            x0, y0 = (im.width - width) // 2, (im.height - height) // 2
-            out.append(np.asarray(im.crop((x0, y0, x0 + width, y0 + height)),
-                                  np.float32) / 255.0)
-    return out
-
-
-def residual_convs(model: bytes, res_blocks: int) -> tuple[list[str], list[str]]:
-    """(the residual blocks' Conv node names, the others'): convolutions come in call order,
-    2 encoder, 2 per block, then the decoder's and the output's."""
-    convs = [n.name for n in onnx.load_from_string(model).graph.node if n.op_type == "Conv"]
-    res = convs[2:2 + 2 * res_blocks]
-    return res, [c for c in convs if c not in res]
-
-
-def quantize_residual(model: bytes, calibration: Iterable[dict[str, np.ndarray]],
-                      res_blocks: int) -> bytes:
-    """`quantize_generator_onnx` of the residual blocks' convolutions only: most of the work
-    (quarter resolution, the widest channels), while int8 in the encoder and decoder moved
-    the pictures much more (docs/benchmarks.md, "int8 generator on CPU")."""
-    _, others = residual_convs(model, res_blocks)
-    return quantize_generator_onnx(model, calibration, exclude=others)
