@@ -20,7 +20,7 @@ from stylejax.pack import StyleInfo, save_pack
 from stylejax.request import StyleRequest
 from stylejax.stylizer import Stylizer
 
-FUZZ = settings(deadline=None, max_examples=25, derandomize=True,
+FUZZ = settings(deadline=None, max_examples=15, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 STROKES = (0.25, 0.6, 1.0, 4.0)  # 0.25: a 2,560-px working side, tiled: the crash's path
