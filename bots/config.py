@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     pack: Path | None = None              # None = the built-in default pack
     max_upload_bytes: int = Field(20_000_000, ge=1_000)
     max_side: int = Field(2048, ge=64)    # photos are scaled down to this before stylising
+    # Pictures the front end decodes at once to check them (each at most `max_side`, but a
+    # PNG is loaded at full size first): bounds the API process's memory under upload bursts.
+    decode_concurrency: int = Field(2, ge=1, le=64)
     rate_per_minute: float = Field(10.0, gt=0)
     rate_burst: int = Field(5, ge=1)
     max_active_jobs: int = Field(2, ge=1)

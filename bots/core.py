@@ -15,6 +15,7 @@ import math
 import statistics
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,10 @@ class StyleService:
         self.pack_dir = Path(settings.pack) if settings.pack is not None else default_pack_dir()
         self.styles: list[StyleInfo] = read_pack_styles(self.pack_dir)
         self.limits = ImageLimits(max_bytes=settings.max_upload_bytes)
+        # a few threads of their own: the bound holds for concurrent uploads, and the memory a
+        # decode frees stays with those threads' allocator arenas (not one per request thread)
+        self._decoder = ThreadPoolExecutor(settings.decode_concurrency,
+                                           thread_name_prefix="stylejax-decode")
         self.video_limits = settings.video_limits
         self.rate = TokenBucket(settings.rate_per_minute / 60.0, settings.rate_burst)
         # per lane (video?): (monotonic time read, median duration, running) for `place`
@@ -162,8 +167,14 @@ class StyleService:
         if data[8:12] not in _STILL_BRANDS and is_video_file(data):
             probe_video(data, self.video_limits)
             return "video"
-        decode_image(data, limits=self.limits)
+        self.check_picture(data)
         return "photo"
+
+    def check_picture(self, data: bytes) -> None:
+        """Decode a photo or style picture to check it, as the worker will (at `max_side`),
+        `decode_concurrency` at a time: a burst of large uploads must not exhaust memory."""
+        self._decoder.submit(decode_image, data, limits=self.limits,
+                             max_side=self.settings.max_side).result()
 
     def stage_photo(self, owner: User, photo: bytes) -> str:
         """Check and keep a photo (or a video) before its style is chosen; returns its sha for
@@ -241,7 +252,7 @@ class StyleService:
         if not request.is_custom:
             request = request.resolved(self.styles)
         elif style_image is not None:
-            decode_image(style_image, limits=self.limits)
+            self.check_picture(style_image)
             request = dataclasses.replace(
                 request, style_image=self.blobs.put(style_image, owner=str(owner.id)))
         else:
@@ -543,6 +554,7 @@ class StyleService:
         return requeued
 
     def close(self) -> None:
+        self._decoder.shutdown(wait=False, cancel_futures=True)
         self.queue.close()
         self.video_queue.close()
         self.store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StyleJAXError
+from .errors import GENERIC_ERROR, StyleJAXError
 from .request import StyleRequest
 
 _FORMATS = {".png", ".jpg", ".jpeg", ".webp"}
@@ -261,6 +262,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stylize: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - a bug: one line (STYLEJAX_DEBUG=1: traceback)
+        if os.environ.get("STYLEJAX_DEBUG"):
+            raise
+        detail = str(err).splitlines()[0][:200] if str(err) else ""
+        print(f"stylize: error: {GENERIC_ERROR} ({type(err).__name__}: {detail}; "
+              "set STYLEJAX_DEBUG=1 for the details)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

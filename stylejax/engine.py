@@ -2,6 +2,8 @@
 
 - Shape buckets: each side is padded (by reflection) up to one of a few sizes and cropped back,
   so arbitrary photo sizes reuse a handful of compiled programs instead of compiling per photo.
+  Very thin photos (a side of a few pixels) are padded up to `min_side` the same way: the
+  network's reflection padding needs at least 2 pixels at its coarsest (1/4) resolution.
 - Tiles: photos larger than `tile` are cut into overlapping tiles blended with feathered
   weights. Every tile is normalised with instance-norm statistics taken from the whole photo
   (a downscaled pass), so tiles agree in colour and contrast and no seams show.
@@ -157,6 +159,8 @@ class Engine:
             enable_compilation_cache()
         self.num_styles = generator.config.num_styles
         self.multiple = generator.config.multiple
+        # the smallest side the network runs on: 2 pixels at its coarsest resolution
+        self.min_side = 2 * self.multiple
         self.backend = make_backend(generator, backend)
         self.tile, self.overlap = tile, overlap
         # ONNX Runtime takes any shape without compiling: pad only to the network's multiple of
@@ -167,10 +171,14 @@ class Engine:
         self.shapes_seen: set[tuple[int, int, int]] = set()
 
     # -- batches of same-bucket photos ---------------------------------------------------------
+    def _bucket(self, n: int) -> int:
+        """The padded length of a side of n pixels (at least `min_side`)."""
+        return max(self.min_side, bucket_size(n, self.buckets, self.multiple))
+
     def _run_bucketed(self, photos: list[np.ndarray], ws: np.ndarray,
                       stats: Stats | None = None) -> list[np.ndarray]:
-        hb = max(bucket_size(p.shape[0], self.buckets, self.multiple) for p in photos)
-        wb = max(bucket_size(p.shape[1], self.buckets, self.multiple) for p in photos)
+        hb = max(self._bucket(p.shape[0]) for p in photos)
+        wb = max(self._bucket(p.shape[1]) for p in photos)
         nb = bucket_size(len(photos), BATCH_BUCKETS, 1)
         batch = np.zeros((nb, hb, wb, 3), np.float32)
         for i, p in enumerate(photos):
@@ -194,8 +202,7 @@ class Engine:
         small = np.asarray(jax.image.resize(
             photo, (max(self.multiple, round(h * scale)), max(self.multiple, round(wd * scale)), 3),
             "linear", antialias=True))
-        hb = bucket_size(small.shape[0], self.buckets, self.multiple)
-        wb = bucket_size(small.shape[1], self.buckets, self.multiple)
+        hb, wb = self._bucket(small.shape[0]), self._bucket(small.shape[1])
         kwargs = {"valid": _valid_mask([small], 1, hb, wb)} if self.masked else {}
         _, stats = self.backend(pad_to(small[None], hb, wb), w[None], return_stats=True,
                                 **kwargs)
@@ -233,8 +240,7 @@ class Engine:
             if max(r.photo.shape[:2]) > self.tile:
                 results[i] = self._run_tiled(r.photo, r.style_w, progress)
             else:
-                key = (bucket_size(r.photo.shape[0], self.buckets, self.multiple),
-                       bucket_size(r.photo.shape[1], self.buckets, self.multiple))
+                key = (self._bucket(r.photo.shape[0]), self._bucket(r.photo.shape[1]))
                 small.setdefault(key, []).append(i)
         for idx in small.values():
             for k in range(0, len(idx), BATCH_BUCKETS[-1]):

@@ -8,6 +8,7 @@ RGB, and turns every failure into a typed `StyleJAXError` whose message can be s
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 import warnings
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from stylejax.errors import (
     CorruptImageError,
@@ -188,16 +189,30 @@ def _to_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(arr[:, :, :3]), np.ascontiguousarray(arr[:, :, 3])
 
 
-def _exif_transpose(im: Image.Image) -> tuple[Image.Image, bool]:
-    """Apply the camera's orientation tag; a damaged EXIF block just leaves the picture as is."""
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+
+
+def _orientation(im: Image.Image) -> int:
+    """The camera's orientation tag (1 = as stored); a damaged EXIF block reads as 1."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns about damaged EXIF; we tolerate it
         try:
-            if im.getexif().get(_ORIENTATION, 1) in (2, 3, 4, 5, 6, 7, 8):
-                return ImageOps.exif_transpose(im) or im, True
+            value = im.getexif().get(_ORIENTATION, 1)
+            return value if value in _TRANSPOSE else 1
         except Exception:
-            pass
-    return im, False
+            return 1
+
+
+def _exif_transpose(im: Image.Image, orientation: int | None = None) -> tuple[Image.Image, bool]:
+    """Apply the camera's orientation tag (read from `im` unless given: a reduced copy has
+    lost it)."""
+    method = _TRANSPOSE.get(_orientation(im) if orientation is None else orientation)
+    if method is None:
+        return im, False
+    return im.transpose(method), True
 
 
 def decode_image(
@@ -207,10 +222,18 @@ def decode_image(
     alpha: Literal["composite", "keep"] = "composite",
     background: tuple[int, int, int] = (255, 255, 255),
     allow_animated: bool = True,
+    max_side: int | None = None,
 ) -> DecodedImage:
-    """Decode untrusted picture bytes (or a file) to RGB uint8, raising only `StyleJAXError`s."""
+    """Decode untrusted picture bytes (or a file) to RGB uint8, raising only `StyleJAXError`s.
+
+    `max_side` decodes at the size the caller will use (the long side at most that, Lanczos):
+    a JPEG is decoded at a reduced scale, any other format is reduced in its own colour mode as
+    soon as it is loaded, before any conversion. The limits apply to the picture's full size.
+    Without it, the pixels come at full size."""
     if alpha not in ("composite", "keep"):
         raise ValueError(f"alpha must be 'composite' or 'keep', not {alpha!r}")
+    if max_side is not None and max_side < 1:
+        raise ValueError("max_side must be at least 1")
     raw = _read(data, limits.max_bytes)
     if not raw:
         raise NotAnImageError(_NOT_IMAGE)
@@ -228,22 +251,60 @@ def decode_image(
             animated = n_frames > 1 and im.format in _ANIMATED_FORMATS
             if animated and not allow_animated:
                 raise UnsupportedImageError(_ANIMATED)
-            fmt, original_mode = im.format or "", im.mode
+            fmt, original_mode, full_size = im.format or "", im.mode, im.size
+            if max_side is not None:
+                _draft(im, max_side)
             im.load()
+            orientation = _orientation(im)
+            if max_side is not None:
+                im = _reduce(im, max_side)
         except StyleJAXError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             raise _pillow_guard(raw, limits) from err
         except Exception as err:
             raise CorruptImageError(_CORRUPT) from err
-    im, rotated = _exif_transpose(im)
-    _check_size(*im.size, limits)
+    im, rotated = _exif_transpose(im, orientation)
+    if max_side is None:
+        _check_size(*im.size, limits)
     rgb, a = _to_arrays(im)
+    if max_side is not None and max(full_size) > max_side:
+        # the size a full decode scaled down would have (not the reduced picture's rounding)
+        w, h = full_size[::-1] if orientation in (5, 6, 7, 8) else full_size  # 5-8 turn 90°
+        tw, th = _fit(w, h, max_side)
+        if rgb.shape[:2] != (th, tw):
+            rgb = resize_to(rgb, (th, tw))
+            a = None if a is None else resize_to(a, (th, tw))
     if a is not None and a.min() == 255:
         a = None  # an alpha channel with nothing transparent in it
     if a is not None and alpha == "composite":
         rgb, a = _composite(rgb, a, background), None
     return DecodedImage(rgb, a, fmt, animated, n_frames, original_mode, rotated)
+
+
+def _draft(im: Image.Image, max_side: int) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale when that still covers `max_side`: the
+    decoder then never holds the full-size pixels."""
+    w, h = im.size
+    scale = max_side / max(w, h)
+    if im.format == "JPEG" and scale < 0.5:
+        im.draft(None, (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+
+
+def _reduce(im: Image.Image, max_side: int) -> Image.Image:
+    """Shrink a loaded picture by a whole factor (box filter) to no less than `max_side`, in its
+    own mode where Pillow can (palette and 1-bit pictures are converted first)."""
+    factor = max(im.size) // max_side
+    if factor < 2:
+        return im
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
+    try:
+        return im.reduce(factor)
+    except ValueError:  # a mode `reduce` does not take (e.g. I;16): left for the final resize
+        return im
 
 
 def _composite(rgb: np.ndarray, a: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
@@ -306,6 +367,12 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(np.nan_to_num(x.astype(np.float32)), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def _fit(w: int, h: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled so the longer side is `max_side`, aspect kept, each ≥ 1."""
+    scale = max_side / max(h, w)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
 def resize_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     """Shrink (never enlarge) so the longer side is at most `max_side`, Lanczos, same aspect."""
     if max_side < 1:
@@ -313,8 +380,7 @@ def resize_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     if max(h, w) <= max_side:
         return rgb
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = _fit(w, h, max_side)
     if np.asarray(rgb).dtype == np.uint8:
         return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
     planes = np.atleast_3d(np.asarray(rgb, dtype=np.float32))  # float: per-channel "F" images

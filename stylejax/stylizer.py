@@ -36,22 +36,23 @@ from .imageio import (
 )
 from .pack import StyleInfo, StylePack, default_pack_dir, load_pack, read_pack_styles
 from .request import StyleRequest
-from .stroke import pack_work_side
+from .stroke import MAX_STROKE, pack_work_side
 from .style_vectors import AnyStyle
 
 PhotoInput = np.ndarray | bytes | str | os.PathLike
 StyleChoice = str | int | Mapping[str, float]
 
 
-def load_photo(photo: PhotoInput) -> np.ndarray:
-    """Any accepted photo input → H×W×3 uint8 (validated, EXIF-rotated, alpha composited)."""
+def load_photo(photo: PhotoInput, max_side: int | None = None) -> np.ndarray:
+    """Any accepted photo input → H×W×3 uint8 (validated, EXIF-rotated, alpha composited);
+    files and bytes are decoded at `max_side` at most (the size they will be used at)."""
     if isinstance(photo, np.ndarray):
         if photo.ndim != 3 or photo.shape[2] != 3:
             raise StyleJAXError("A photo array must be H×W×3.")
         return photo if photo.dtype == np.uint8 else to_uint8(photo)
     if isinstance(photo, DecodedImage):
         return photo.rgb
-    return decode_image(photo).rgb
+    return decode_image(photo, max_side=max_side).rgb
 
 
 def _mask_for(mask: PhotoInput | None, shape: tuple[int, int]) -> np.ndarray | None:
@@ -163,7 +164,7 @@ class Stylizer:
         if max_size is not None and max_size < 16:
             raise InvalidRequestError(f"The size limit must be at least 16 pixels, got {max_size}.")
         w = self.style_weights(request.style_choice)
-        rgbs = [load_photo(p) for p in photos]
+        rgbs = [load_photo(p, max_size) for p in photos]
         if max_size is not None:
             rgbs = [resize_max_side(r, max_size) for r in rgbs]
         floats = [to_float(r) for r in rgbs]
@@ -193,9 +194,11 @@ class Stylizer:
         if not request.is_custom:
             raise ValueError("run_custom takes custom-style requests; use run_many")
         start = time.monotonic()
-        rgb = load_photo(photo)
-        style_rgb = load_photo(request.style_image if style_image is None else style_image)
         cfg = dataclasses.replace(config or CustomStyleConfig(), stroke=request.stroke)
+        rgb = load_photo(photo, cfg.size)
+        # the style picture is viewed at most at the result's size × the largest stroke
+        style_rgb = load_photo(request.style_image if style_image is None else style_image,
+                               MAX_STROKE * max(cfg.size, cfg.style_size or 0))
         init = None
         if self.anystyle.available():
             small = resize_max_side(rgb, cfg.size)
