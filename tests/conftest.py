@@ -35,6 +35,15 @@ def perturb_generator(gen: Generator, seed: int = 0) -> Generator:
     return gen
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _jax_cache_in_tmp(tmp_path_factory):
+    """The engine enables XLA's persistent compilation cache; keep it out of the user's home
+    during tests (a test may still point it elsewhere with monkeypatch)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STYLEJAX_JAX_CACHE", str(tmp_path_factory.mktemp("jax-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_generator() -> Generator:
     """Two styles with clearly different CIN rows; treat as read-only (nnx.clone to modify)."""

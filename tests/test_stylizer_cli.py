@@ -21,13 +21,6 @@ from stylejax.stylizer import Stylizer
 LUM = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _jax_cache_in_tmp(tmp_path_factory):
-    """Stylizer enables XLA's persistent cache; keep it out of the user's home during tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STYLEJAX_JAX_CACHE", str(tmp_path_factory.mktemp("jax-cache")))
-        yield
-
 
 @pytest.fixture(scope="module")
 def pack_dir(tmp_path_factory, tiny_generator) -> Path:

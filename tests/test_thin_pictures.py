@@ -26,12 +26,6 @@ FUZZ = settings(deadline=None, max_examples=15, derandomize=True,
 STROKES = (0.25, 0.6, 1.0, 4.0)  # 0.25: a 2,560-px working side, tiled: the crash's path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _jax_cache_in_tmp(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STYLEJAX_JAX_CACHE", str(tmp_path_factory.mktemp("jax-cache")))
-        yield
-
 
 @pytest.fixture(scope="module")
 def pack_dir(tmp_path_factory, tiny_generator):

@@ -38,12 +38,6 @@ pytestmark = pytest.mark.skipif(not (default_pack_dir() / "pack.json").is_file()
                                 reason="the default pack is not installed")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _jax_cache_in_tmp(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STYLEJAX_JAX_CACHE", str(tmp_path_factory.mktemp("jax-cache")))
-        yield
-
 
 @pytest.fixture(scope="module")
 def stylizer():

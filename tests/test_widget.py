@@ -24,13 +24,6 @@ from stylejax.stylizer import Stylizer
 TINY_CUSTOM = CustomStyleConfig(size=48, steps=4, min_steps=1, time_budget_s=120)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _jax_cache_in_tmp(tmp_path_factory):
-    """Stylizer enables XLA's persistent cache; keep it out of the user's home during tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STYLEJAX_JAX_CACHE", str(tmp_path_factory.mktemp("jax-cache")))
-        yield
-
 
 @pytest.fixture(scope="module")
 def stylizer() -> Stylizer:
