@@ -163,8 +163,10 @@ MESSAGES: dict[str, dict[str, str]] = {
                   "zh": "图片太小，请发送宽度至少 32 像素的图片。"},
     "unknown_style": {"en": "{detail} Use /styles to see them.",
                       "zh": "{detail} 用 /styles 查看全部风格。"},
-    "quota": {"en": "Your storage is full; /forget old pictures or wait for them to expire.",
-              "zh": "你的存储空间已满；请用 /forget 删除旧图片，或等待其过期。"},
+    "quota": {"en": "Your storage is full: delete old pictures with 🗑 under a result, "
+                    "/forget to delete all, or wait for them to expire.",
+              "zh": "你的存储空间已满：请用结果下方的 🗑 删除旧图片，"
+                    "用 /forget 删除全部，或等待其过期。"},
     "job_gone": {"en": "That picture is no longer available.", "zh": "该图片已不存在。"},
 }
 
