@@ -339,7 +339,7 @@ def kill_redis(redis: RedisServer, down_s: float) -> dict:
     redis.stop()  # SIGKILL
     time.sleep(down_s)
     redis.start()
-    return {"redis_down_s": down_s, "redis_persistence": "aof" if redis.appendonly else "none"}
+    return {"redis_down_s": down_s, "redis_persistence": "aof" if redis.persistent else "none"}
 
 
 # -- one row -----------------------------------------------------------------------------------
