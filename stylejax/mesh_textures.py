@@ -125,16 +125,25 @@ def island_mask(uv: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if (span >= 1).any():  # a triangle that tiles the texture uses all of it
         return np.ones((h, w), bool)
     px = _to_px(uv, shape)
-    shift = 4
     for du in (0, -1):
         for dv in (0, -1):
             if du and not (uv[..., 0] > 1).any() or dv and not (uv[..., 1] > 1).any():
                 continue
-            q = px + np.array([du * w, dv * h])
-            pts = np.round(q * (1 << shift)).astype(np.int32)
-            polys = list(pts)
-            cv2.fillPoly(mask, polys, 1, lineType=cv2.LINE_8, shift=shift)
+            _fill(mask, px + np.array([du * w, dv * h]))
     return mask.astype(bool)
+
+
+def _fill(mask: np.ndarray, polys: np.ndarray, origin=(0, 0)) -> None:
+    """Set the texels of `mask` whose centres lie inside the polygons (K,N,2 pixel
+    coordinates; `origin` is the crop's top-left). OpenCV's fillPoly also sets the pixels an
+    edge merely touches (it fills up to the rounded vertex positions, boundary included), so
+    it draws on a grid twice as fine whose even points are the texel centres and keeps those:
+    a texel counts when its centre is inside or within a quarter texel of an edge."""
+    h, w = mask.shape
+    fine = np.zeros((2 * h, 2 * w), np.uint8)
+    pts = np.round((np.asarray(polys, np.float64) - np.asarray(origin)) * 32)
+    cv2.fillPoly(fine, list(pts.astype(np.int32)), 1, lineType=cv2.LINE_8, shift=4)
+    mask |= fine[0::2, 0::2]
 
 
 def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -204,19 +213,32 @@ def _unfold(uv_px, pos, t1: int, j1: int, t2: int, j2: int):
     return np.stack([a, b, r]), src
 
 
+@dataclass
+class SeamLink:
+    """One side of a seam edge in texture pixels: the edge a→b, the unit vector pointing out
+    of this island across it, and the affine map from this island's plane to the other
+    island's chart (this island's gutter → the surface beyond the seam; its interior → the
+    other island's gutter, which holds this island's surface after padding)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    out: np.ndarray
+    to_other: np.ndarray  # 2×3
+
+
 def pad_texture(rgb: np.ndarray, uv: np.ndarray, pos: np.ndarray, pad: int, *,
                 seams: bool = True, full_cover: bool = False
-                ) -> tuple[np.ndarray, np.ndarray, int]:
+                ) -> tuple[np.ndarray, np.ndarray, list[SeamLink]]:
     """The texture with its empty texels filled (module docstring, step 2): float32 H×W×3,
-    the island mask, and the number of seam edges unfolded. `seams=False` skips the
-    across-seam copy (dilation and push-pull only)."""
+    the island mask, and the seam sides whose gutter was filled from across the seam (for
+    `blend_seams`). `seams=False` skips the across-seam copy (dilation and push-pull only)."""
     shape = rgb.shape[:2]
     col = rgb[..., :3].astype(np.float32)
     mask = np.ones(shape, bool) if full_cover else island_mask(uv, shape)
     if mask.all() or not mask.any():
-        return col, mask, 0
+        return col, mask, []
     filled = mask.copy()
-    n_seams = 0
+    links: list[SeamLink] = []
     if seams and pad > 0:
         uv_px = _to_px(uv - np.floor(uv.min(axis=1, keepdims=True)), shape)
         dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
@@ -236,8 +258,8 @@ def pad_texture(rgb: np.ndarray, uv: np.ndarray, pos: np.ndarray, pad: int, *,
                 # lands inside the other island)
                 a, b = dst[0], dst[1]
                 out = dst[2] - a - np.dot(dst[2] - a, b - a) / np.dot(b - a, b - a) * (b - a)
-                out = out / max(float(np.linalg.norm(out)), 1e-9) * (pad + 1)
-                quad = np.stack([a, b, b + out, a + out])
+                out = out / max(float(np.linalg.norm(out)), 1e-9)
+                quad = np.stack([a, b, b + out * (pad + 1), a + out * (pad + 1)])
                 x0 = max(0, int(np.floor(quad[:, 0].min())))
                 y0 = max(0, int(np.floor(quad[:, 1].min())))
                 x1 = min(w, int(np.ceil(quad[:, 0].max())) + 1)
@@ -245,12 +267,9 @@ def pad_texture(rgb: np.ndarray, uv: np.ndarray, pos: np.ndarray, pad: int, *,
                 if x1 <= x0 or y1 <= y0:
                     continue
                 strip = np.zeros((y1 - y0, x1 - x0), np.uint8)
-                pts = np.round((quad - [x0, y0]) * 16).astype(np.int32)
-                cv2.fillPoly(strip, [pts], 1, shift=4)
+                _fill(strip, quad[None], (x0, y0))
                 region = strip.astype(bool) & gutter[y0:y1, x0:x1] & ~filled[y0:y1, x0:x1]
                 ys, xs = np.nonzero(region)
-                if len(ys) == 0:
-                    continue
                 A = cv2.getAffineTransform(dst.astype(np.float32), src.astype(np.float32))
                 gx, gy = xs + x0, ys + y0
                 sx = A[0, 0] * gx + A[0, 1] * gy + A[0, 2]
@@ -259,11 +278,55 @@ def pad_texture(rgb: np.ndarray, uv: np.ndarray, pos: np.ndarray, pad: int, *,
                 gx, gy, sx, sy = gx[inside], gy[inside], sx[inside], sy[inside]
                 if len(gx) == 0:
                     continue
-                n_seams += 1
+                links.append(SeamLink(a, b, out, A.astype(np.float64)))
                 col[gy, gx] = _bilinear(source, sx, sy)
                 filled[gy, gx] = True
     col, filled = _dilate(col, filled, pad)
-    return _push_pull(col, filled.astype(np.float32)), mask, n_seams
+    return _push_pull(col, filled.astype(np.float32)), mask, links
+
+
+def blend_seams(styled: np.ndarray, mask: np.ndarray, links: list[SeamLink],
+                width: float) -> np.ndarray:
+    """Make the stylised texture continuous across its seams.
+
+    Even with padding, the generator paints each side of a seam on its own and its strokes
+    do not line up texel for texel. After padding, though, each island's gutter holds the
+    stylised surface of the island across the seam, so every texel near a seam has a second
+    opinion: the colour the *other* island's padding got for the same surface point. Within
+    `width` texels of a seam each island texel is blended towards it, with a weight falling
+    from ½ at the edge to 0 at `width` texels in, so both sides reach the same colour at
+    the seam and fade back to their own strokes inside. H×W×C uint8 in and out (alpha kept).
+    """
+    if not links or width <= 0:
+        return styled
+    h, w = mask.shape
+    img = styled[..., :3].astype(np.float32)
+    acc = np.zeros_like(img)
+    for link in links:
+        a, b, out = link.a, link.b, link.out
+        quad = np.stack([a, b, b - out * width, a - out * width])
+        x0 = max(0, int(np.floor(quad[:, 0].min())))
+        y0 = max(0, int(np.floor(quad[:, 1].min())))
+        x1 = min(w, int(np.ceil(quad[:, 0].max())) + 1)
+        y1 = min(h, int(np.ceil(quad[:, 1].max())) + 1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        strip = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        _fill(strip, quad[None], (x0, y0))
+        ys, xs = np.nonzero(strip.astype(bool) & mask[y0:y1, x0:x1])
+        if len(ys) == 0:
+            continue
+        gx, gy = (xs + x0).astype(np.float64), (ys + y0).astype(np.float64)
+        t = -((gx - a[0]) * out[0] + (gy - a[1]) * out[1])  # depth inside the island
+        wgt = np.clip(0.5 * (1 - t / width), 0, 0.5)[:, None]
+        M = link.to_other
+        sx = M[0, 0] * gx + M[0, 1] * gy + M[0, 2]
+        sy = M[1, 0] * gx + M[1, 1] * gy + M[1, 2]
+        iy, ix = ys + y0, xs + x0
+        acc[iy, ix] += wgt * (_bilinear(img, sx, sy) - img[iy, ix])
+    out_img = styled.copy()
+    out_img[..., :3] = np.clip(np.round(img + acc), 0, 255).astype(np.uint8)
+    return out_img
 
 
 def _dilate(col: np.ndarray, filled: np.ndarray, rounds: int) -> tuple[np.ndarray, np.ndarray]:
@@ -297,30 +360,52 @@ def _push_pull(col: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.where(m[..., None] > 0, col, up).astype(np.float32)
 
 
+@dataclass
+class SeamScore:
+    """`across`: mean absolute RGB difference (0..255) between texel colours just inside each
+    side of the seams, at the same surface point along the edge; `inside`: the same for pairs
+    of points the same distance apart within one island (the texture's own roughness at that
+    distance); `ratio` = across / inside: 1 means a seam is no rougher than the surface
+    anywhere else, i.e. invisible."""
+
+    across: float
+    inside: float
+    edges: int
+
+    @property
+    def ratio(self) -> float:
+        return self.across / max(self.inside, 1e-9)
+
+
 def seam_mismatch(texture: np.ndarray, uv: np.ndarray, pos: np.ndarray,
-                  inset: float = 1.5, samples: int = 16) -> tuple[float, int]:
-    """How well a texture agrees with itself across its seams: the mean absolute difference
-    (0..255, RGB) between the colours just inside each side of every seam edge, sampled at
-    `samples` points along it, `inset` texels into each triangle; and the number of seam
-    edges measured. A perfectly continuous surface scores 0."""
+                  inset: float = 1.0, samples: int = 24, depth: float = 6.0) -> SeamScore:
+    """How well a texture agrees with itself across its seams (`SeamScore`): colours sampled
+    at `samples` points along every seam edge, `inset` texels into each side (so pairs
+    2·inset apart on the surface), against pairs 2·inset apart at `depth` texels inside."""
     uv_px = _to_px(uv - np.floor(uv.min(axis=1, keepdims=True)), texture.shape[:2])
     img = texture[..., :3].astype(np.float32)
-    s = (np.arange(samples) + 0.5) / samples
-    diffs = []
+    s = (np.arange(samples) + 0.5) / samples * 0.8 + 0.1  # keep clear of the corners
+    across, inside = [], []
 
-    def side(t, j, params, inset=inset):
+    def side(t, j, params, d):
         a, b, c = uv_px[t, j], uv_px[t, (j + 1) % 3], uv_px[t, (j + 2) % 3]
         p = a + params[:, None] * (b - a)
         e = (b - a) / max(float(np.linalg.norm(b - a)), 1e-9)
-        d = np.array([-e[1], e[0]])
-        d = d if np.dot(d, c - a) > 0 else -d  # perpendicular to the edge, into the triangle
-        q = p + inset * d
+        n = np.array([-e[1], e[0]])
+        n = n if np.dot(n, c - a) > 0 else -n  # perpendicular to the edge, into the triangle
+        q = p + d * n
         return _bilinear(img, q[:, 0], q[:, 1])
 
     for t1, j1, t2, j2 in seam_edges(uv_px, pos):
         same = np.array_equal(pos[t2, j2], pos[t1, j1])
-        diffs.append(np.abs(side(t1, j1, s) - side(t2, j2, s if same else 1 - s)).mean())
-    return (float(np.mean(diffs)) if diffs else 0.0), len(diffs)
+        across.append(np.abs(side(t1, j1, s, inset) - side(t2, j2, s if same else 1 - s,
+                                                           inset)).mean())
+        for t, j in ((t1, j1), (t2, j2)):
+            inside.append(np.abs(side(t, j, s, depth - inset)
+                                 - side(t, j, s, depth + inset)).mean())
+    if not across:
+        return SeamScore(0.0, 0.0, 0)
+    return SeamScore(float(np.mean(across)), float(np.mean(inside)), len(across))
 
 
 def default_pad(shape: tuple[int, int]) -> int:
@@ -929,17 +1014,19 @@ def stylize_model(src: str | os.PathLike, dst: str | os.PathLike, stylizer, requ
         t0 = time.monotonic()
         shape = site.pixels.shape[:2]
         width = default_pad(shape) if pad is None else pad
-        filled, mask, n_seams = pad_texture(site.pixels, uv, pos, width, seams=seams,
-                                            full_cover=site.full_cover)
+        filled, mask, links = pad_texture(site.pixels, uv, pos, width, seams=seams,
+                                          full_cover=site.full_cover)
         stroke = (texture_stroke(request.stroke, shape, uv_area, world, total_world)
                   if relative_stroke and not site.full_cover else request.stroke)
         req = dataclasses.replace(request, stroke=stroke)
         rgb = np.clip(np.round(filled), 0, 255).astype(np.uint8)
         styled = stylizer.run_many(req, [rgb])[0]
+        if seams:
+            styled = blend_seams(styled, mask, links, width)
         if site.pixels.shape[2] == 4:
             styled = np.concatenate([styled, site.pixels[..., 3:]], axis=2)
         new[site.key] = _encode_texture(styled, site.format)
-        report = TextureReport(site.name, shape[1], shape[0], float(mask.mean()), n_seams,
+        report = TextureReport(site.name, shape[1], shape[0], float(mask.mean()), len(links),
                                stroke, time.monotonic() - t0)
         reports.append(report)
         if progress is not None:
@@ -949,6 +1036,7 @@ def stylize_model(src: str | os.PathLike, dst: str | os.PathLike, stylizer, requ
     return ModelResult(reports, time.monotonic() - start, dst)
 
 
-__all__ = ["MODEL_SUFFIXES", "ModelResult", "TextureReport", "TextureSite", "check_output",
-           "default_pad", "is_model_file", "island_mask", "load_model", "pad_texture",
-           "seam_edges", "seam_mismatch", "stylize_model", "texture_stroke"]
+__all__ = ["MODEL_SUFFIXES", "ModelResult", "SeamLink", "SeamScore", "TextureReport", "TextureSite",
+           "blend_seams", "check_output", "default_pad", "is_model_file", "island_mask",
+           "load_model", "pad_texture", "seam_edges", "seam_mismatch", "stylize_model",
+           "texture_stroke"]
