@@ -503,8 +503,11 @@ _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
 
 class _Gltf:
     def __init__(self, path: Path, data: bytes):
-        import pygltflib
-
+        try:
+            import pygltflib
+        except ImportError:
+            raise StyleJAXError("glTF and GLB models need pygltflib: install the 'mesh' "
+                                "extra (pip install 'stylejax[mesh]').") from None
         self.path = path
         self.glb = data[:4] == GLB_MAGIC
         try:
