@@ -38,9 +38,9 @@ def surface_colour(p: np.ndarray) -> np.ndarray:
     return np.clip(rgb * 255, 0, 255)
 
 
-def cube_model(size: int = SIZE, seed: int = 0):
+def cube_model(size: int = SIZE, seed: int = 0, colour=surface_colour):
     """(positions (24,3) float32, uvs (24,2) float32 in glTF space, indices (36,) uint16,
-    texture size×size×3 uint8)."""
+    texture size×size×3 uint8); `colour` paints 3D points (…,3) → RGB 0..255."""
     cell = size // 3
     margin = max(2, round(MARGIN * size / SIZE))
     pos, uv, idx = [], [], []
@@ -62,7 +62,7 @@ def cube_model(size: int = SIZE, seed: int = 0):
         a = (xs + 0.5 - cx) / side
         b = 1 - (ys + 0.5 - cy) / side
         p = o + a[..., None] * du + b[..., None] * dv
-        tex[ys, xs] = surface_colour(p)
+        tex[ys, xs] = colour(p)
     return (np.asarray(pos, np.float32), np.asarray(uv, np.float32),
             np.asarray(idx, np.uint16), np.clip(tex, 0, 255).astype(np.uint8))
 
@@ -75,11 +75,11 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_cube_glb(path: Path, size: int = SIZE) -> Path:
+def write_cube_glb(path: Path, size: int = SIZE, colour=surface_colour) -> Path:
     """The cube as a GLB with its texture embedded in the binary chunk (a buffer view)."""
     import pygltflib as g
 
-    pos, uv, idx, tex = cube_model(size)
+    pos, uv, idx, tex = cube_model(size, colour=colour)
     image = png_bytes(tex)
     parts = [idx.tobytes(), pos.tobytes(), uv.tobytes(), image]
     blob, offsets = b"", []
