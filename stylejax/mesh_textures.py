@@ -134,15 +134,16 @@ def island_mask(uv: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _fill(mask: np.ndarray, polys: np.ndarray, origin=(0, 0)) -> None:
-    """Set the texels of `mask` whose centres lie inside the polygons (K,N,2 pixel
+    """Set the texels of `mask` whose centres lie inside the convex polygons (K,N,2 pixel
     coordinates; `origin` is the crop's top-left). OpenCV's fillPoly also sets the pixels an
     edge merely touches (it fills up to the rounded vertex positions, boundary included), so
     it draws on a grid twice as fine whose even points are the texel centres and keeps those:
     a texel counts when its centre is inside or within a quarter texel of an edge."""
     h, w = mask.shape
     fine = np.zeros((2 * h, 2 * w), np.uint8)
-    pts = np.round((np.asarray(polys, np.float64) - np.asarray(origin)) * 32)
-    cv2.fillPoly(fine, list(pts.astype(np.int32)), 1, lineType=cv2.LINE_8, shift=4)
+    pts = np.round((np.asarray(polys, np.float64) - np.asarray(origin)) * 32).astype(np.int32)
+    for poly in pts:  # one by one: fillPoly's even-odd rule would cancel overlapping UVs
+        cv2.fillConvexPoly(fine, poly, 1, lineType=cv2.LINE_8, shift=4)
     mask |= fine[0::2, 0::2]
 
 
@@ -525,6 +526,7 @@ class _Gltf:
         if self.doc is None:
             raise NotAModelError()
         self._buffers: dict[int, bytes] = {}
+        self.skipped_shared = 0  # colour textures left alone: they are other maps too
 
     # data access
     def buffer(self, i: int) -> bytes:
@@ -626,7 +628,8 @@ class _Gltf:
                     raise BrokenModelError("A texture refers to an image the model does not "
                                            "have.")
                 if src in used_elsewhere:
-                    continue  # also a normal / roughness map: stylising it would break shading
+                    self.skipped_shared += 1  # also a normal / roughness map: stylising it
+                    continue  # would break the shading
                 if src not in sites:
                     if len(sites) >= MAX_TEXTURES:
                         raise ModelTooLargeError(f"The model has more than {MAX_TEXTURES} "
@@ -1007,6 +1010,10 @@ def stylize_model(src: str | os.PathLike, dst: str | os.PathLike, stylizer, requ
     model = load_model(src)
     sites = model.sites()
     if not sites:
+        if getattr(model, "skipped_shared", 0):
+            raise NoTexturesError("This model's colour textures are also its normal or "
+                                  "material maps; stylising them would break its shading, so "
+                                  "there is nothing to stylise.")
         raise NoTexturesError()
     tris = [s.triangles() for s in sites]
     areas = [_areas(_to_px(uv, s.pixels.shape[:2]), pos) for s, (uv, pos) in zip(sites, tris)]

@@ -77,6 +77,17 @@ def test_island_mask_is_exact_and_seams_found():
     assert len(mt.seam_edges(px, pos)) == 12  # every cube edge joins two islands
 
 
+def test_overlapping_islands_counted_once():
+    """Mirrored or stacked UVs (two triangles on the same texels) must not cancel out, as
+    fillPoly's even-odd rule would do."""
+    uv, _, _ = _cube_tris()
+    one = mt.island_mask(uv[:2], (256, 256))
+    np.testing.assert_array_equal(mt.island_mask(np.concatenate([uv[:2], uv[:2]]), (256, 256)),
+                                  one)
+    tiled = uv * 3  # repeating texture: each face covers 0.58 of it, all stacked
+    assert mt.island_mask(tiled, (256, 256)).mean() == pytest.approx((3 * 65 / 256) ** 2, 0.03)
+
+
 def test_padding_copies_the_surface_across_seams():
     uv, pos, tex = _cube_tris()
     filled, mask, links = mt.pad_texture(tex, uv, pos, 8)
@@ -270,6 +281,14 @@ def test_bad_files(tmp_path, monkeypatch):
 
     with pytest.raises(NoTexturesError, match="(?i)this model has no textures to stylise"):
         stylise(_glb_without_texture(tmp_path / "plain.glb"), "a.glb")
+    import pygltflib
+
+    shared = write_cube_glb(tmp_path / "shared.glb")  # the colour texture is the normal map
+    doc = pygltflib.GLTF2.load(str(shared))
+    doc.materials[0].normalTexture = pygltflib.NormalMaterialTexture(index=0)
+    doc.save_binary(str(shared))
+    with pytest.raises(NoTexturesError, match="normal or material maps"):
+        stylise(shared, "s.glb")
     # not a model at all
     (tmp_path / "noise.glb").write_bytes(np.random.default_rng(0).bytes(500))
     with pytest.raises(NotAModelError):
@@ -293,8 +312,6 @@ def test_bad_files(tmp_path, monkeypatch):
     (folder / "cube.mtl").unlink()
     with pytest.raises(BrokenModelError, match="cube.mtl"):
         stylise(obj, "g.obj")
-    import pygltflib
-
     glb = write_cube_glb(tmp_path / "broken.glb")
     doc = pygltflib.GLTF2.load(str(glb))
     doc.textures[0].source = 7
