@@ -17,6 +17,8 @@ from .request import StyleRequest
 _FORMATS = {".png", ".jpg", ".jpeg", ".webp"}
 # Video outputs (stylejax.video.OUTPUT_SUFFIXES); .webp is animated for an animated input.
 _VIDEO_FORMATS = {".mp4", ".mov", ".mkv", ".webm", ".gif", ".webp"}
+# 3D models whose textures are stylised (stylejax.mesh_textures): the output keeps the format.
+_MODEL_FORMATS = {".glb", ".gltf", ".obj"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(--style) or any picture (--style-image).",
     )
     p.add_argument("photos", nargs="*", metavar="PHOTO",
-                   help="photos, video clips (.mp4 .mov .webm .mkv) or animated GIF/WebP "
-                        "to stylise")
+                   help="photos, video clips (.mp4 .mov .webm .mkv), animated GIF/WebP or "
+                        "3D models (.glb .gltf .obj: their textures) to stylise")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--style", help="style id from the pack (or a prefix); blend several with "
                                    "'starry=0.6,wave=0.4'")
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file for one photo or clip (the format from its suffix: "
                         ".png .jpg .webp; .mp4 .mov .mkv .webm .gif .webp for clips), folder "
-                        "for several")
+                        "for several; a 3D model keeps its format: .glb .gltf .obj)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -91,10 +93,27 @@ def _video_suffix(path: str) -> str:
     return suffix if suffix in (".gif", ".webp") else ".mp4"
 
 
-def _outputs(photos: list[str], out: str, videos: set[str] | None = None) -> list[Path]:
-    videos = videos or set()
+def _model_suffix(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    return suffix if suffix in _MODEL_FORMATS else ".glb"
+
+
+def _outputs(photos: list[str], out: str, videos: set[str] | None = None,
+             models: set[str] | None = None) -> list[Path]:
+    videos, models = videos or set(), models or set()
     target = Path(out)
     suffix = target.suffix.lower()
+    if len(photos) == 1 and photos[0] in models:
+        from .mesh_textures import check_output
+
+        target = check_output(photos[0], target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return [target]
+    if suffix in _MODEL_FORMATS:
+        if len(photos) == 1:
+            raise StyleJAXError("Only a 3D model is saved as .glb, .gltf or .obj; save a "
+                                "photo as .png, .jpg or .webp, a clip as .mp4 or .gif.")
+        raise StyleJAXError("With several inputs, -o must be a folder.")
     if len(photos) == 1 and suffix in _FORMATS | _VIDEO_FORMATS:
         is_video = photos[0] in videos
         if is_video and suffix not in _VIDEO_FORMATS:
@@ -113,7 +132,9 @@ def _outputs(photos: list[str], out: str, videos: set[str] | None = None) -> lis
             n += 1
             name = f"{Path(p).stem}-{n}"
         used.add(name)
-        outs.append(target / f"{name}{_video_suffix(p) if p in videos else '.png'}")
+        ext = (_video_suffix(p) if p in videos else
+               _model_suffix(p) if p in models else ".png")
+        outs.append(target / f"{name}{ext}")
     return outs
 
 
@@ -142,15 +163,29 @@ def run(args: argparse.Namespace) -> int:
     for p in args.photos:
         if Path(p).is_dir():
             raise StyleJAXError(f"{Path(p).name} is a folder, not a photo.")
+    from .mesh_textures import is_model_file
     from .video import is_video_file
 
-    videos = {p for p in args.photos if is_video_file(p)}
+    models = {p for p in args.photos if is_model_file(p)}
+    if models and args.style_image:
+        raise StyleJAXError("3D models take a pack style (--style); a style picture works on "
+                            "photos only.")
+    if models and args.mask:
+        raise StyleJAXError("--mask works on photos only, not on 3D models.")
+    videos = {p for p in args.photos if p not in models and is_video_file(p)}
     if videos and args.style_image:
         raise StyleJAXError("Videos take a pack style (--style); a style picture works on "
                             "photos only.")
     if videos and args.mask:
         raise StyleJAXError("--mask works on photos only, not on videos.")
-    outputs = _outputs(args.photos, args.output, videos)
+    outputs = _outputs(args.photos, args.output, videos, models)
+    if models:
+        _run_models(args, stylizer, request,
+                    [(p, o) for p, o in zip(args.photos, outputs) if p in models])
+        pairs = [(p, o) for p, o in zip(args.photos, outputs) if p not in models]
+        if not pairs:
+            return 0
+        args.photos, outputs = [p for p, _ in pairs], [o for _, o in pairs]
     if videos:
         _run_videos(args, stylizer, request,
                     [(p, o) for p, o in zip(args.photos, outputs) if p in videos])
@@ -222,6 +257,25 @@ def _run_videos(args: argparse.Namespace, stylizer, request: StyleRequest,
             mode = "stable" if result.stable else "per-frame"
             print(f"{out}: {result.frames} frames ({mode}) in {result.seconds:.1f} s, "
                   f"{result.frames / max(result.seconds, 1e-9):.1f} frames/s", file=sys.stderr)
+
+
+def _run_models(args: argparse.Namespace, stylizer, request: StyleRequest,
+                pairs: list[tuple[str, Path]]) -> None:
+    """Each model's textures through stylejax.mesh_textures, a line per texture."""
+    from .mesh_textures import stylize_model
+
+    for src, out in pairs:
+        def progress(i, n, rep, src=src):
+            if not args.quiet:
+                print(f"{Path(src).name}: texture {i + 1}/{n} {rep.name} {rep.width}×"
+                      f"{rep.height}, islands {rep.coverage:.0%} of it, {rep.seam_edges} seam "
+                      f"sides padded, stroke {rep.stroke:.2f}, {rep.seconds:.1f} s",
+                      file=sys.stderr)
+
+        result = stylize_model(src, out, stylizer, request, progress=progress)
+        if not args.quiet:
+            print(f"{out}: {len(result.textures)} texture(s) in {result.seconds:.1f} s",
+                  file=sys.stderr)
 
 
 def _composited(decoded):

@@ -184,3 +184,36 @@ class JobCancelledError(StyleJAXError):
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or "Stopped before the end, as asked.")
+
+
+# -- 3D models (stylejax.mesh_textures) ---------------------------------------------------------
+class ModelError(StyleJAXError):
+    """Base of the 3D model errors: a glTF / GLB / OBJ file we cannot take."""
+
+
+class NotAModelError(ModelError):
+    """The file is not a glTF, GLB or OBJ model we can read."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or "That file is not a 3D model we can read. "
+                                    "Send a .glb, .gltf or .obj (with its .mtl and textures).")
+
+
+class NoTexturesError(ModelError):
+    """The model reads fine but no material uses a base-colour texture."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or "This model has no textures to stylise.")
+
+
+class BrokenModelError(ModelError):
+    """The model refers to textures or data it does not contain (missing files, bad indices,
+    undecodable images)."""
+
+
+class ModelTooLargeError(ModelError):
+    """The model or one of its textures exceeds a size limit (the limit is in the message)."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
