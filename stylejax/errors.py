@@ -184,3 +184,7 @@ class JobCancelledError(StyleJAXError):
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or "Stopped before the end, as asked.")
+
+
+class RegionNotFoundError(InvalidRequestError):
+    """A region the request styles (person, face, sky ...) is not in this photo."""
