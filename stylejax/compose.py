@@ -6,12 +6,19 @@ region masks are computed once per photo (stylejax.regions), and the results are
 
     out = photo + Σᵢ wᵢ · sᵢ · (styledᵢ − photo)
 
-with sᵢ the region's strength and wᵢ its weight map. The weights are *layered*: regions are
-painted from the most general to the most specific (everywhere < background < sky < person <
-clothing < face < mask, `request.REGION_NAMES`), each covering what lies below it, and the kept
-regions (`keep`) over everything, so that Σ wᵢ ≤ 1 at every pixel and the photo shows with
-weight 1 − Σ wᵢ where no region applies. "everywhere=starry, person=wave" is thus a Starry
-Night picture with a Great Wave person, whatever order the regions were given in.
+with sᵢ the region's strength and wᵢ its weight map. The weights are *layered by capacity*:
+the kept regions (`keep`) take their share first (K), then the regions from the most specific
+to the most general (mask > face > clothing > person > sky > background > everywhere,
+`request.REGION_NAMES` reversed), each taking as much of its mask as is still free:
+
+    wᵢ = min(mᵢ, 1 − K − Σ wⱼ over the more specific regions j)
+
+so Σ wᵢ ≤ 1 at every pixel and the photo shows with weight 1 − Σ wᵢ where no region applies.
+"everywhere=starry, person=wave" is a Starry Night picture with a Great Wave person, whatever
+order the regions were given in; "person=wave" inside soft clothing of 0.6 gets 0.4. The min
+(not an "over" product mᵢ · (1 − Σ wⱼ)) matters on soft borders between *disjoint* regions:
+person 0.5 / background 0.5 must give 0.5 + 0.5, where a product would give 0.5 + 0.25 and let
+a quarter of the unstyled photo show through as a pale fringe along the outline.
 
 **Why this does not halo.** A halo at a region border comes from one of three things: (1) a
 style computed on a cut-out (the network sees zero or padded pixels past the cut and paints a
@@ -73,9 +80,10 @@ def feather(mask: np.ndarray, radius: float) -> np.ndarray:
 
 def layer_weights(masks: Sequence[tuple[str, np.ndarray]],
                   keep: np.ndarray | None = None) -> list[np.ndarray]:
-    """Per-region weight maps from soft masks, painted from the most general region to the
-    most specific (`REGION_NAMES` order), `keep` over all: wᵢ = mᵢ · (1 − K) · Π (1 − mⱼ) over
-    the more specific regions j. Σ wᵢ ≤ 1 − K everywhere. Returned in the input's order."""
+    """Per-region weight maps from soft masks: `keep` first, then from the most specific
+    region to the most general (`REGION_NAMES` reversed), wᵢ = min(mᵢ, what is still free).
+    Σ wᵢ ≤ 1 − K everywhere; disjoint soft masks that sum to 1 keep their values. Returned in
+    the input's order."""
     if not masks:
         return []
     free = np.ones_like(masks[0][1], dtype=np.float32) if keep is None else \
@@ -84,9 +92,9 @@ def layer_weights(masks: Sequence[tuple[str, np.ndarray]],
                    reverse=True)
     weights: list[np.ndarray | None] = [None] * len(masks)
     for i in order:
-        w = np.clip(masks[i][1], 0.0, 1.0) * free
+        w = np.minimum(np.clip(masks[i][1], 0.0, 1.0), free)
         weights[i] = w.astype(np.float32)
-        free = free - w
+        free = np.maximum(free - w, 0.0)
     return weights  # type: ignore[return-value]
 
 

@@ -169,8 +169,13 @@ def _region_style(item: Any) -> RegionStyle:
         style = str(style).strip()
         if not style:
             style = None
-    return RegionStyle(region_name(region), style,
-                       None if strength is None else check_strength(strength))
+    name = region_name(region)
+    try:
+        level = None if strength is None else check_strength(strength)
+    except InvalidRequestError:
+        raise InvalidRequestError(f"The strength of {name} must be between 0 and 1, got "
+                                  f"{echo(strength)}.") from None
+    return RegionStyle(name, style, level)
 
 
 def check_strength(value: float | int | str | None) -> float:
