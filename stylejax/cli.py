@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "per region, e.g. --region background=starry --region person=wave "
                         "(then --style may be left out); STRENGTH 0..1 per region, e.g. "
                         "person=wave:0.6. The most specific region wins where they overlap "
-                        "(face > clothing > person > sky > background > everywhere); the "
-                        "photo shows where no region applies. docs/regions.md")
+                        "(mask > face > clothing > person > sky > background > everywhere); "
+                        "the photo shows where no region applies. docs/regions.md")
     p.add_argument("--keep", action="append", metavar="REGION",
                    help="leave this region as in the photo, e.g. --keep faces (repeat, or "
                         "list with commas)")
