@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GENERIC_ERROR, StyleJAXError
+from .errors import GENERIC_ERROR, RegionNotFoundError, StyleJAXError
 from .request import StyleRequest
 
 _FORMATS = {".png", ".jpg", ".jpeg", ".webp"}
@@ -25,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stylize",
         description="Turn photos into the style of a painting: a trained style from a pack "
-                    "(--style) or any picture (--style-image).",
+                    "(--style) or any picture (--style-image); --region for a style per "
+                    "region (person, background, clothing, sky, face).",
+        epilog="examples: stylize photo.jpg --style starry --region background -o out.png | "
+               "stylize photo.jpg --region background=starry --region person=wave "
+               "--keep faces -o out.png",
     )
     p.add_argument("photos", nargs="*", metavar="PHOTO",
                    help="photos, video clips (.mp4 .mov .webm .mkv), animated GIF/WebP or "
@@ -42,7 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-size", type=int, default=None, metavar="N",
                    help="long side of the result in pixels (default: photo size for pack "
                         "styles, 512 for --style-image)")
-    p.add_argument("--mask", metavar="IMG", help="local style: white areas get the style")
+    p.add_argument("--mask", metavar="IMG",
+                   help="local style: white areas of this picture get the style (the region "
+                        "'mask')")
+    p.add_argument("--region", action="append", metavar="REGION[=STYLE[:STRENGTH]]",
+                   help="style only this region of the photo: person, background, clothing, "
+                        "sky, face, everywhere (or mask, with --mask). Repeat it for a style "
+                        "per region, e.g. --region background=starry --region person=wave "
+                        "(then --style may be left out); STRENGTH 0..1 per region, e.g. "
+                        "person=wave:0.6. The most specific region wins where they overlap "
+                        "(mask > face > clothing > person > sky > background > everywhere); "
+                        "the photo shows where no region applies. docs/regions.md")
+    p.add_argument("--keep", action="append", metavar="REGION",
+                   help="leave this region as in the photo, e.g. --keep faces (repeat, or "
+                        "list with commas)")
+    p.add_argument("--feather", type=float, default=None, metavar="PX",
+                   help="widen region borders by about PX pixels (default 0: the masks' own "
+                        "soft edges, which follow hair and outlines)")
     p.add_argument("--pack", metavar="DIR", help="style pack folder (default: the built-in pack)")
     p.add_argument("--list-styles", action="store_true", help="print the pack's style ids")
     p.add_argument("--refine", action="store_true",
@@ -76,15 +96,38 @@ def _parse_style(spec: str) -> str | dict[str, float]:
     return blend
 
 
+def _parse_region(spec: str) -> tuple[str, str | None, str | None]:
+    """'background', 'person=wave' or 'person=wave:0.6' → (region, style, strength)."""
+    region, _, rest = spec.partition("=")
+    style, _, strength = rest.partition(":")
+    return region.strip(), style.strip() or None, strength.strip() or None
+
+
+def _region_options(args: argparse.Namespace) -> dict:
+    """--region / --keep / --feather / --mask as StyleRequest.create's region keywords ({}
+    when none is given). A --mask that no --region or --keep names is styled in --style."""
+    regions = [_parse_region(r) for r in args.region or ()]
+    keep = [k for ks in args.keep or () for k in ks.split(",") if k.strip()]
+    if not regions and not keep and args.feather is None:
+        return {}
+    named = {r.strip().lower() for r, _, _ in regions} | {k.strip().lower() for k in keep}
+    if args.mask and "mask" not in named:
+        regions.append(("mask", None, None))
+    return {"regions": regions, "keep": keep, "feather": args.feather}
+
+
 def _request(args: argparse.Namespace) -> StyleRequest:
     """The command line as a StyleRequest (validated by StyleRequest.create, as in every
     front end)."""
     choice: dict = {"style_image": args.style_image}
     if not args.style_image:
-        style = _parse_style(args.style)
-        choice = {"blend": style} if isinstance(style, dict) else {"style": style}
+        choice = {}
+        if args.style:
+            style = _parse_style(args.style)
+            choice = {"blend": style} if isinstance(style, dict) else {"style": style}
     return StyleRequest.create(**choice, strength=args.strength, refine=args.refine,
-                               keep_colors=args.preserve_colors, stroke=args.stroke)
+                               keep_colors=args.preserve_colors, stroke=args.stroke,
+                               **_region_options(args))
 
 
 def _video_suffix(path: str) -> str:
@@ -150,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.photos:
         raise StyleJAXError("Give at least one photo (or --list-styles).")
-    if not args.style and not args.style_image:
+    if not args.style and not args.style_image and not args.region:
         raise StyleJAXError("Choose a style: --style NAME or --style-image IMG.")
     if not args.output:
         raise StyleJAXError("Give an output with -o OUT.")
@@ -178,6 +221,9 @@ def run(args: argparse.Namespace) -> int:
                             "photos only.")
     if videos and args.mask:
         raise StyleJAXError("--mask works on photos only, not on videos.")
+    for kind, files in (("videos", videos), ("3D models", models)):
+        if files and request.regions is not None and not args.mask:
+            raise StyleJAXError(f"--region and --keep work on photos only, not on {kind}.")
     outputs = _outputs(args.photos, args.output, videos, models)
     if models:
         _run_models(args, stylizer, request,
@@ -226,14 +272,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     start = time.monotonic()
-    for d, out in tqdm(list(zip(decoded, outputs)), desc="stylize", disable=args.quiet or
-                       len(outputs) == 1):
-        image = stylizer.run(request, d.rgb, mask=args.mask, max_size=args.max_size)
+    written, missing = 0, []
+    for p, d, out in tqdm(list(zip(photos, decoded, outputs)), desc="stylize",
+                          disable=args.quiet or len(outputs) == 1):
+        try:
+            image = stylizer.run(request, d.rgb, mask=args.mask, max_size=args.max_size)
+        except RegionNotFoundError as err:  # one photo without a person: say so, go on
+            if len(outputs) == 1:
+                raise
+            print(f"stylize: error: {Path(p).name}: {err}", file=sys.stderr)
+            missing.append(p)
+            continue
         _save(out, image, d)
+        written += 1
     if not args.quiet:
-        print(f"wrote {len(outputs)} picture(s) in {time.monotonic() - start:.1f} s",
+        print(f"wrote {written} picture(s) in {time.monotonic() - start:.1f} s",
               file=sys.stderr)
-    return 0
+    return 2 if missing else 0
 
 
 def _run_videos(args: argparse.Namespace, stylizer, request: StyleRequest,

@@ -186,6 +186,10 @@ class JobCancelledError(StyleJAXError):
         super().__init__(message or "Stopped before the end, as asked.")
 
 
+class RegionNotFoundError(InvalidRequestError):
+    """A region the request styles (person, face, sky ...) is not in this photo."""
+
+
 # -- 3D models (stylejax.mesh_textures) ---------------------------------------------------------
 class ModelError(StyleJAXError):
     """Base of the 3D model errors: a glTF / GLB / OBJ file we cannot take."""

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, echo
 from .stroke import parse_stroke
 
 if TYPE_CHECKING:
@@ -33,6 +33,149 @@ MEDIA_KINDS = ("photo", "video")
 _MEDIA_ALIASES = {"image": "photo"}  # the name of "photo" before videos existed
 
 Blend = tuple[tuple[str, float], ...]
+
+# Regions a request can style (stylejax.compose makes their masks). "mask" is a mask the caller
+# passes with the photo (the CLI's --mask FILE); "everywhere" is the whole picture. Listed from
+# the most general to the most specific: where two regions overlap, the more specific one wins
+# (everywhere < background < sky < person < clothing < face < mask), whatever order they
+# were given in.
+REGION_NAMES = ("everywhere", "background", "sky", "person", "clothing", "face", "mask")
+_REGION_ALIASES = {"faces": "face", "people": "person", "persons": "person",
+                   "clothes": "clothing", "all": "everywhere", "whole": "everywhere"}
+KEEP_NAMES = REGION_NAMES[1:]  # what --keep may protect (not "everywhere")
+MAX_FEATHER = 100.0  # pixels
+
+
+def region_name(value: object, *, keep: bool = False) -> str:
+    """A region as typed ("faces", "Background") → its canonical name; InvalidRequestError."""
+    name = str(value).strip().lower()
+    name = _REGION_ALIASES.get(name, name)
+    known = KEEP_NAMES if keep else REGION_NAMES
+    if name not in known:
+        what = "keep" if keep else "style"
+        raise InvalidRequestError(f"Unknown region {echo(value)!r} to {what}; choose from "
+                                  f"{', '.join(known)}.")
+    return name
+
+
+@dataclass(frozen=True)
+class RegionStyle:
+    """One region's style: `style` None is the request's own style, `strength` None its
+    strength."""
+
+    region: str
+    style: str | None = None
+    strength: float | None = None
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """Where the style goes: styled regions (each with its style and strength), regions kept
+    as in the photo (`keep`, over everything), and a feather radius in pixels of the result
+    (0: the masks' own soft, edge-following borders). Pixels in no region show the photo."""
+
+    entries: tuple[RegionStyle, ...] = ()
+    keep: tuple[str, ...] = ()
+    feather: float = 0.0
+
+    @classmethod
+    def create(cls, regions: Any = None, *, keep: Any = None,
+               feather: float | str | None = None) -> RegionSpec:
+        """Check a spec and raise InvalidRequestError with a message a user can act on.
+
+        `regions`: region names ("background"), (region, style[, strength]) pairs, dicts
+        {"region", "style", "strength"} or RegionStyle; `keep`: a name or a list of names.
+        No styled region but a `keep` means "everywhere but what is kept".
+        """
+        if isinstance(regions, (str, Mapping, RegionStyle)):
+            regions = [regions]
+        entries: list[RegionStyle] = []
+        for item in regions or ():
+            entries.append(_region_style(item))
+        seen: set[str] = set()
+        for e in entries:
+            if e.region in seen:
+                raise InvalidRequestError(f"The region {e.region!r} is given twice; give each "
+                                          "region once, with its style.")
+            seen.add(e.region)
+        if isinstance(keep, str):
+            keep = [k for k in keep.split(",") if k.strip()]
+        kept = tuple(dict.fromkeys(region_name(k, keep=True) for k in (keep or ())))
+        both = seen & set(kept)
+        if both:
+            raise InvalidRequestError(f"{sorted(both)[0]!r} is both styled and kept; choose one.")
+        try:
+            radius = 0.0 if feather is None else float(feather)
+        except (TypeError, ValueError):
+            radius = math.nan
+        if not 0.0 <= radius <= MAX_FEATHER:  # also rejects NaN
+            raise InvalidRequestError(f"The feather radius must be between 0 and "
+                                      f"{MAX_FEATHER:g} pixels, got {echo(feather)}.")
+        if not entries and not kept:
+            raise InvalidRequestError("Name at least one region to style or to keep.")
+        if not entries:
+            entries = [RegionStyle("everywhere")]
+        return cls(entries=tuple(entries), keep=kept, feather=radius)
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The pack styles the entries name themselves (not the request's own)."""
+        return tuple(dict.fromkeys(e.style for e in self.entries if e.style is not None))
+
+    @property
+    def uses_mask(self) -> bool:
+        """A user-given mask ("mask") is styled or kept."""
+        return "mask" in {e.region for e in self.entries} | set(self.keep)
+
+    def to_params(self) -> dict[str, Any]:
+        entries = []
+        for e in self.entries:
+            d: dict[str, Any] = {"region": e.region}
+            if e.style is not None:
+                d["style"] = e.style
+            if e.strength is not None:
+                d["strength"] = e.strength
+            entries.append(d)
+        return {"entries": entries, "keep": list(self.keep), "feather": self.feather}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> RegionSpec:
+        """A stored spec back (validated when it was made, not now)."""
+        return cls(entries=tuple(
+            RegionStyle(str(e["region"]), e.get("style"),
+                        None if e.get("strength") is None else float(e["strength"]))
+            for e in params.get("entries", ())),
+            keep=tuple(str(k) for k in params.get("keep", ())),
+            feather=float(params.get("feather", 0.0)))
+
+
+def _region_style(item: Any) -> RegionStyle:
+    if isinstance(item, RegionStyle):
+        region, style, strength = item.region, item.style, item.strength
+    elif isinstance(item, str):
+        region, style, strength = item, None, None
+    elif isinstance(item, Mapping):
+        unknown = set(item) - {"region", "style", "strength"}
+        if unknown or "region" not in item:
+            raise InvalidRequestError("A region entry takes 'region', 'style' and "
+                                      "'strength'.")
+        region, style, strength = item["region"], item.get("style"), item.get("strength")
+    elif isinstance(item, Sequence) and 1 <= len(item) <= 3:
+        region, style, strength = (*item, None, None)[:3]
+    else:
+        raise InvalidRequestError("A region entry is a region name, or a region with a "
+                                  "style and a strength.")
+    if style is not None:
+        style = str(style).strip()
+        if not style:
+            style = None
+    name = region_name(region)
+    try:
+        level = None if strength is None else check_strength(strength)
+    except InvalidRequestError:
+        raise InvalidRequestError(f"The strength of {name} must be between 0 and 1, got "
+                                  f"{echo(strength)}.") from None
+    return RegionStyle(name, style, level)
 
 
 def check_strength(value: float | int | str | None) -> float:
@@ -78,18 +221,35 @@ class StyleRequest:
     stroke: float = 1.0          # stylejax.stroke: 1 = medium
     refine: bool = False         # custom styles: optimise from the any-style model's result
     media: str = "photo"         # "photo" | "video" (clips and animated GIF / WebP)
-    regions: Mapping[str, Any] | None = None  # room for a style per region (None: everywhere)
+    regions: RegionSpec | None = None  # where the style goes (None: everywhere)
 
     # -- building ---------------------------------------------------------------------------------
     @classmethod
     def create(cls, *, style: str | None = None, blend: Mapping[str, float] | None = None,
                style_image: str | None = None, strength: float | str | None = 1.0,
                keep_colors: bool = False, stroke: float | str | None = 1.0,
-               media: str = "photo", refine: bool = False) -> StyleRequest:
+               media: str = "photo", refine: bool = False,
+               regions: Any = None, keep: Any = None,
+               feather: float | str | None = None) -> StyleRequest:
         """Check every option once and raise InvalidRequestError with a message a user can act
         on. `strength` / `stroke` None mean the defaults (full strength, medium strokes).
         `refine` (custom styles only) asks for the slower optimisation (~30 s) on top of the
-        any-style model's instant result."""
+        any-style model's instant result.
+
+        `regions` / `keep` / `feather` (or a ready `RegionSpec` as `regions`): where the style
+        goes (RegionSpec.create). Region entries without a style take the request's; when
+        every entry names its own style the request's may be left out (it is then the first
+        entry's).
+        """
+        spec = None
+        if regions is not None or keep is not None or feather is not None:
+            spec = (regions if isinstance(regions, RegionSpec)
+                    else RegionSpec.create(regions, keep=keep, feather=feather))
+        if spec is not None and style is None and blend is None and style_image is None:
+            if any(e.style is None for e in spec.entries):
+                raise InvalidRequestError("Choose a style for every region, or one style for "
+                                          "all of them.")
+            style = spec.entries[0].style
         choices = sum(x is not None for x in (style, blend, style_image))
         if choices != 1:
             raise InvalidRequestError("Choose either a style or a style picture.")
@@ -102,12 +262,17 @@ class StyleRequest:
         if media == "video" and style_image is not None:
             raise InvalidRequestError("Videos can be stylised with the gallery's styles only; "
                                       "a style picture of your own works on photos.")
+        if spec is not None and media == "video":
+            raise InvalidRequestError("Regions work on photos; a video is stylised everywhere.")
+        if spec is not None and style_image is not None:
+            raise InvalidRequestError("Regions take the gallery's styles; a style picture of "
+                                      "your own is applied everywhere.")
         return cls(style=None if style is None else str(style).strip(),
                    blend=() if blend is None else check_blend(blend),
                    style_image=style_image,
                    strength=1.0 if strength is None else check_strength(strength),
                    keep_colors=bool(keep_colors), stroke=parse_stroke(stroke), media=media,
-                   refine=bool(refine))
+                   refine=bool(refine), regions=spec)
 
     def with_changes(self, **changes: Any) -> StyleRequest:
         """A copy with some options changed, validated like `create` (a chat's "stronger",
@@ -120,7 +285,7 @@ class StyleRequest:
         if {"style", "blend", "style_image"} & changes.keys():
             fields.update(style=None, blend=None, style_image=None, refine=False)
         fields.update(changes)
-        return dataclasses.replace(self.create(**fields), regions=self.regions)
+        return self.create(**fields, regions=self.regions)
 
     def choice_fields(self) -> dict[str, Any]:
         """The style choice as `create` keywords."""
@@ -135,16 +300,24 @@ class StyleRequest:
         no style. Done once where the pack is known, so stored jobs hold canonical ids."""
         from .pack import find_style
 
-        if self.style is not None:
-            return dataclasses.replace(self, style=styles[find_style(list(styles),
-                                                                     self.style)].id)
-        if self.blend:
+        req = self
+        if req.regions is not None:
+            entries = tuple(
+                dataclasses.replace(e, style=None if e.style is None
+                                    else styles[find_style(list(styles), e.style)].id)
+                for e in req.regions.entries)
+            req = dataclasses.replace(req, regions=dataclasses.replace(req.regions,
+                                                                       entries=entries))
+        if req.style is not None:
+            return dataclasses.replace(req, style=styles[find_style(list(styles),
+                                                                    req.style)].id)
+        if req.blend:
             merged: dict[str, float] = {}
-            for sid, w in self.blend:
+            for sid, w in req.blend:
                 key = styles[find_style(list(styles), sid)].id
                 merged[key] = merged.get(key, 0.0) + w
-            return dataclasses.replace(self, blend=tuple(sorted(merged.items())))
-        return self
+            return dataclasses.replace(req, blend=tuple(sorted(merged.items())))
+        return req
 
     # -- what it is -------------------------------------------------------------------------------
     @property
@@ -184,7 +357,7 @@ class StyleRequest:
         if self.media != "photo":
             params["media"] = self.media
         if self.regions is not None:
-            params["regions"] = dict(self.regions)
+            params["regions"] = self.regions.to_params()
         return params
 
     @classmethod
@@ -204,9 +377,10 @@ class StyleRequest:
                    refine=bool(params.get("refine", False)),
                    media=_MEDIA_ALIASES.get(str(params.get("media", "photo")),
                                             str(params.get("media", "photo"))),
-                   regions=params.get("regions"))
+                   regions=RegionSpec.from_params(params["regions"])
+                   if params.get("regions") else None)
 
     def batch_key(self) -> tuple:
         """Pack requests with equal keys can run as one engine batch."""
         return (self.kind, self.style, self.blend, self.strength, self.keep_colors,
-                self.stroke, self.media, self.refine)
+                self.stroke, self.media, self.refine, self.regions)
