@@ -43,7 +43,7 @@ from stylejax.errors import (
     VideoTooLargeError,
     VideoTooLongError,
 )
-from stylejax.request import check_strength
+from stylejax.request import RegionSpec, StyleRequest, check_strength
 from stylejax.stroke import STROKES, stroke_name
 from stylejax.style_vectors import installed as anystyle_installed
 
@@ -108,11 +108,20 @@ class Action:
 
 
 # stronger, weaker, another style (arg = style index or "" for the menu), keep colours,
-# refine a custom style, delete, pick a style for a staged photo (job = photo token),
-# forget-confirm, cancel, page
-RESUBMIT_VERBS = ("up", "down", "keep", "style", "refine")  # the same photo, something changed
-VERBS = ("up", "down", "style", "keep", "refine", "del", "pick", "forget", "cancel", "page",
-         "set")
+# refine a custom style, where the style goes (arg = a REGION_CHOICES key), delete, pick a
+# style for a staged photo (job = photo token), forget-confirm, cancel, page
+RESUBMIT_VERBS = ("up", "down", "keep", "style", "refine", "area")  # same photo, a change
+VERBS = ("up", "down", "style", "keep", "refine", "area", "del", "pick", "forget", "cancel",
+         "page", "set")
+
+# The region buttons ("area" actions): their arg → where the style goes (None: everywhere).
+# One spec each, so a job's spec tells which choice made it (`region_choice`).
+REGION_CHOICES: dict[str, RegionSpec | None] = {
+    "person": RegionSpec.create("person"),
+    "bg": RegionSpec.create("background"),
+    "faces": RegionSpec.create(keep="faces"),
+    "all": None,
+}
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{0,48}$")
 
 
@@ -151,7 +160,40 @@ def button_changes(service: StyleService, job: Job, verb: str,
     if verb == "style":
         style = style_by_index(service, style_arg)
         return {"style": style} if style else None
+    if verb == "area":
+        if style_arg not in REGION_CHOICES or not can_choose_region(job):
+            return None
+        return {"regions": REGION_CHOICES[style_arg] or ()}  # (): the whole photo again
     return None
+
+
+def can_choose_region(job: Job) -> bool:
+    """Regions apply to photos with a gallery style (StyleRequest.create refuses the rest)."""
+    return not job.request.is_video and not job.request.is_custom
+
+
+def region_choice(request: StyleRequest) -> str | None:
+    """Which region button made this request ("person", "bg", "faces", "all"), or None for a
+    spec no button makes (one sent through the API)."""
+    for key, spec in REGION_CHOICES.items():
+        if request.regions == spec:
+            return key
+    return None
+
+
+def region_text(request: StyleRequest, lang: str) -> str:
+    """What was styled, for the caption: "" for the whole photo."""
+    choice = region_choice(request)
+    if choice == "all":
+        return ""
+    if choice is not None:
+        return t(f"styled_{choice}", lang)
+    spec = request.regions
+    assert spec is not None
+    styled = ", ".join(e.region for e in spec.entries)
+    kept = ", ".join(spec.keep)
+    return t("styled_regions", lang, regions=styled) + (
+        " " + t("kept_regions", lang, regions=kept) if kept else "")
 
 
 def can_refine(job: Job) -> bool:
@@ -348,7 +390,9 @@ def outcome_text(service: StyleService, job: Job, lang: str) -> str:
     """The caption for a finished job, or why it did not finish."""
     if job.state is JobState.DONE:
         style = service.style_label(job, lang) or t("your_style", lang)
-        return t("done", lang, style=style, strength=int(round(job.request.strength * 100)))
+        done = t("done", lang, style=style, strength=int(round(job.request.strength * 100)))
+        where = region_text(job.request, lang)
+        return f"{done}\n{where}" if where else done
     if job.state is JobState.CANCELLED:
         return t("cancelled", lang)
     if job.state is JobState.FAILED:
@@ -365,15 +409,27 @@ _PAGE_ARG = re.compile(r"^(pick|style)(\d{1,3})$")
 
 
 def result_keyboard(job: Job, lang: str) -> Keyboard:
-    """Under a finished picture: stronger/weaker, another style, colours toggle, refine (an
-    instant custom style), delete."""
+    """Under a finished picture: stronger/weaker, another style, colours toggle, where the
+    style goes (photos with a gallery style), refine (an instant custom style), delete."""
     keep = job.request.keep_colors
     refine = [(t("btn_refine", lang), Action("refine", job.id))] if can_refine(job) else []
-    return [[(t("btn_stronger", lang), Action("up", job.id)),
+    rows = [[(t("btn_stronger", lang), Action("up", job.id)),
              (t("btn_weaker", lang), Action("down", job.id))],
             [(t("btn_another", lang), Action("style", job.id)),
-             (t("btn_style_colors" if keep else "btn_keep_colors", lang), Action("keep", job.id))],
+             (t("btn_style_colors" if keep else "btn_keep_colors", lang), Action("keep", job.id))]]
+    regions = region_row(job, lang)
+    return [*rows, *([regions] if regions else []),
             [*refine, (t("btn_delete", lang), Action("del", job.id))]]
+
+
+def region_row(job: Job, lang: str) -> list[Button]:
+    """"🧍 Person only", "🏞 Background only", "🙂 Keep faces", and "🖼 Everywhere" once one
+    of them is chosen: every choice but the job's own. Empty for videos and custom styles."""
+    if not can_choose_region(job):
+        return []
+    current = region_choice(job.request)
+    return [(t(f"btn_region_{key}", lang), Action("area", job.id, key))
+            for key in REGION_CHOICES if key != current]
 
 
 def cancel_keyboard(job: Job, lang: str) -> Keyboard:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -34,7 +35,7 @@ from stylejax.errors import (
 )
 from stylejax.imageio import ImageLimits, decode_image
 from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_styles
-from stylejax.request import StyleRequest
+from stylejax.request import RegionSpec, StyleRequest
 from stylejax.stroke import parse_stroke
 from stylejax.video import is_video_file, probe_video
 
@@ -43,6 +44,15 @@ from .jobbook import LocalJobBook
 from .ratelimit import TokenBucket
 
 log = logging.getLogger("stylejax.service")
+
+def check_regions(request: StyleRequest) -> None:
+    """The service's own rule on top of `StyleRequest.create`: the region "mask" (a mask
+    picture sent with the photo) is the CLI's and the widget's; a job carries no mask picture."""
+    if request.regions is not None and request.regions.uses_mask:
+        raise InvalidRequestError("The region 'mask' needs a mask picture, which the service "
+                                  "does not take; choose person, background, clothing, sky "
+                                  "or face.")
+
 
 def job_stroke(job: Job) -> float:
     """A job's stroke size (`job.request.stroke`; old jobs read as medium)."""
@@ -190,36 +200,44 @@ class StyleService:
                      style_image: str | None = None, strength: float | None = None,
                      keep_colors: bool | None = None,
                      stroke: float | str | None = None,
-                     refine: bool | None = None) -> StyleRequest:
+                     refine: bool | None = None, regions: Any = None, keep: Any = None,
+                     feather: float | str | None = None) -> StyleRequest:
         """A front end's options as a validated StyleRequest; what was left out (None) is the
         user's setting. `style_image` is the custom picture's reference (its sha, once kept).
-        `refine` (custom pictures: optimise on top of the instant result) is off unless asked."""
-        return StyleRequest.create(
+        `refine` (custom pictures: optimise on top of the instant result) is off unless asked.
+        `regions` / `keep` / `feather`: where the style goes (`RegionSpec.create`; None: the
+        whole photo)."""
+        request = StyleRequest.create(
             refine=bool(refine),
             style=style, style_image=style_image,
             strength=self.default_strength(owner) if strength is None else strength,
             keep_colors=(bool(owner.settings.get("keep_colors", False)) if keep_colors is None
                          else keep_colors),
-            stroke=self.default_stroke(owner) if stroke is None else stroke)
+            stroke=self.default_stroke(owner) if stroke is None else stroke,
+            regions=regions, keep=keep, feather=feather)
+        check_regions(request)
+        return request
 
     def submit(self, owner: User, photo: bytes | None = None, *, photo_sha: str | None = None,
                style: str | None = None, style_image: bytes | None = None,
                style_sha: str | None = None, strength: float | None = None,
                keep_colors: bool | None = None, stroke: float | str | None = None,
-               refine: bool | None = None) -> Job:
+               refine: bool | None = None, regions: Any = None, keep: Any = None,
+               feather: float | str | None = None) -> Job:
         """Validate, store and queue one request; raises a StyleJAXError a user can read.
 
         The photo comes as bytes or as the sha of a staged/earlier upload (`stage_photo`);
         likewise a custom style picture (`style_image` or `style_sha`). `stroke` is a preset
         name or a factor (stylejax.stroke); None, like the other options, means the user's
-        setting. The options become a StyleRequest (`make_request`), checked there once.
+        setting. `regions` / `keep` / `feather`: a style per region (docs/regions.md).
+        The options become a StyleRequest (`make_request`), checked there once.
         """
         self._take_token(owner)
         custom = style_image is not None or style_sha is not None
         request = self.make_request(owner, style=style,
                                     style_image=(style_sha or _UPLOAD) if custom else None,
                                     strength=strength, keep_colors=keep_colors, stroke=stroke,
-                                    refine=refine)
+                                    refine=refine, regions=regions, keep=keep, feather=feather)
         return self._store_and_queue(owner, request, photo, photo_sha, style_image)
 
     def submit_request(self, owner: User, request: StyleRequest, photo: bytes | None = None,
@@ -228,6 +246,7 @@ class StyleService:
         """Store and queue a request a front end built itself (`StyleRequest.create`): a custom
         request names its picture by sha, or the picture comes as `style_image` bytes."""
         self._take_token(owner)
+        check_regions(request)
         return self._store_and_queue(owner, request, photo, photo_sha, style_image)
 
     def _take_token(self, owner: User) -> None:
@@ -410,16 +429,19 @@ class StyleService:
 
     def resubmit(self, owner: User, job_id: str, *, style: str | None = None,
                  strength: float | None = None, keep_colors: bool | None = None,
-                 stroke: float | str | None = None, refine: bool | None = None) -> Job:
-        """The same photo again with some options changed (stronger, another style, refine…).
+                 stroke: float | str | None = None, refine: bool | None = None,
+                 regions: RegionSpec | tuple | None = None) -> Job:
+        """The same photo again with some options changed (stronger, another style, refine,
+        person only…).
 
         A new style turns a custom-style job into a pack-style one; otherwise the previous
         job's style (pack id or custom picture) is kept. Options left out are kept too.
+        `regions`: a RegionSpec for "person only" and the like, `()` for the whole photo again.
         """
         prev = self.job(job_id, owner)
         request = prev.request.with_changes(style=style, strength=strength,
                                             keep_colors=keep_colors, stroke=stroke,
-                                            refine=refine)
+                                            refine=refine, regions=regions)
         return self.submit_request(owner, request, photo_sha=prev.input_sha)
 
     def delete_job(self, job_id: str, owner: User) -> None:

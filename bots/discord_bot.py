@@ -258,7 +258,7 @@ def _action_of(custom_id: str) -> Action:
 
 
 class ActionButton(_OwnerChecked, discord.ui.DynamicItem[discord.ui.Button],
-                   template=re.compile(rf"(?:up|down|keep|refine|del|cancel|forget|set):{_ACTION}")):
+                   template=re.compile(rf"(?:up|down|keep|refine|area|del|cancel|forget|set):{_ACTION}")):
     """A button whose custom_id is an encoded `Action`; pressing it calls `StyleJAXBot.act`."""
 
     def __init__(self, action: Action, label: str = "", *, row: int | None = None,
@@ -564,7 +564,8 @@ class StyleJAXBot(discord.AutoShardedClient):
             await interaction.delete_original_response()  # the message the button was on
             await interaction.followup.send(t("deleted", lang), ephemeral=True)
         else:
-            changes = button_changes(service, job, verb, values[0] if values else "")
+            # a menu's choice, or the button's own argument (e.g. which region)
+            changes = button_changes(service, job, verb, values[0] if values else action.arg)
             if changes is None:
                 await _refuse(interaction, t("expired_button", lang))
                 return

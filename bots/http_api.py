@@ -55,6 +55,7 @@ from stylejax.errors import (
     VideoTooLargeError,
     VideoTooLongError,
 )
+from stylejax.request import parse_regions
 
 from .config import ConfigError, origin_of
 from .core import QueuePlace, StyleService, result_format
@@ -264,14 +265,27 @@ def _place_json(place: QueuePlace | None) -> dict:
             "eta_s": place.eta_s if place else None}
 
 
+def _regions_json(job: Job) -> dict | None:
+    """Where the style goes: null (everywhere) or {"entries": [{"region", "style"?,
+    "strength"?}], "keep": [...], "feather": px}, as stored (`RegionSpec.to_params`)."""
+    spec = job.request.regions
+    return None if spec is None else spec.to_params()
+
+
 def _job_json(job: Job, place: QueuePlace | None = None) -> dict:
     return {"id": job.id, "state": job.state.value, "progress": round(float(job.progress), 4),
             "error": job.error, "stroke": job.request.stroke, "refine": job.request.refine,
-            "media": job.request.media, **_place_json(place)}
+            "media": job.request.media, "regions": _regions_json(job), **_place_json(place)}
 
 
 STROKE_FIELD = ("Brush stroke size relative to the picture: small, medium (the default), large, "
                 "or a factor from 0.25 to 4 (1 = medium). The job's JSON gives it as the factor.")
+REGIONS_FIELD = ("Style only some regions: comma-separated REGION[=STYLE[:STRENGTH]] as the "
+                 "CLI's --region, e.g. 'person' or 'background=starry,person=wave:0.7', or a "
+                 "JSON list of {region, style, strength}. Regions: everywhere, background, "
+                 "sky, person, clothing, face. Photos with a gallery style only.")
+KEEP_FIELD = "Regions left as in the photo, e.g. 'faces' or 'face,clothing'."
+FEATHER_FIELD = "Widen the region borders by about this many pixels (0 to 100, default 0)."
 REFINE_FIELD = ("With a style picture: optimise on top of the instant any-style result (slower, "
                 "about 30 s). Refused with a gallery style.")
 
@@ -478,7 +492,13 @@ def jobs_router() -> APIRouter:
                keep_colors: Annotated[bool | None, Form()] = None,
                stroke: Annotated[str | None, Form(description=STROKE_FIELD,
                                                   examples=["large"])] = None,
-               refine: Annotated[bool | None, Form(description=REFINE_FIELD)] = None):
+               refine: Annotated[bool | None, Form(description=REFINE_FIELD)] = None,
+               regions: Annotated[str | None, Form(description=REGIONS_FIELD,
+                                                   examples=["background=starry,person=wave"
+                                                             ":0.7"])] = None,
+               keep: Annotated[str | None, Form(description=KEEP_FIELD,
+                                                examples=["faces"])] = None,
+               feather: Annotated[str | None, Form(description=FEATHER_FIELD)] = None):
         settings = service.settings
         # a photo or a video (told apart by content in `submit`, each checked by its limits)
         photo = _read_upload(image, upload_limit(settings), "file")
@@ -488,12 +508,16 @@ def jobs_router() -> APIRouter:
             style = None
         if stroke is not None and not stroke.strip():
             stroke = None
+        keep = keep if keep and keep.strip() else None
+        feather = feather if feather and feather.strip() else None
         job = service.submit(user, photo, style=style, style_image=style_bytes,
                              strength=strength, keep_colors=keep_colors, stroke=stroke,
-                             refine=refine)
+                             refine=refine, regions=parse_regions(regions), keep=keep,
+                             feather=feather)
         return JSONResponse(
             {"id": job.id, "state": job.state.value, "stroke": job.request.stroke,
              "refine": job.request.refine, "media": job.request.media,
+             "regions": _regions_json(job),
              **_place_json(service.place(job)),
              "status_url": f"{API}/jobs/{job.id}", "result_url": f"{API}/jobs/{job.id}/result"},
             status_code=202, headers={"Location": f"{API}/jobs/{job.id}"})

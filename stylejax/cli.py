@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GENERIC_ERROR, RegionNotFoundError, StyleJAXError
-from .request import StyleRequest
+from .request import StyleRequest, parse_region
 
 _FORMATS = {".png", ".jpg", ".jpeg", ".webp"}
 # Video outputs (stylejax.video.OUTPUT_SUFFIXES); .webp is animated for an animated input.
@@ -96,17 +96,10 @@ def _parse_style(spec: str) -> str | dict[str, float]:
     return blend
 
 
-def _parse_region(spec: str) -> tuple[str, str | None, str | None]:
-    """'background', 'person=wave' or 'person=wave:0.6' → (region, style, strength)."""
-    region, _, rest = spec.partition("=")
-    style, _, strength = rest.partition(":")
-    return region.strip(), style.strip() or None, strength.strip() or None
-
-
 def _region_options(args: argparse.Namespace) -> dict:
     """--region / --keep / --feather / --mask as StyleRequest.create's region keywords ({}
     when none is given). A --mask that no --region or --keep names is styled in --style."""
-    regions = [_parse_region(r) for r in args.region or ()]
+    regions = [parse_region(r) for r in args.region or ()]
     keep = [k for ks in args.keep or () for k in ks.split(",") if k.strip()]
     if not regions and not keep and args.feather is None:
         return {}

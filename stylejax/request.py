@@ -14,6 +14,7 @@ payload (`to_params` / `from_params`), the worker reads it back unchanged and ha
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -149,6 +150,39 @@ class RegionSpec:
             feather=float(params.get("feather", 0.0)))
 
 
+def parse_region(text: str) -> tuple[str, str | None, str | None]:
+    """'background', 'person=wave' or 'person=wave:0.6' → (region, style, strength), as
+    typed (RegionSpec.create checks them). The CLI's --region and the API's `regions`."""
+    region, _, rest = str(text).partition("=")
+    style, _, strength = rest.partition(":")
+    return region.strip(), style.strip() or None, strength.strip() or None
+
+
+def parse_regions(text: str | None) -> list[Any] | None:
+    """The API's `regions` field → RegionSpec.create's entries; None when empty.
+
+    Either the short syntax, comma-separated `--region` items
+    ("background=starry,person=wave:0.7", "person"), or JSON: a list of region names,
+    [region, style, strength] lists or {"region", "style", "strength"} objects.
+    """
+    text = (text or "").strip()
+    if not text:
+        return None
+    if text[0] in "[{":
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise InvalidRequestError("The regions are not valid JSON; write them as "
+                                      "background=starry,person=wave:0.7 or as a JSON "
+                                      "list.") from None
+        if isinstance(value, Mapping):
+            value = [value]
+        if not isinstance(value, list):
+            raise InvalidRequestError("The regions in JSON are a list of entries.")
+        return value
+    return [parse_region(part) for part in text.split(",") if part.strip()]
+
+
 def _region_style(item: Any) -> RegionStyle:
     if isinstance(item, RegionStyle):
         region, style, strength = item.region, item.style, item.strength
@@ -277,15 +311,21 @@ class StyleRequest:
     def with_changes(self, **changes: Any) -> StyleRequest:
         """A copy with some options changed, validated like `create` (a chat's "stronger",
         "another style", "refine" ...). A new `style` replaces the previous choice of any kind
-        (and a pack style is never refined)."""
+        (and a pack style is never refined).
+
+        `regions`: a RegionSpec replaces the request's, an empty value (`()`) removes it (the
+        style everywhere); None, like every option, keeps it."""
         changes = {k: v for k, v in changes.items() if v is not None}  # None: keep it
+        regions = changes.pop("regions", self.regions)
+        if not isinstance(regions, RegionSpec) and not regions:
+            regions = None
         fields = {"strength": self.strength, "keep_colors": self.keep_colors,
                   "stroke": self.stroke, "media": self.media, "refine": self.refine,
                   **self.choice_fields()}
         if {"style", "blend", "style_image"} & changes.keys():
             fields.update(style=None, blend=None, style_image=None, refine=False)
         fields.update(changes)
-        return self.create(**fields, regions=self.regions)
+        return self.create(**fields, regions=regions)
 
     def choice_fields(self) -> dict[str, Any]:
         """The style choice as `create` keywords."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 
 import pytest
@@ -182,3 +183,72 @@ def test_refine_button_on_instant_custom_results(service, monkeypatch, tmp_path)
     assert "refine" not in verbs(refined)
     assert chat.button_changes(service, refined, "refine") is None  # an old button
     assert chat.button_changes(service, pack, "refine") is None
+
+
+def test_region_buttons_resubmit_with_a_region_and_say_what_was_styled(tmp_path):
+    """"Person only", "Background only", "Keep faces" and "Everywhere": one rule for both
+    adapters (an "area" action whose arg names a REGION_CHOICES spec), resubmitted like
+    "stronger"; the caption says what was styled; videos and custom styles get no such row."""
+    from stylejax.errors import RegionNotFoundError
+    from stylejax.request import RegionSpec
+
+    service = StyleService(Settings(data_dir=tmp_path / "d", rate_per_minute=600,
+                                    rate_burst=20, max_active_jobs=10))
+    user = service.user("test", 31)
+    job = service.submit(user, photo_png(64, 64, 1), style="wave")
+
+    def row(j, lang="en"):
+        return [(label, a.arg) for r in chat.result_keyboard(j, lang) for label, a in r
+                if a.verb == "area"]
+
+    assert row(job) == [("🧍 Person only", "person"), ("🏞 Background only", "bg"),
+                        ("🙂 Keep faces", "faces")]
+    assert [label for label, _ in row(job, "zh")] == ["🧍 只处理人物", "🏞 只处理背景",
+                                                     "🙂 保留面部"]
+    assert "area" in chat.RESUBMIT_VERBS
+    for arg in chat.REGION_CHOICES:
+        action = chat.Action("area", job.id, arg)
+        data = chat.encode_action(action)
+        assert chat.decode_action(data) == action and len(data) <= chat.MAX_CALLBACK_BYTES
+    assert chat.button_changes(service, job, "area", "elbow") is None  # not ours: expired
+
+    person = service.resubmit(user, job.id, **chat.button_changes(service, job, "area", "person"))
+    assert person.request.regions == RegionSpec.create("person")
+    assert person.params["regions"] == {"entries": [{"region": "person"}], "keep": [],
+                                        "feather": 0.0}
+    assert person.input_sha == job.input_sha and person.request.style == "great-wave"
+    assert chat.region_choice(person.request) == "person"
+    assert [arg for _, arg in row(person)] == ["bg", "faces", "all"]
+    done = dataclasses.replace(service.job(person.id), state=JobState.DONE)
+    assert chat.outcome_text(service, done, "en").endswith(
+        "Only the person is styled; the background is as in the photo.")
+    assert chat.outcome_text(service, done, "zh").endswith("只为人物添加了风格，背景保持原样。")
+
+    # stronger keeps the region; "Everywhere" drops it
+    stronger = service.resubmit(user, person.id,
+                                **chat.button_changes(service, person, "down"))
+    assert stronger.request.regions == person.request.regions
+    assert chat.button_changes(service, person, "area", "all") == {"regions": ()}
+    whole = service.resubmit(user, person.id, regions=())
+    assert whole.request.regions is None and "regions" not in whole.params
+    faces = service.resubmit(user, whole.id,
+                             **chat.button_changes(service, whole, "area", "faces"))
+    assert faces.request.regions.keep == ("face",)
+    assert chat.region_text(faces.request, "en") == chat.t("styled_faces", "en")
+
+    # a spec no button makes (the API's) is described as it is
+    spec = RegionSpec.create([("background", "starry"), ("person", "wave", 0.5)], keep="faces")
+    api = faces.request.with_changes(regions=spec)
+    assert chat.region_text(api, "en") == ("Styled: background, person. "
+                                           "Kept as in the photo: face.")
+
+    # no region row for a custom style (StyleRequest.create refuses regions there)
+    custom = service.submit(service.user("test", 32), photo_png(64, 64, 2),
+                            style_image=photo_png(48, 48, 3))
+    assert row(custom) == [] and chat.button_changes(service, custom, "area", "person") is None
+
+    # the message of a photo without the region, as the worker records it
+    err = RegionNotFoundError("No person found in this photo, so there is no person to style.")
+    assert chat.error_message(err, "en") == ("Sorry, that did not work: No person found in "
+                                             "this photo, so there is no person to style.")
+    service.close()

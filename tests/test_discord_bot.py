@@ -137,7 +137,7 @@ def test_stylize_defers_shows_progress_and_posts_the_stylized_picture(tmp_path, 
             assert "Great Wave" in msg["embeds"][0]["description"]
             assert "75%" in msg["embeds"][0]["description"]
             buttons = _components(msg)
-            assert set(buttons) == {"up", "down", "keep", "del", "style"}
+            assert set(buttons) == {"up", "down", "keep", "area", "del", "style"}
             assert buttons["style"]["type"] == 3  # a select menu of the other styles
             labels = [o["label"] for o in buttons["style"]["options"]]
             assert len(labels) == len(service.styles)

@@ -57,7 +57,7 @@ def test_submit_poll_and_fetch_result(server):
     assert body["stroke"] == 1.0  # medium unless asked
     status = wait_done(c, body["id"])
     assert status == {"id": body["id"], "state": "done", "progress": 1.0, "error": None,
-                      "stroke": 1.0, "refine": False, "media": "photo",
+                      "stroke": 1.0, "refine": False, "media": "photo", "regions": None,
                       "queue_position": None, "eta_s": None}  # done: no place, no estimate
     result = c.get(body["result_url"])
     assert result.status_code == 200 and result.headers["content-type"] == "image/png"
