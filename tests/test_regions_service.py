@@ -21,7 +21,11 @@ from PIL import Image
 from service_process import Server, assert_json_error, post_photo, wait_done
 
 from bots.chat import decode_action, outcome_text
+from bots.config import Settings
+from bots.core import StyleService
 from bots.i18n import t
+from bots.worker import Worker
+from storage import JobState
 from stylejax import regions
 from stylejax.stylizer import Stylizer
 
@@ -160,10 +164,37 @@ def test_api_a_region_missing_from_the_photo_fails_with_its_message(server):
     assert status["state"] == "failed" and status["error"].startswith(NO_PERSON), status
 
 
-# -- Telegram -------------------------------------------------------------------------------------
+# -- the worker: one engine batch per spec, a photo without the region fails alone ---------------
 @pytest.fixture(scope="module")
 def stylizer() -> Stylizer:
     return Stylizer(backend="onnx")
+
+
+def test_worker_batches_equal_specs_and_fails_only_the_photo_without_the_region(
+        tmp_path, stylizer):
+    service = StyleService(Settings(data_dir=tmp_path / "d", rate_per_minute=600,
+                                    rate_burst=20, max_active_jobs=10, max_side=128,
+                                    max_batch=4))
+    try:
+        owner = service.user("test", 1)
+        person = service.submit(owner, _person_photo(128), style="wave", regions=["person"])
+        empty = service.submit(owner, photo_png(96, 128, 1), style="wave", regions=["person"])
+        whole = service.submit(owner, photo_png(96, 128, 2), style="wave")
+        keys = {j.id: service.job(j.id).request.batch_key() for j in (person, empty, whole)}
+        assert keys[person.id] == keys[empty.id] != keys[whole.id]  # read back from the payload
+        worker = Worker.beside(service, stylizer=stylizer)
+        worker.run(max_jobs=3, idle_exit_s=5)
+        done = {j.id: service.job(j.id) for j in (person, empty, whole)}
+        assert done[person.id].state is JobState.DONE
+        assert done[whole.id].state is JobState.DONE
+        assert done[empty.id].state is JobState.FAILED
+        assert done[empty.id].error.startswith(NO_PERSON)
+        assert_person_only(service.result(person.id), _person_photo(128))
+    finally:
+        service.close()
+
+
+# -- Telegram -------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
