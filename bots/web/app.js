@@ -810,6 +810,7 @@ function showModelFile(file) {
   state.modelUrl = URL.createObjectURL(file);
   el.photoName.textContent = `${file.name} · ${formatBytes(file.size)}`;
   el.dropzone.classList.add("has-photo");
+  el.dropzone.querySelector(".dz-main").innerHTML = t(TOUCH ? "tap_again" : "drop_again");
   el.download.hidden = true;
   el.stage.dataset.state = "model";
   resetRegion();
