@@ -244,3 +244,29 @@ def test_csp_allows_the_viewers_own_style_by_hash(server):  # noqa: F811
     assert "unsafe-inline" not in csp and "'unsafe-eval'" not in csp
     licence = (ROOT / "bots" / "web" / "vendor" / "model-viewer.LICENSE.txt").read_text()
     assert "Apache License" in licence and "MIT" in licence and "BSD" in licence
+
+
+def test_region_choice_reaches_the_job(server, browser, person_photo):  # noqa: F811
+    """End to end, real jobs: the job's JSON says what the page chose (needs the API's region
+    fields, bots/http_api.py `submit`; skipped in a tree without them)."""
+    from test_web_page import _wait_result
+
+    with Tab(browser, server, viewport={"width": 1280, "height": 900}, locale="en-US") as tab:
+        page = tab.page
+        page.set_input_files("#photo", str(person_photo))
+        page.click("label[for=where-person]")
+        page.wait_for_selector("#stage[data-region=shown]", timeout=30_000)
+        page.click("#go")
+        job = _wait_result(page)
+        info = httpx.get(f"{server.base}/api/v1/jobs/{job}").json()
+        if "regions" not in info:
+            pytest.skip("this server's jobs take no region fields yet")
+        assert info["regions"]["entries"] == [{"region": "person"}]
+        assert not page.is_visible("#region-overlay")  # the result shows, not the region
+        page.click("label[for=where-keep-faces]")  # a live re-run with the new choice
+        second = _wait_result(page, previous_job=job)
+        info = httpx.get(f"{server.base}/api/v1/jobs/{second}").json()
+        assert info["regions"]["keep"] == ["face"]
+        assert [e["region"] for e in info["regions"]["entries"]] == ["everywhere"]
+        assert len(tab.job_posts) == 2
+        assert not tab.js_errors, tab.js_errors
