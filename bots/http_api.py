@@ -69,10 +69,18 @@ SSE_KEEPALIVE_S = 15.0
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                 ".webp": "image/webp"}
 WEB_DIR = Path(__file__).resolve().with_name("web")  # the web page: index.html + /static assets
+# The 3D viewer (bots/web/vendor/model-viewer.min.js) reads its models and their embedded
+# textures from blob: URLs (connect-src blob:) and puts one fixed <style> element in its shadow
+# root: that one is allowed by its hash (tests/test_web_regions.py recomputes it from the file).
+# Its meshopt decoder compiles a WebAssembly module when the bundle loads ('wasm-unsafe-eval':
+# WebAssembly only, no eval() of JavaScript); refused, that is an uncaught error on the page.
+MODEL_VIEWER_STYLE = "sha256-PXtZZkJMMyc18o/DN1ZEFOJ2qEGq95IQbVaJFMOXOb0="
 _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' blob: data:; "
-                                "media-src 'self' blob:; "
+                                "media-src 'self' blob:; connect-src 'self' blob:; "
+                                "script-src 'self' 'wasm-unsafe-eval'; "
+                                f"style-src 'self' '{MODEL_VIEWER_STYLE}'; "
                                 "object-src 'none'; base-uri 'none'; form-action 'self'; "
                                 "frame-ancestors 'none'"),
     "Referrer-Policy": "no-referrer",
@@ -597,5 +605,8 @@ def create_app(service: StyleService) -> FastAPI:
     app.include_router(pages_router())
     app.include_router(styles_router())
     app.include_router(jobs_router())
+    from .regions_api import regions_router  # region previews for the page (imports this module)
+
+    app.include_router(regions_router())
     app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
     return app

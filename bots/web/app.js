@@ -83,6 +83,31 @@ const TEXT = {
     video_custom: "Videos can be painted with the gallery's styles only.",
     your_video: "Your video in the style of {style}",
     your_style: "your picture",
+    where: "Where",
+    where_everywhere: "everywhere",
+    where_person: "person only",
+    where_background: "background only",
+    where_clothing: "clothing only",
+    where_keep_faces: "keep faces",
+    where_hint: "Style the whole photo or only part of it.",
+    region_show: "Show the region",
+    brush: "Brush",
+    brush_paint: "paint",
+    brush_erase: "erase",
+    brush_size: "Brush size",
+    brush_reset: "Undo my painting",
+    overlay: "The region the style goes to; paint or erase it with the brush",
+    region_loading: "Finding the region…",
+    region_shown: "Tinted: where the style goes. Paint or erase on the photo to change it.",
+    region_shown_keep: "Tinted: what stays as in the photo. Paint or erase to change it.",
+    region_painted: "Your painted mask is sent with the job.",
+    region_empty: "Nothing of that kind was found in this photo; paint the region by hand.",
+    region_failed: "The region could not be previewed: {reason}",
+    region_video: "Videos are styled everywhere.",
+    model_chosen: "A 3D model: shown in the viewer here. Styling models on this service is not available yet; the command line does it (stylize model.glb).",
+    model_too_big: "“{name}” is {size}; a model shown here may be up to {limit}.",
+    viewer: "A 3D model: drag to turn it, scroll or pinch to zoom",
+    viewer_failed: "The 3D viewer could not be loaded: {reason}",
   },
   zh: {
     skip: "跳到工具",
@@ -156,6 +181,31 @@ const TEXT = {
     video_custom: "视频只能使用图库中的风格。",
     your_video: "你的视频，风格：{style}",
     your_style: "你的图片",
+    where: "范围",
+    where_everywhere: "全部",
+    where_person: "只有人物",
+    where_background: "只有背景",
+    where_clothing: "只有衣服",
+    where_keep_faces: "保留面部",
+    where_hint: "给整张照片或只给一部分加上风格。",
+    region_show: "显示区域",
+    brush: "画笔",
+    brush_paint: "涂抹",
+    brush_erase: "擦除",
+    brush_size: "画笔大小",
+    brush_reset: "撤销我的涂抹",
+    overlay: "风格所在的区域；用画笔涂抹或擦除",
+    region_loading: "正在寻找区域……",
+    region_shown: "着色部分：风格所在之处。在照片上涂抹或擦除即可修改。",
+    region_shown_keep: "着色部分：保持原样的地方。涂抹或擦除即可修改。",
+    region_painted: "你涂抹的遮罩会随任务一起发送。",
+    region_empty: "这张照片里没有找到这类区域；请用画笔手动涂抹。",
+    region_failed: "无法预览区域：{reason}",
+    region_video: "视频只能整体加风格。",
+    model_chosen: "3D 模型：在这里的查看器中显示。本服务暂不能给模型加风格；命令行可以（stylize model.glb）。",
+    model_too_big: "“{name}”大小为 {size}；这里显示的模型最大 {limit}。",
+    viewer: "3D 模型：拖动旋转，滚动或捏合缩放",
+    viewer_failed: "无法加载 3D 查看器：{reason}",
   },
 };
 
@@ -184,6 +234,9 @@ const el = {
   split: $("split"), progressBox: $("progress-box"), progress: $("progress"),
   progressBar: $("progress-bar"), status: $("status"), download: $("download"),
   resultPanel: $("result-panel"), video: $("result-video"),
+  whereField: $("where-field"), brushTools: $("brush-tools"), regionShow: $("region-show"),
+  brushSize: $("brush-size"), brushReset: $("brush-reset"), regionStatus: $("region-status"),
+  overlay: $("region-overlay"), viewerBox: $("viewer-box"), viewer: $("viewer"),
 };
 
 const state = {
@@ -204,6 +257,13 @@ const state = {
   hasResult: false,
   rerunTimer: null,
   lastAnnounced: -1,
+  // the region preview / hand-painted mask (drawn on el.overlay at the mask's own size)
+  regionFor: null,          // "photoVersion|where" of the mask on the overlay
+  regionRequest: 0,         // bumped per preview request: a late answer is dropped
+  maskEdited: false,        // the user painted or erased: the mask travels with the job
+  maskVersion: 0,           // bumped per brush stroke (re-run keys)
+  photoIsModel: false,      // the chosen file is a .glb: shown in the 3D viewer
+  modelUrl: null,
 };
 
 // -- small helpers --------------------------------------------------------------------------------
@@ -409,6 +469,10 @@ function fileProblem(file, { video = false } = {}) {
 function setPhoto(file) {
   if (!file) return;
   clearMessage();
+  if (isModel(file)) {
+    showModelFile(file);
+    return;
+  }
   const problem = fileProblem(file, { video: true });
   if (problem) {
     showMessage(problem);
@@ -417,6 +481,8 @@ function setPhoto(file) {
     return;
   }
   state.photoIsVideo = isClip(file);
+  state.photoIsModel = false;
+  hideViewer();
   const live = state.hasResult || Boolean(state.job);  // re-run for the new photo too
   cancelJob();
   state.photo = file;
@@ -455,6 +521,7 @@ function setPhoto(file) {
   }
   el.go.textContent = t("stylize");
   setStatus("");
+  resetRegion();
   if (live) state.rerunTimer = setTimeout(() => run({ auto: true }), RERUN_DELAY_MS);
 }
 
@@ -487,6 +554,268 @@ function showStrength() {
 
 function setRatio(w, h) {
   if (w > 0 && h > 0) el.compare.style.setProperty("--ratio", `${w} / ${h}`);
+}
+
+// -- where the style goes: region choice, its preview overlay and the brush ----------------------------
+// The overlay canvas holds the mask at the preview's size (≤ 512 px): accent colour, alpha = the
+// mask (255 = in the region). Painting adds alpha, erasing removes it; once painted, the mask
+// itself travels with the job (regions=mask or keep=mask, plus a grey PNG `mask` file).
+const OVERLAY_RGB = [79, 70, 229];
+const MIN_COVERAGE = 0.002;  // as the server's "not found" (stylejax/compose.py MIN_AREA)
+const MASK_SIDE = 512;
+
+function selectedWhere() {
+  return el.form.querySelector('input[name="where"]:checked')?.value ?? "everywhere";
+}
+
+function regionActive(where = selectedWhere()) {
+  return where !== "everywhere" && Boolean(state.photo) && !state.photoIsVideo
+    && !state.photoIsModel;
+}
+
+/** The job's region fields for a choice: {} (everywhere), {regions: "person"}, {keep: "faces"};
+ *  with a painted mask the region is "mask" (the file is added by `appendRegion`). */
+function regionFields(where) {
+  if (where === "everywhere") return {};
+  const keep = where === "keep-faces";
+  const name = state.maskEdited ? "mask" : (keep ? "faces" : where);
+  return keep ? { keep: name } : { regions: name };
+}
+
+async function appendRegion(form, where) {
+  if (where === "everywhere") return;
+  for (const [name, value] of Object.entries(regionFields(where))) form.append(name, value);
+  if (state.maskEdited) form.append("mask", await maskBlob(), "mask.png");
+}
+
+function overlayContext() {
+  return el.overlay.getContext("2d", { willReadFrequently: true });
+}
+
+/** The painted mask as a grey PNG (white = the region), at the overlay's size. */
+function maskBlob() {
+  const { width, height } = el.overlay;
+  const src = overlayContext().getImageData(0, 0, width, height).data;
+  const out = new ImageData(width, height);
+  for (let i = 0; i < src.length; i += 4) {
+    out.data[i] = out.data[i + 1] = out.data[i + 2] = src[i + 3];
+    out.data[i + 3] = 255;
+  }
+  const canvas = document.createElement("canvas");
+  Object.assign(canvas, { width, height });
+  canvas.getContext("2d").putImageData(out, 0, 0);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+/** Put a grey mask picture (ImageBitmap), or an empty mask of w×h, on the overlay. */
+function drawMask(bitmap, w, h) {
+  const canvas = el.overlay;
+  canvas.width = bitmap ? bitmap.width : w;
+  canvas.height = bitmap ? bitmap.height : h;
+  const ctx = overlayContext();
+  ctx.globalCompositeOperation = "source-over";
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (!bitmap) return;
+  ctx.drawImage(bitmap, 0, 0);
+  const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  const d = img.data;
+  for (let i = 0; i < d.length; i += 4) {
+    d[i + 3] = d[i];
+    [d[i], d[i + 1], d[i + 2]] = OVERLAY_RGB;
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+function blankMask() {
+  const w = el.before.naturalWidth || 4;
+  const h = el.before.naturalHeight || 3;
+  const scale = Math.min(1, MASK_SIDE / Math.max(w, h));
+  drawMask(null, Math.max(1, Math.round(w * scale)), Math.max(1, Math.round(h * scale)));
+}
+
+function updateOverlay() {
+  const active = regionActive();
+  el.brushTools.hidden = !active;
+  el.overlay.hidden = !(active && el.regionShow.checked && state.regionFor !== null);
+  el.stage.dataset.overlay = el.overlay.hidden ? "no" : "yes";
+}
+
+/** A new photo or no photo: forget the mask; videos and models are styled everywhere. */
+function resetRegion() {
+  state.regionFor = null;
+  state.maskEdited = false;
+  state.regionRequest += 1;
+  el.whereField.disabled = state.photoIsVideo || state.photoIsModel;
+  el.regionStatus.textContent = "";
+  el.regionShow.checked = true;
+  showRegion();
+}
+
+/** Ask the server for the chosen region's mask of this photo and draw it on the overlay. */
+async function showRegion({ force = false } = {}) {
+  const where = selectedWhere();
+  updateOverlay();
+  if (!regionActive(where)) {
+    el.stage.dataset.region = "";
+    return;
+  }
+  const forKey = `${state.photoVersion}|${where}`;
+  if (state.regionFor === forKey && !force) return;
+  state.maskEdited = false;
+  const request = ++state.regionRequest;
+  el.regionStatus.textContent = t("region_loading");
+  el.stage.dataset.region = "loading";
+  const form = new FormData();
+  form.append("image", state.photo, state.photo.name || "photo.jpg");
+  form.append("region", where === "keep-faces" ? "faces" : where);
+  let bitmap = null;
+  let coverage = 1;
+  let problem = null;
+  try {
+    const resp = await fetch(`${API}/regions/preview`, { method: "POST", body: form,
+                                                         headers: headers() });
+    if (!resp.ok) throw new Error(await errorText(resp));
+    coverage = Number(resp.headers.get("X-Region-Coverage") ?? 1);
+    bitmap = await createImageBitmap(await resp.blob());
+  } catch (err) {
+    problem = err instanceof TypeError ? t("network") : err.message;
+  }
+  if (request !== state.regionRequest) return;  // another photo or region meanwhile
+  if (bitmap) drawMask(bitmap);
+  else blankMask();  // the brush still works; the server finds the region itself
+  state.regionFor = forKey;
+  el.stage.dataset.region = problem ? "failed" : "shown";
+  el.regionStatus.textContent = problem ? t("region_failed", { reason: problem })
+    : coverage < MIN_COVERAGE ? t("region_empty")
+      : t(where === "keep-faces" ? "region_shown_keep" : "region_shown");
+  updateOverlay();
+}
+
+const brush = { down: false, last: null };
+
+function brushPoint(ev) {
+  const r = el.overlay.getBoundingClientRect();
+  return { x: (ev.clientX - r.left) * (el.overlay.width / r.width),
+           y: (ev.clientY - r.top) * (el.overlay.height / r.height),
+           scale: el.overlay.width / r.width };
+}
+
+function brushStroke(ev) {
+  const p = brushPoint(ev);
+  const ctx = overlayContext();
+  const erase = el.form.querySelector('input[name="brush"]:checked')?.value === "erase";
+  ctx.globalCompositeOperation = erase ? "destination-out" : "source-over";
+  ctx.fillStyle = ctx.strokeStyle = `rgb(${OVERLAY_RGB.join(",")})`;
+  ctx.lineWidth = Number(el.brushSize.value) * p.scale;
+  ctx.lineCap = ctx.lineJoin = "round";
+  ctx.beginPath();
+  if (brush.last) {
+    ctx.moveTo(brush.last.x, brush.last.y);
+    ctx.lineTo(p.x, p.y);
+    ctx.stroke();
+  } else {
+    ctx.arc(p.x, p.y, ctx.lineWidth / 2, 0, 2 * Math.PI);
+    ctx.fill();
+  }
+  brush.last = p;
+}
+
+function wireBrush() {
+  el.overlay.addEventListener("pointerdown", (ev) => {
+    if (ev.button !== 0) return;
+    ev.preventDefault();
+    el.overlay.setPointerCapture(ev.pointerId);
+    brush.down = true;
+    brush.last = null;
+    brushStroke(ev);
+  });
+  el.overlay.addEventListener("pointermove", (ev) => {
+    if (brush.down) brushStroke(ev);
+  });
+  const end = () => {
+    if (!brush.down) return;
+    brush.down = false;
+    brush.last = null;
+    state.maskEdited = true;
+    state.maskVersion += 1;
+    el.regionStatus.textContent = t("region_painted");
+    el.stage.dataset.region = "painted";
+    scheduleRerun();
+  };
+  el.overlay.addEventListener("pointerup", end);
+  el.overlay.addEventListener("pointercancel", end);
+  el.regionShow.addEventListener("change", updateOverlay);
+  el.brushReset.addEventListener("click", () => {
+    showRegion({ force: true });
+    scheduleRerun();
+  });
+}
+
+// -- the 3D viewer ---------------------------------------------------------------------------------
+// <model-viewer> (bots/web/vendor/model-viewer.min.js, @google/model-viewer, loaded on first use):
+// a dropped .glb is previewed here; a job result of type model/gltf-binary is shown here too.
+const MODEL_TYPE = "model/gltf-binary";
+const MAX_MODEL_BYTES = 100_000_000;
+let viewerLoading = null;
+
+function isModel(file) {
+  return file.type === MODEL_TYPE || /\.glb$/i.test(file.name || "");
+}
+
+function loadViewer() {
+  viewerLoading ??= import("./vendor/model-viewer.min.js")
+    .then(() => customElements.whenDefined("model-viewer"))
+    .catch((err) => { viewerLoading = null; throw err; });
+  return viewerLoading;
+}
+
+/** Show the GLB at `url` (a blob: URL) in the viewer, in place of the photo compare. */
+async function showModel(url, label) {
+  try {
+    await loadViewer();
+  } catch (err) {
+    showMessage(t("viewer_failed", { reason: err.message }));
+    return false;
+  }
+  el.compare.hidden = true;
+  hideVideo();
+  el.placeholder.hidden = true;
+  el.viewerBox.hidden = false;
+  el.viewerBox.dataset.loaded = "no";
+  el.viewer.setAttribute("alt", label);
+  el.viewer.setAttribute("aria-label", t("viewer"));
+  el.viewer.src = url;
+  return true;
+}
+
+function hideViewer() {
+  if (el.viewerBox.hidden) return;
+  el.viewerBox.hidden = true;
+  el.viewer.removeAttribute("src");
+}
+
+function showModelFile(file) {
+  if (file.size > MAX_MODEL_BYTES) {
+    showMessage(t("model_too_big", { name: file.name, size: formatBytes(file.size),
+                                     limit: formatBytes(MAX_MODEL_BYTES) }));
+    return;
+  }
+  cancelJob();
+  state.photo = file;
+  state.photoIsModel = true;
+  state.photoIsVideo = false;
+  state.photoVersion += 1;
+  state.hasResult = false;
+  if (state.modelUrl) URL.revokeObjectURL(state.modelUrl);
+  state.modelUrl = URL.createObjectURL(file);
+  el.photoName.textContent = `${file.name} · ${formatBytes(file.size)}`;
+  el.dropzone.classList.add("has-photo");
+  el.dropzone.querySelector(".dz-main").innerHTML = t(TOUCH ? "tap_again" : "drop_again");
+  el.download.hidden = true;
+  el.stage.dataset.state = "model";
+  resetRegion();
+  showMessage(t("model_chosen"), "warning");
+  showModel(state.modelUrl, file.name);
 }
 
 // -- running a job ------------------------------------------------------------------------------------
@@ -524,6 +853,10 @@ async function run({ auto = false } = {}) {
     showMessage(t("need_style"));
     return;
   }
+  if (state.photoIsModel) {
+    showMessage(t("model_chosen"), "warning");
+    return;
+  }
   if (style === CUSTOM && state.photoIsVideo) {
     showMessage(t("video_custom"));
     return;
@@ -537,8 +870,10 @@ async function run({ auto = false } = {}) {
   const strength = Number(el.strength.value);
   const stroke = selectedStroke();
   const refine = style === CUSTOM && el.refine.checked;
+  const where = state.photoIsVideo ? "everywhere" : selectedWhere();
   const key = [state.photoVersion, style, style === CUSTOM ? state.styleVersion : 0, strength,
-               stroke, el.keepColors.checked, refine].join("|");
+               stroke, el.keepColors.checked, refine, where,
+               state.maskEdited ? state.maskVersion : 0].join("|");
   if (auto && (state.job ? state.job.key === key : state.shownKey === key)) return;
   cancelJob();
   const form = new FormData();
@@ -549,6 +884,7 @@ async function run({ auto = false } = {}) {
   form.append("keep_colors", el.keepColors.checked ? "true" : "false");
   form.append("stroke", stroke);
   if (refine) form.append("refine", "true");
+  await appendRegion(form, where);
 
   const job = {
     id: null, statusUrl: null, resultUrl: null, finished: false, source: null, timer: null,
@@ -693,7 +1029,8 @@ function hideVideo() {
   el.video.hidden = true;
 }
 
-const RESULT_SUFFIX = { "video/mp4": "mp4", "image/gif": "gif", "image/webp": "webp" };
+const RESULT_SUFFIX = { "video/mp4": "mp4", "image/gif": "gif", "image/webp": "webp",
+                        [MODEL_TYPE]: "glb" };
 
 async function showResult(job) {
   setProgress(1);
@@ -709,8 +1046,9 @@ async function showResult(job) {
   if (state.job !== job) return;
   const url = URL.createObjectURL(blob);
   const clip = blob.type.startsWith("video/");
+  const model = blob.type === MODEL_TYPE;  // a 3D model's result (no such jobs yet)
   const img = new Image();
-  if (!clip) {
+  if (!clip && !model) {
     img.src = url;
     try { await img.decode(); } catch { /* shown anyway */ }
   }
@@ -720,12 +1058,15 @@ async function showResult(job) {
   state.resultUrl = url;
   state.shownKey = job.key;
   const styleName = styleDisplayName(job.style);
-  if (clip) {  // a video job: the result plays in <video> (GIF / WebP stay in the compare)
+  if (model) {
+    await showModel(url, t("your_result", { style: styleName }));
+  } else if (clip) {  // a video job: the result plays in <video> (GIF / WebP stay in the compare)
     el.compare.hidden = true;
     showVideo(url);
     el.video.setAttribute("aria-label", t("your_video", { style: styleName }));
   } else {
     hideVideo();
+    hideViewer();
     el.compare.hidden = false;
     setRatio(img.naturalWidth, img.naturalHeight);
     el.after.src = url;
@@ -745,6 +1086,10 @@ async function showResult(job) {
   el.go.textContent = t("restylize");
   setStatus(t("done", { style: styleName, strength: job.strength,
                        stroke: t(`stroke_${job.stroke}`) }));
+  if (first && !el.overlay.hidden) {  // the result, not the region, is what to see now
+    el.regionShow.checked = false;
+    updateOverlay();
+  }
   if (first) {
     const box = el.resultPanel.getBoundingClientRect();
     if (box.top > window.innerHeight * 0.6 || box.bottom < 0) {
@@ -790,6 +1135,13 @@ function wire() {
   });
 
   el.form.addEventListener("change", (ev) => {
+    if (ev.target.name === "where") {
+      el.regionShow.checked = true;
+      showRegion();
+      scheduleRerun();
+      return;
+    }
+    if (ev.target.name === "brush") return;
     if (ev.target.name === "stroke" || ev.target.name === "refine") {
       scheduleRerun();
       return;
@@ -817,6 +1169,14 @@ function wire() {
   el.split.addEventListener("input", () => {
     el.compare.style.setProperty("--pos", `${el.split.value}%`);
   });
+
+  el.viewer.addEventListener("load", () => { el.viewerBox.dataset.loaded = "yes"; });
+  el.viewer.addEventListener("error", (ev) => {
+    el.viewerBox.dataset.loaded = "failed";
+    showMessage(t("viewer_failed", { reason: ev.detail?.sourceError?.message || ev.detail?.type
+                                             || "?" }));
+  });
+  wireBrush();
 
   window.addEventListener("pagehide", () => cancelJob());
 }
