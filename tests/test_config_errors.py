@@ -31,6 +31,7 @@ BAD = {
     "queue": f"mysql://{MARK}",
     "pack": "{tmp}/no-pack-here",
     "max_upload_bytes": MARK,
+    "decode_concurrency": f"0{MARK}",
     "max_side": f"12{MARK}",
     "rate_per_minute": f"0{MARK}",
     "rate_burst": "0",  # out of range
