@@ -261,15 +261,12 @@ def pad_texture(rgb: np.ndarray, uv: np.ndarray, pos: np.ndarray, pad: int, *,
                 out = dst[2] - a - np.dot(dst[2] - a, b - a) / np.dot(b - a, b - a) * (b - a)
                 out = out / max(float(np.linalg.norm(out)), 1e-9)
                 quad = np.stack([a, b, b + out * (pad + 1), a + out * (pad + 1)])
-                x0 = max(0, int(np.floor(quad[:, 0].min())))
-                y0 = max(0, int(np.floor(quad[:, 1].min())))
-                x1 = min(w, int(np.ceil(quad[:, 0].max())) + 1)
-                y1 = min(h, int(np.ceil(quad[:, 1].max())) + 1)
-                if x1 <= x0 or y1 <= y0:
+                covered = _quad_strip(quad, w, h)
+                if covered is None:
                     continue
-                strip = np.zeros((y1 - y0, x1 - x0), np.uint8)
-                _fill(strip, quad[None], (x0, y0))
-                region = strip.astype(bool) & gutter[y0:y1, x0:x1] & ~filled[y0:y1, x0:x1]
+                x0, y0, strip = covered
+                y1, x1 = y0 + strip.shape[0], x0 + strip.shape[1]
+                region = strip & gutter[y0:y1, x0:x1] & ~filled[y0:y1, x0:x1]
                 ys, xs = np.nonzero(region)
                 A = cv2.getAffineTransform(dst.astype(np.float32), src.astype(np.float32))
                 gx, gy = xs + x0, ys + y0
@@ -284,6 +281,20 @@ def pad_texture(rgb: np.ndarray, uv: np.ndarray, pos: np.ndarray, pad: int, *,
                 filled[gy, gx] = True
     col, filled = _dilate(col, filled, pad)
     return _push_pull(col, filled.astype(np.float32)), mask, links
+
+
+def _quad_strip(quad: np.ndarray, w: int, h: int) -> tuple[int, int, np.ndarray] | None:
+    """The texels a UV quad covers on a w×h texture: (x0, y0, boolean strip of its bounding
+    box, clipped to the texture), or None when it lies off the texture."""
+    x0 = max(0, int(np.floor(quad[:, 0].min())))
+    y0 = max(0, int(np.floor(quad[:, 1].min())))
+    x1 = min(w, int(np.ceil(quad[:, 0].max())) + 1)
+    y1 = min(h, int(np.ceil(quad[:, 1].max())) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    strip = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    _fill(strip, quad[None], (x0, y0))
+    return x0, y0, strip.astype(bool)
 
 
 def blend_seams(styled: np.ndarray, mask: np.ndarray, links: list[SeamLink],
@@ -306,15 +317,11 @@ def blend_seams(styled: np.ndarray, mask: np.ndarray, links: list[SeamLink],
     for link in links:
         a, b, out = link.a, link.b, link.out
         quad = np.stack([a, b, b - out * width, a - out * width])
-        x0 = max(0, int(np.floor(quad[:, 0].min())))
-        y0 = max(0, int(np.floor(quad[:, 1].min())))
-        x1 = min(w, int(np.ceil(quad[:, 0].max())) + 1)
-        y1 = min(h, int(np.ceil(quad[:, 1].max())) + 1)
-        if x1 <= x0 or y1 <= y0:
+        covered = _quad_strip(quad, w, h)
+        if covered is None:
             continue
-        strip = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        _fill(strip, quad[None], (x0, y0))
-        ys, xs = np.nonzero(strip.astype(bool) & mask[y0:y1, x0:x1])
+        x0, y0, strip = covered
+        ys, xs = np.nonzero(strip & mask[y0:y0 + strip.shape[0], x0:x0 + strip.shape[1]])
         if len(ys) == 0:
             continue
         gx, gy = (xs + x0).astype(np.float64), (ys + y0).astype(np.float64)
