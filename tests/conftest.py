@@ -45,6 +45,17 @@ def _jax_cache_in_tmp(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def two_style_pack(tmp_path_factory, tiny_generator) -> Path:
+    """A pack folder of the tiny generator with styles "a" and "b"; treat as read-only."""
+    from stylejax.pack import StyleInfo, save_pack
+
+    root = tmp_path_factory.mktemp("two-style-pack")
+    save_pack(root, tiny_generator, [StyleInfo("a", {"en": "Style A"}),
+                                     StyleInfo("b", {"en": "Style B"})])
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_generator() -> Generator:
     """Two styles with clearly different CIN rows; treat as read-only (nnx.clone to modify)."""
     return perturb_generator(Generator(TINY_CONFIG, rngs=nnx.Rngs(0)), seed=0)

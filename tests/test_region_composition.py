@@ -14,7 +14,6 @@ from stylejax import compose
 from stylejax.cli import main
 from stylejax.errors import InvalidRequestError, RegionNotFoundError
 from stylejax.imageio import to_float, to_uint8
-from stylejax.pack import StyleInfo, save_pack
 from stylejax.request import RegionSpec, RegionStyle, StyleRequest
 from stylejax.stylizer import Stylizer
 
@@ -23,11 +22,8 @@ PERSON_PHOTO = CONTENT / "people_kphotoalbum_anne_helene.jpg"  # one woman on a 
 
 
 @pytest.fixture(scope="module")
-def pack_dir(tmp_path_factory, tiny_generator) -> Path:
-    root = tmp_path_factory.mktemp("pack")
-    save_pack(root, tiny_generator, [StyleInfo("a", {"en": "Style A"}),
-                                     StyleInfo("b", {"en": "Style B"})])
-    return root
+def pack_dir(two_style_pack):
+    return two_style_pack
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from stylejax.cli import main
 from stylejax.custom_style import CustomStyleConfig
 from stylejax.engine import Engine, Request
 from stylejax.imageio import resize_max_side, to_uint8
-from stylejax.pack import StyleInfo, save_pack
 from stylejax.request import StyleRequest
 from stylejax.stylizer import Stylizer
 
@@ -28,11 +27,8 @@ STROKES = (0.25, 0.6, 1.0, 4.0)  # 0.25: a 2,560-px working side, tiled: the cra
 
 
 @pytest.fixture(scope="module")
-def pack_dir(tmp_path_factory, tiny_generator):
-    root = tmp_path_factory.mktemp("pack")
-    save_pack(root, tiny_generator, [StyleInfo("a", {"en": "Style A"}),
-                                     StyleInfo("b", {"en": "Style B"})])
-    return root
+def pack_dir(two_style_pack):
+    return two_style_pack
 
 
 @pytest.fixture(scope="module")
