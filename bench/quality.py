@@ -112,14 +112,18 @@ def pack_method(size: int, stroke: float = 1.0) -> Method:
     return run
 
 
-def anystyle_method(size: int, model: str) -> Method:
-    """The any-style model (style_vectors.AnyStyle): encode the picture, one generator pass."""
+def anystyle_method(size: int, model: str, scale: float = 1.0) -> Method:
+    """The any-style model (style_vectors.AnyStyle): encode the picture, one generator pass.
+    `scale` multiplies the style vector (1 = the request's full strength); above 1 it
+    extrapolates past what the user can ask for, to map the style/content trade-off."""
     from stylejax.imageio import resize_max_side
     from stylejax.request import StyleRequest
     from stylejax.style_vectors import AnyStyle
 
     any_style = AnyStyle(model)
     request = StyleRequest.create(style_image="bench")
+    if scale != 1.0:
+        request = replace(request, strength=scale)
 
     def run(photo: np.ndarray, pair: Pair) -> np.ndarray:
         return any_style.stylize(request, resize_max_side(photo, size), pair.style_rgb)
@@ -262,6 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--anystyle-model", metavar="DIR",
                     help="an any-style model folder: adds the method 'anystyle' to both sets "
                          "(on the pack set it sees the pack's pictures, encoded)")
+    ap.add_argument("--anystyle-scales", nargs="*", type=float, default=[],
+                    help="also run the any-style model with its style vector scaled (methods "
+                         "anystyle@S), to map the style/content trade-off")
     ap.add_argument("--tiny", action="store_true", help="2 photos × 2 styles, 128 px, 3 s")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -299,6 +306,10 @@ def main(argv: list[str] | None = None) -> dict:
         if args.anystyle_model:
             builders["anystyle"] = lambda: anystyle_method(args.size, args.anystyle_model)
             args.methods = [*args.methods, "anystyle"]
+            for scale in args.anystyle_scales:
+                builders[f"anystyle@{scale:g}"] = (
+                    lambda scale=scale: anystyle_method(args.size, args.anystyle_model, scale))
+                args.methods = [*args.methods, f"anystyle@{scale:g}"]
         methods = {m: builders[m]() for m in dict.fromkeys(args.methods)}
         # The first pairs of the diagonal meet every style once: those go on the sheets.
         rows += run_set("custom", pairs, methods, judge, out, lambda i: i < 12, log)

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stable", action="store_true",
                    help="videos: stylise each frame on its own (default: stable mode, no "
                         "flicker; docs/video.md)")
+    p.add_argument("--full-generator", action="store_true",
+                   help="videos: use the pack's own generator, not its cheaper video "
+                        "generator (about half the frame rate; docs/video.md)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file for one photo or clip (the format from its suffix: "
                         ".png .jpg .webp; .mp4 .mov .mkv .webm .gif .webp for clips), folder "
@@ -299,7 +302,7 @@ def _run_videos(args: argparse.Namespace, stylizer, request: StyleRequest,
             bar.update(max(0, min(total, round(frac * total)) - bar.n))
 
         result = stylize_video(stylizer, request, src, out, stable=not args.no_stable,
-                               progress=progress)
+                               progress=progress, full_generator=args.full_generator)
         bar.close()
         if not args.quiet:
             mode = "stable" if result.stable else "per-frame"

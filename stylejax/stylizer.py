@@ -40,6 +40,7 @@ from .stroke import MAX_STROKE, pack_work_side
 from .style_vectors import AnyStyle
 
 PhotoInput = np.ndarray | bytes | str | os.PathLike
+VIDEO_PACK = "video"  # a pack's subfolder holding its video generator (Stylizer.for_video)
 StyleChoice = str | int | Mapping[str, float]
 
 
@@ -91,6 +92,7 @@ class Stylizer:
         self._engine: Engine | None = None
         self.anystyle = (anystyle if isinstance(anystyle, AnyStyle)
                          else AnyStyle(anystyle, backend=backend, tile=tile))
+        self._video: Stylizer | None = None
 
     # -- the pack ---------------------------------------------------------------------------------
     def _pack_dir(self) -> Path:
@@ -111,6 +113,24 @@ class Stylizer:
         if self._engine is None:
             self._engine = Engine(self.pack.generator, backend=self._backend, tile=self._tile)
         return self._engine
+
+    def for_video(self) -> Stylizer:
+        """The stylizer clips go through: the pack's video generator (a cheaper student
+        distilled from this pack, in its `video/` folder: trainer/distill.py) when it has one
+        with the same styles, else this one. A clip is hundreds of frames, so the frame rate
+        matters more there than the last bit of likeness to the pack."""
+        if self._video is None:
+            self._video = self
+            root = self.pack.root
+            if root is not None and (root / VIDEO_PACK / "pack.json").is_file():
+                student = load_pack(root / VIDEO_PACK)
+                if [s.id for s in student.styles] != [s.id for s in self.pack.styles]:
+                    raise WeightsError(f"The pack's {VIDEO_PACK}/ generator has other styles "
+                                       "than the pack.")
+                self._video = Stylizer(student, backend=self._backend, tile=self._tile,
+                                       anystyle=self.anystyle)
+                self._video._video = self._video
+        return self._video
 
     @property
     def styles(self) -> list[StyleInfo]:

@@ -767,9 +767,13 @@ def stylize_video(stylizer, request, src: Source, dst: str | os.PathLike, *,
                   should_stop: Callable[[], bool] | None = None,
                   limits: VideoLimits | None = DEFAULT_LIMITS,
                   stable_config: StableConfig | None = None,
-                  info: VideoInfo | None = None) -> VideoResult:
+                  info: VideoInfo | None = None,
+                  full_generator: bool = False) -> VideoResult:
     """Stylise every frame of `src` (video or animated GIF/WebP) with a pack-style `request`
     and write `dst` (format from its suffix), keeping timing, rotation (applied) and audio.
+
+    Frames go through the pack's video generator (`Stylizer.for_video`: a cheaper student of
+    the pack, about twice the frame rate) unless `full_generator` asks for the pack's own.
 
     Frames go through the generator `batch` at a time. `progress(fraction)` after each batch;
     `should_stop()` before each: True stops the work, removes `dst` and raises
@@ -778,6 +782,8 @@ def stylize_video(stylizer, request, src: Source, dst: str | os.PathLike, *,
     if request.is_custom:
         raise UnsupportedVideoError("Videos can be stylised with the pack's styles only.")
     start = time.monotonic()
+    if not full_generator:
+        stylizer = stylizer.for_video()
     info = info or probe_video(src, limits)
     if info.kind == "animation" and limits is not None:
         check_limits(info, limits)
