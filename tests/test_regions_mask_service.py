@@ -312,3 +312,32 @@ def test_remote_worker_with_redis_gets_the_mask_over_http(tmp_path, stylizer):
         assert srv.stop() == 0, srv.log()
         redis.stop()
     assert not (tmp_path / "elsewhere" / "meta.db").exists()
+
+
+def test_delete_my_data_removes_the_mask(tmp_path):
+    service = _service(tmp_path / "d")
+    try:
+        owner = service.user("test", 5)
+        job = service.submit(owner, photo_png(H, W, seed=70), style="wave", regions="mask",
+                             mask=square_mask(H, W, BOX))
+        sha = job.params[MASK_SHA_PARAM]
+        assert service.blobs.exists(sha)
+        assert service.forget(owner)["blobs"] == 2  # the photo and the mask
+        assert not service.blobs.exists(sha) and service.blobs.usage(str(owner.id)) == 0
+    finally:
+        service.close()
+
+
+def test_a_resubmit_keeps_the_mask_while_its_regions_use_it(tmp_path):
+    service = _service(tmp_path / "d")
+    try:
+        owner = service.user("test", 6)
+        job = service.submit(owner, photo_png(H, W, seed=71), style="wave", regions="mask",
+                             mask=square_mask(H, W, BOX))
+        again = service.resubmit(owner, job.id, strength=0.5)
+        assert again.params[MASK_SHA_PARAM] == job.params[MASK_SHA_PARAM]
+        assert again.request.batch_key() != job.request.batch_key()
+        whole = service.resubmit(owner, job.id, regions=())  # everywhere: no mask any more
+        assert MASK_SHA_PARAM not in whole.params and whole.request.regions is None
+    finally:
+        service.close()
