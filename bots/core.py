@@ -56,7 +56,7 @@ def check_regions(request: StyleRequest) -> None:
                                   "'mask' file with the photo (white = the region).")
 
 
-# How far a mask's aspect ratio may be from its photo's (beyond a pixel of rounding).
+# How far a mask's aspect ratio may be from its photo's (beyond half a pixel of rounding).
 MASK_ASPECT_TOLERANCE = 0.03
 
 
