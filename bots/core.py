@@ -27,11 +27,14 @@ from storage.job_events import JobEvent, job_events
 from storage.queue import JobQueue, open_queue
 from stylejax.errors import (
     GENERIC_ERROR,
+    CorruptImageError,
     InvalidRequestError,
     JobNotFoundError,
+    NotAnImageError,
     QueueFullError,
     RateLimitedError,
     ServiceBusyError,
+    UnsupportedImageError,
 )
 from stylejax.imageio import ImageLimits, decode_image
 from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_styles
@@ -46,12 +49,15 @@ from .ratelimit import TokenBucket
 log = logging.getLogger("stylejax.service")
 
 def check_regions(request: StyleRequest) -> None:
-    """The service's own rule on top of `StyleRequest.create`: the region "mask" (a mask
-    picture sent with the photo) is the CLI's and the widget's; a job carries no mask picture."""
-    if request.regions is not None and request.regions.uses_mask:
-        raise InvalidRequestError("The region 'mask' needs a mask picture, which the service "
-                                  "does not take; choose person, background, clothing, sky "
-                                  "or face.")
+    """The service's own rule on top of `StyleRequest.create`: the region "mask" needs its
+    picture, sent as the job's `mask` file (a request naming "mask" carries its reference)."""
+    if request.regions is not None and request.regions.uses_mask and request.mask is None:
+        raise InvalidRequestError("The region 'mask' needs a mask picture: send it as the "
+                                  "'mask' file with the photo (white = the region).")
+
+
+# How far a mask's aspect ratio may be from its photo's (beyond half a pixel of rounding).
+MASK_ASPECT_TOLERANCE = 0.03
 
 
 def job_stroke(job: Job) -> float:
@@ -180,11 +186,27 @@ class StyleService:
         self.check_picture(data)
         return "photo"
 
-    def check_picture(self, data: bytes) -> None:
+    def check_picture(self, data: bytes) -> tuple[int, int]:
         """Decode a photo or style picture to check it, as the worker will (at `max_side`),
-        `decode_concurrency` at a time: a burst of large uploads must not exhaust memory."""
-        self._decoder.submit(decode_image, data, limits=self.limits,
-                             max_side=self.settings.max_side).result()
+        `decode_concurrency` at a time: a burst of large uploads must not exhaust memory.
+        Returns its (height, width) at that size, turned as the camera says."""
+        decoded = self._decoder.submit(decode_image, data, limits=self.limits,
+                                       max_side=self.settings.max_side).result()
+        return decoded.rgb.shape[:2]
+
+    def check_mask(self, mask: bytes, photo: bytes) -> None:
+        """A hand-painted mask (the region "mask") must be a picture with the photo's aspect
+        ratio (any size: the worker scales it to the photo): InvalidRequestError else."""
+        try:
+            mh, mw = self.check_picture(mask)
+        except (NotAnImageError, CorruptImageError, UnsupportedImageError):
+            raise InvalidRequestError("The mask is not a picture we can read; send a PNG, "
+                                      "white where the style goes.") from None
+        ph, pw = self.check_picture(photo)
+        off = abs((mw / mh) / (pw / ph) - 1.0)
+        if off > MASK_ASPECT_TOLERANCE + 0.5 / min(mw, mh):  # + rounding to whole pixels
+            raise InvalidRequestError(f"The mask ({mw}×{mh}) does not have the photo's shape "
+                                      f"({pw}×{ph}); paint it over this photo.")
 
     def stage_photo(self, owner: User, photo: bytes) -> str:
         """Check and keep a photo (or a video) before its style is chosen; returns its sha for
@@ -201,12 +223,13 @@ class StyleService:
                      keep_colors: bool | None = None,
                      stroke: float | str | None = None,
                      refine: bool | None = None, regions: Any = None, keep: Any = None,
-                     feather: float | str | None = None) -> StyleRequest:
+                     feather: float | str | None = None,
+                     mask: str | None = None) -> StyleRequest:
         """A front end's options as a validated StyleRequest; what was left out (None) is the
         user's setting. `style_image` is the custom picture's reference (its sha, once kept).
         `refine` (custom pictures: optimise on top of the instant result) is off unless asked.
         `regions` / `keep` / `feather`: where the style goes (`RegionSpec.create`; None: the
-        whole photo)."""
+        whole photo); `mask`: the reference of the region "mask"'s picture."""
         request = StyleRequest.create(
             refine=bool(refine),
             style=style, style_image=style_image,
@@ -214,7 +237,7 @@ class StyleService:
             keep_colors=(bool(owner.settings.get("keep_colors", False)) if keep_colors is None
                          else keep_colors),
             stroke=self.default_stroke(owner) if stroke is None else stroke,
-            regions=regions, keep=keep, feather=feather)
+            regions=regions, keep=keep, feather=feather, mask=mask)
         check_regions(request)
         return request
 
@@ -223,13 +246,14 @@ class StyleService:
                style_sha: str | None = None, strength: float | None = None,
                keep_colors: bool | None = None, stroke: float | str | None = None,
                refine: bool | None = None, regions: Any = None, keep: Any = None,
-               feather: float | str | None = None) -> Job:
+               feather: float | str | None = None, mask: bytes | None = None) -> Job:
         """Validate, store and queue one request; raises a StyleJAXError a user can read.
 
         The photo comes as bytes or as the sha of a staged/earlier upload (`stage_photo`);
         likewise a custom style picture (`style_image` or `style_sha`). `stroke` is a preset
         name or a factor (stylejax.stroke); None, like the other options, means the user's
-        setting. `regions` / `keep` / `feather`: a style per region (docs/regions.md).
+        setting. `regions` / `keep` / `feather`: a style per region (docs/regions.md);
+        `mask`: the picture of the region "mask" (white = the region), stored with the job.
         The options become a StyleRequest (`make_request`), checked there once.
         """
         self._take_token(owner)
@@ -237,8 +261,9 @@ class StyleService:
         request = self.make_request(owner, style=style,
                                     style_image=(style_sha or _UPLOAD) if custom else None,
                                     strength=strength, keep_colors=keep_colors, stroke=stroke,
-                                    refine=refine, regions=regions, keep=keep, feather=feather)
-        return self._store_and_queue(owner, request, photo, photo_sha, style_image)
+                                    refine=refine, regions=regions, keep=keep, feather=feather,
+                                    mask=None if mask is None else _UPLOAD)
+        return self._store_and_queue(owner, request, photo, photo_sha, style_image, mask)
 
     def submit_request(self, owner: User, request: StyleRequest, photo: bytes | None = None,
                        *, photo_sha: str | None = None,
@@ -255,7 +280,8 @@ class StyleService:
             raise RateLimitedError(max(1, round(wait + 0.5)))
 
     def _store_and_queue(self, owner: User, request: StyleRequest, photo: bytes | None,
-                         photo_sha: str | None, style_image: bytes | None) -> Job:
+                         photo_sha: str | None, style_image: bytes | None,
+                         mask: bytes | None = None) -> Job:
         if (photo is None) == (photo_sha is None):
             raise InvalidRequestError("Send one photo.")
         # refuse bad input before anything is stored
@@ -276,7 +302,13 @@ class StyleService:
                 request, style_image=self.blobs.put(style_image, owner=str(owner.id)))
         else:
             self._check_blob(request.style_image)
-        self._check_room(owner, request, photo, photo_sha, style_image)
+        if mask is not None:
+            self.check_mask(mask, photo if photo is not None else self.blobs.get(photo_sha))
+        elif request.mask is not None:  # a resubmit: the earlier job's mask
+            self._check_blob(request.mask)
+        self._check_room(owner, request, photo, photo_sha, style_image, mask)
+        if mask is not None:
+            request = dataclasses.replace(request, mask=self.blobs.put(mask, owner=str(owner.id)))
         kind = JobKind(request.kind)
         input_sha = photo_sha if photo is None else self.blobs.put(photo, owner=str(owner.id))
         job = self.store.create_job(owner.id, kind, request.to_params(), input_sha,
@@ -318,7 +350,8 @@ class StyleService:
         return round(w * scale) * round(h * scale) * 3 + _RESULT_OVERHEAD
 
     def _check_room(self, owner: User, request: StyleRequest, photo: bytes | None,
-                    photo_sha: str | None, style_image: bytes | None) -> None:
+                    photo_sha: str | None, style_image: bytes | None,
+                    mask: bytes | None = None) -> None:
         """JobOverQuotaError unless the owner's storage can take this job's uploads and its
         result, next to the results of their jobs still in progress."""
         if self.blobs.max_bytes_per_user is None:
@@ -328,7 +361,7 @@ class StyleService:
         for job in self.store.list_jobs(owner.id, limit=self.settings.max_active_jobs + 50):
             if not job.state.is_terminal and self.blobs.exists(job.input_sha):
                 reserve += self.result_estimate(job.request, self.blobs.path(job.input_sha))
-        uploads = [b for b in (photo, style_image) if b is not None]
+        uploads = [b for b in (photo, style_image, mask) if b is not None]
         self.blobs.check_room(str(owner.id), uploads, reserve)
 
     # -- the line: places, estimates, the cap (docs/service.md "Queue") -------------------------

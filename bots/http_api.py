@@ -291,8 +291,13 @@ STROKE_FIELD = ("Brush stroke size relative to the picture: small, medium (the d
 REGIONS_FIELD = ("Style only some regions: comma-separated REGION[=STYLE[:STRENGTH]] as the "
                  "CLI's --region, e.g. 'person' or 'background=starry,person=wave:0.7', or a "
                  "JSON list of {region, style, strength}. Regions: everywhere, background, "
-                 "sky, person, clothing, face. Photos with a gallery style only.")
-KEEP_FIELD = "Regions left as in the photo, e.g. 'faces' or 'face,clothing'."
+                 "sky, person, clothing, face, and mask (the `mask` file). Photos with a "
+                 "gallery style only.")
+KEEP_FIELD = "Regions left as in the photo, e.g. 'faces' or 'face,clothing' (or 'mask')."
+MASK_FIELD = ("A hand-painted mask for the region 'mask' (name it in `regions` or `keep`): a "
+              "picture, white = in the region, black = not (grey: partly; colours count by "
+              "their brightness). Any size with the photo's aspect ratio (within 3 %): it is "
+              "scaled to the photo. Stored with the job and deleted with it.")
 FEATHER_FIELD = "Widen the region borders by about this many pixels (0 to 100, default 0)."
 REFINE_FIELD = ("With a style picture: optimise on top of the instant any-style result (slower, "
                 "about 30 s). Refused with a gallery style.")
@@ -506,12 +511,14 @@ def jobs_router() -> APIRouter:
                                                              ":0.7"])] = None,
                keep: Annotated[str | None, Form(description=KEEP_FIELD,
                                                 examples=["faces"])] = None,
-               feather: Annotated[str | None, Form(description=FEATHER_FIELD)] = None):
+               feather: Annotated[str | None, Form(description=FEATHER_FIELD)] = None,
+               mask: Annotated[UploadFile | None, File(description=MASK_FIELD)] = None):
         settings = service.settings
         # a photo or a video (told apart by content in `submit`, each checked by its limits)
         photo = _read_upload(image, upload_limit(settings), "file")
         style_bytes = (_read_upload(style_image, settings.max_upload_bytes, "style picture")
                        if style_image else None)
+        mask_bytes = _read_upload(mask, settings.max_upload_bytes, "mask") if mask else None
         if style is not None and not style.strip():
             style = None
         if stroke is not None and not stroke.strip():
@@ -521,7 +528,7 @@ def jobs_router() -> APIRouter:
         job = service.submit(user, photo, style=style, style_image=style_bytes,
                              strength=strength, keep_colors=keep_colors, stroke=stroke,
                              refine=refine, regions=parse_regions(regions), keep=keep,
-                             feather=feather)
+                             feather=feather, mask=mask_bytes)
         return JSONResponse(
             {"id": job.id, "state": job.state.value, "stroke": job.request.stroke,
              "refine": job.request.refine, "media": job.request.media,

@@ -18,6 +18,7 @@ import dataclasses
 from typing import Protocol
 
 from storage import (
+    MASK_SHA_PARAM,
     STYLE_SHA_PARAM,
     BlobStore,
     Job,
@@ -39,6 +40,9 @@ class JobBook(Protocol):
     def photo(self, job: Job) -> bytes: ...
 
     def style_picture(self, job: Job) -> bytes: ...
+
+    def mask_picture(self, job: Job) -> bytes | None:
+        """The picture of the job's region "mask" (None when it has none)."""
 
     def progress(self, job_id: str, fraction: float) -> None: ...
 
@@ -87,6 +91,10 @@ class LocalJobBook:
 
     def style_picture(self, job: Job) -> bytes:
         return self.picture(job.params[STYLE_SHA_PARAM])
+
+    def mask_picture(self, job: Job) -> bytes | None:
+        sha = job.params.get(MASK_SHA_PARAM)
+        return None if sha is None else self.picture(sha)
 
     def progress(self, job_id: str, fraction: float) -> None:
         self.store.set_progress(job_id, fraction)
@@ -176,6 +184,10 @@ class RemoteJobBook:
 
     def style_picture(self, job: Job) -> bytes:
         return self._blob(job.params[STYLE_SHA_PARAM])
+
+    def mask_picture(self, job: Job) -> bytes | None:
+        sha = job.params.get(MASK_SHA_PARAM)
+        return None if sha is None else self._blob(sha)
 
     def progress(self, job_id: str, fraction: float) -> None:
         self._post(f"/jobs/{job_id}/progress", json={"progress": fraction})

@@ -34,7 +34,7 @@ from storage import BlobStore, Job, JobKind, Store
 from storage.queue import Delivery, JobQueue, new_consumer_name, open_queue
 from stylejax.custom_style import CustomStyleConfig
 from stylejax.errors import GENERIC_ERROR, JobCancelledError, StyleJAXError
-from stylejax.imageio import encode_image
+from stylejax.imageio import decode_image, encode_image
 from stylejax.stylizer import Stylizer
 from stylejax.video import probe_video, stylize_video
 
@@ -225,13 +225,21 @@ class Worker:
         except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
             self._fail(d, job, err)
 
+    def _mask(self, job: Job):
+        """The job's hand-painted mask (the region "mask") decoded at `max_side` at most, as
+        the stylizer takes it (it scales it to the photo); None when the job has none."""
+        data = self.book.mask_picture(job)
+        return None if data is None else decode_image(data, max_side=self.settings.max_side).rgb
+
     def _run_pack_batch(self, items: list[tuple[Delivery, Job]]) -> None:
         request = items[0][1].request  # the batch shares it (StyleRequest.batch_key)
         try:
             photos = [self.book.photo(job) for _, job in items]
+            mask = self._mask(items[0][1])  # the batch shares it too (batch_key has its sha)
             for _, job in items:
                 self.book.progress(job.id, 0.1)
-            images = self.stylizer.run_many(request, photos, max_size=self.settings.max_side)
+            images = self.stylizer.run_many(request, photos, max_size=self.settings.max_side,
+                                            mask=mask)
         except Exception as err:  # noqa: BLE001 - one bad photo must not fail its batch mates
             if len(items) > 1:
                 for item in items:

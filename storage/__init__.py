@@ -18,6 +18,7 @@ Nothing here knows about Telegram, Discord or HTTP: users are (platform, platfor
 from .blobs import DEFAULT_MAX_BYTES_PER_USER, BlobStore, check_sha
 from .db import (
     LATEST_VERSION,
+    MASK_SHA_PARAM,
     STYLE_SHA_PARAM,
     DeletionReport,
     Job,
@@ -41,6 +42,7 @@ from .errors import (
 __all__ = [
     "DEFAULT_MAX_BYTES_PER_USER",
     "LATEST_VERSION",
+    "MASK_SHA_PARAM",
     "STYLE_SHA_PARAM",
     "BlobNotFoundError",
     "BlobStore",

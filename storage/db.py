@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stylejax.errors import InvalidRequestError, echo
-from stylejax.request import STYLE_PICTURE_KEY, StyleRequest, check_strength
+from stylejax.request import MASK_PICTURE_KEY, STYLE_PICTURE_KEY, StyleRequest, check_strength
 
 from ._sqlite import ThreadConnections
 from .blobs import check_sha
@@ -38,6 +38,7 @@ from .errors import (
 __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
+    "MASK_SHA_PARAM",
     "STYLE_SHA_PARAM",
     "DeletionReport",
     "Job",
@@ -53,6 +54,10 @@ __all__ = [
 # Key in a custom job's params naming the style picture blob: counted as a blob reference.
 # The payload's layout is StyleRequest's (stylejax.request); this is its key for the picture.
 STYLE_SHA_PARAM = STYLE_PICTURE_KEY
+# Key in a job's params naming its mask picture (the region "mask"): a blob reference too.
+MASK_SHA_PARAM = MASK_PICTURE_KEY
+# The params keys that name blobs, each indexed (v2, v5) for the reference lookups.
+_PARAM_SHAS = (STYLE_SHA_PARAM, MASK_SHA_PARAM)
 
 # A job's lane as SQL: 1 for the video lane, 0 for photos (old jobs have no "media": photos).
 # Indexed (v4) and used verbatim in the lane queries, so SQLite matches the index.
@@ -128,6 +133,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "WHERE state = 'queued'",
         f"CREATE INDEX jobs_done_lane ON jobs({VIDEO_LANE_SQL}, finished_at) "
         "WHERE state = 'done'",
+    ),
+    # v5: a job's hand-painted mask picture (the region "mask") is a blob reference too.
+    (
+        f"CREATE INDEX jobs_mask_sha ON jobs(json_extract(params, '$.{MASK_SHA_PARAM}'))",
     ),
 )
 LATEST_VERSION = len(MIGRATIONS)
@@ -246,8 +255,9 @@ class Job:
 
     @property
     def blob_shas(self) -> frozenset[str]:
-        """Every blob this job refers to (input, style picture, result)."""
-        shas = {self.input_sha, self.result_sha, self.params.get(STYLE_SHA_PARAM)}
+        """Every blob this job refers to (input, style picture, mask picture, result)."""
+        shas = {self.input_sha, self.result_sha,
+                *(self.params.get(key) for key in _PARAM_SHAS)}
         return frozenset(s for s in shas if isinstance(s, str))
 
 
@@ -404,9 +414,9 @@ class Store:
         """
         kind = JobKind(kind)
         check_sha(input_sha)
-        style_sha = params.get(STYLE_SHA_PARAM)
-        if style_sha is not None:
-            check_sha(style_sha)
+        for key in _PARAM_SHAS:
+            if params.get(key) is not None:
+                check_sha(params[key])
         params_json = _dumps(params)
         now = self._clock()
         with self._db.write() as conn:
@@ -597,8 +607,8 @@ class Store:
         for sha in shas - orphaned:
             used = conn.execute(
                 "SELECT 1 FROM jobs WHERE owner = ? AND (input_sha = ? OR result_sha = ? OR "
-                f"json_extract(params, '$.{STYLE_SHA_PARAM}') = ?) LIMIT 1",
-                (owner, sha, sha, sha)).fetchone()
+                + " OR ".join(f"json_extract(params, '$.{k}') = ?" for k in _PARAM_SHAS)
+                + ") LIMIT 1", (owner, sha, sha, *(sha for _ in _PARAM_SHAS))).fetchone()
             if used is None:
                 released.add(sha)
         return UnusedBlobs(orphaned=orphaned, released=frozenset(released))
@@ -681,7 +691,8 @@ class Store:
         """Every blob sha some row refers to: the `keep` set for BlobStore.sweep."""
         rows = self._read(
             "SELECT input_sha FROM jobs UNION SELECT result_sha FROM jobs "
-            f"UNION SELECT json_extract(params, '$.{STYLE_SHA_PARAM}') FROM jobs")
+            + "".join(f"UNION SELECT json_extract(params, '$.{k}') FROM jobs "
+                      for k in _PARAM_SHAS))
         return {r[0] for r in rows if isinstance(r[0], str)}
 
     @staticmethod
@@ -692,8 +703,9 @@ class Store:
             used = conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM jobs WHERE input_sha = ?) "
                 "OR EXISTS (SELECT 1 FROM jobs WHERE result_sha = ?) "
-                f"OR EXISTS (SELECT 1 FROM jobs WHERE json_extract(params, '$.{STYLE_SHA_PARAM}')"
-                " = ?)", (sha, sha, sha)).fetchone()[0]
+                + "".join(f"OR EXISTS (SELECT 1 FROM jobs WHERE json_extract(params, '$.{k}')"
+                          " = ?) " for k in _PARAM_SHAS),
+                (sha, sha, *(sha for _ in _PARAM_SHAS))).fetchone()[0]
             if not used:
                 orphans.add(sha)
         return frozenset(orphans)

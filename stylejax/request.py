@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 # Key of the custom style picture's reference in a job's payload (the service stores a blob
 # sha there and counts it as a blob reference: storage.STYLE_SHA_PARAM is this key).
 STYLE_PICTURE_KEY = "style_sha"
+# Key of the mask picture's reference (the region "mask": a hand-painted mask sent with the
+# photo); the service stores its blob sha there (storage.MASK_SHA_PARAM is this key).
+MASK_PICTURE_KEY = "mask_sha"
 # "photo" (a still picture) or "video" (a clip or an animated GIF / WebP: stylejax.video).
 MEDIA_KINDS = ("photo", "video")
 _MEDIA_ALIASES = {"image": "photo"}  # the name of "photo" before videos existed
@@ -256,6 +259,7 @@ class StyleRequest:
     refine: bool = False         # custom styles: optimise from the any-style model's result
     media: str = "photo"         # "photo" | "video" (clips and animated GIF / WebP)
     regions: RegionSpec | None = None  # where the style goes (None: everywhere)
+    mask: str | None = None      # the region "mask"'s picture: a blob sha in the service
 
     # -- building ---------------------------------------------------------------------------------
     @classmethod
@@ -264,7 +268,7 @@ class StyleRequest:
                keep_colors: bool = False, stroke: float | str | None = 1.0,
                media: str = "photo", refine: bool = False,
                regions: Any = None, keep: Any = None,
-               feather: float | str | None = None) -> StyleRequest:
+               feather: float | str | None = None, mask: str | None = None) -> StyleRequest:
         """Check every option once and raise InvalidRequestError with a message a user can act
         on. `strength` / `stroke` None mean the defaults (full strength, medium strokes).
         `refine` (custom styles only) asks for the slower optimisation (~30 s) on top of the
@@ -274,6 +278,10 @@ class StyleRequest:
         goes (RegionSpec.create). Region entries without a style take the request's; when
         every entry names its own style the request's may be left out (it is then the first
         entry's).
+
+        `mask` is a reference to the picture of the region "mask" (a blob sha in the service;
+        in-process callers may pass the picture itself to `Stylizer.run` instead): only with a
+        spec that styles or keeps "mask".
         """
         spec = None
         if regions is not None or keep is not None or feather is not None:
@@ -301,12 +309,15 @@ class StyleRequest:
         if spec is not None and style_image is not None:
             raise InvalidRequestError("Regions take the gallery's styles; a style picture of "
                                       "your own is applied everywhere.")
+        if mask is not None and (spec is None or not spec.uses_mask):
+            raise InvalidRequestError("A mask picture was sent, but no region names 'mask'; "
+                                      "add regions=mask (or keep=mask), or leave the mask out.")
         return cls(style=None if style is None else str(style).strip(),
                    blend=() if blend is None else check_blend(blend),
                    style_image=style_image,
                    strength=1.0 if strength is None else check_strength(strength),
                    keep_colors=bool(keep_colors), stroke=parse_stroke(stroke), media=media,
-                   refine=bool(refine), regions=spec)
+                   refine=bool(refine), regions=spec, mask=mask)
 
     def with_changes(self, **changes: Any) -> StyleRequest:
         """A copy with some options changed, validated like `create` (a chat's "stronger",
@@ -314,14 +325,16 @@ class StyleRequest:
         (and a pack style is never refined).
 
         `regions`: a RegionSpec replaces the request's, an empty value (`()`) removes it (the
-        style everywhere); None, like every option, keeps it."""
+        style everywhere); None, like every option, keeps it. The mask picture stays while
+        the regions still use it."""
         changes = {k: v for k, v in changes.items() if v is not None}  # None: keep it
         regions = changes.pop("regions", self.regions)
         if not isinstance(regions, RegionSpec) and not regions:
             regions = None
+        mask = self.mask if isinstance(regions, RegionSpec) and regions.uses_mask else None
         fields = {"strength": self.strength, "keep_colors": self.keep_colors,
                   "stroke": self.stroke, "media": self.media, "refine": self.refine,
-                  **self.choice_fields()}
+                  "mask": mask, **self.choice_fields()}
         if {"style", "blend", "style_image"} & changes.keys():
             fields.update(style=None, blend=None, style_image=None, refine=False)
         fields.update(changes)
@@ -398,6 +411,8 @@ class StyleRequest:
             params["media"] = self.media
         if self.regions is not None:
             params["regions"] = self.regions.to_params()
+        if self.mask is not None:
+            params[MASK_PICTURE_KEY] = self.mask
         return params
 
     @classmethod
@@ -418,9 +433,10 @@ class StyleRequest:
                    media=_MEDIA_ALIASES.get(str(params.get("media", "photo")),
                                             str(params.get("media", "photo"))),
                    regions=RegionSpec.from_params(params["regions"])
-                   if params.get("regions") else None)
+                   if params.get("regions") else None,
+                   mask=params.get(MASK_PICTURE_KEY))
 
     def batch_key(self) -> tuple:
         """Pack requests with equal keys can run as one engine batch."""
         return (self.kind, self.style, self.blend, self.strength, self.keep_colors,
-                self.stroke, self.media, self.refine, self.regions)
+                self.stroke, self.media, self.refine, self.regions, self.mask)

@@ -270,3 +270,61 @@ def test_region_choice_reaches_the_job(server, browser, person_photo):  # noqa: 
         assert [e["region"] for e in info["regions"]["entries"]] == ["everywhere"]
         assert len(tab.job_posts) == 2
         assert not tab.js_errors, tab.js_errors
+
+
+def test_painted_mask_gives_a_result_that_follows_it(server, browser, person_photo):  # noqa: F811
+    """End to end, a real job: *person only*, a stroke painted in the background; the job
+    runs with the painted mask (`regions=mask` + the `mask` PNG, stored by the service) and
+    the result is styled where the sent mask is white and is the photo where it is black."""
+    import cv2
+    from test_web_page import _wait_result
+
+    from stylejax.imageio import decode_image
+
+    with Tab(browser, server, viewport={"width": 1280, "height": 900}, locale="en-US",
+             init_script=CSP_WATCH) as tab:
+        page = tab.page
+        posts: list[dict[str, bytes]] = []
+
+        def record(route, request):  # the fields the page sends; the job then runs
+            posts.append(_form_fields(request))
+            route.continue_()
+
+        page.route("**/api/v1/jobs", record)
+        page.set_input_files("#photo", str(person_photo))
+        page.click("label[for=where-person]")
+        page.wait_for_selector("#stage[data-region=shown]", timeout=30_000)
+        box = page.locator("#region-overlay").bounding_box()
+        start = (box["x"] + 20, box["y"] + 20)  # the top left corner: background
+        page.mouse.move(*start)
+        page.mouse.down()
+        page.mouse.move(start[0] + 120, start[1] + 40, steps=8)
+        page.mouse.up()
+        assert "painted" in page.inner_text("#region-status")
+        page.click("#go")
+        job = _wait_result(page)
+        info = httpx.get(f"{server.base}/api/v1/jobs/{job}").json()
+        assert info["state"] == "done" and info["regions"]["entries"] == [{"region": "mask"}]
+        sent = posts[-1]
+        assert sent["regions"] == b"mask"
+        mask = np.asarray(Image.open(io.BytesIO(sent["mask"])).convert("L"))
+        result = httpx.get(f"{server.base}/api/v1/jobs/{job}/result")
+        assert result.status_code == 200, result.text
+        out = np.asarray(Image.open(io.BytesIO(result.content)).convert("RGB"), np.float32)
+        photo = decode_image(person_photo.read_bytes()).rgb.astype(np.float32)
+        assert out.shape == photo.shape
+        h, w = out.shape[:2]
+        big = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
+        kernel = np.ones((7, 7), np.uint8)
+        inside = cv2.erode(big, kernel) == 255
+        outside = cv2.dilate(big, kernel) == 0
+        assert inside.mean() > 0.1 and outside.mean() > 0.1
+        diff = np.abs(out - photo).max(axis=-1)
+        assert np.percentile(diff[outside], 99) <= 2.0, np.percentile(diff[outside], 99)
+        assert diff[inside].mean() > 10, diff[inside].mean()
+        # the painted stroke itself (background in the automatic mask) got the style
+        scale = w / box["width"]
+        stroke = diff[int(25 * scale):int(45 * scale), int(40 * scale):int(100 * scale)]
+        assert stroke.mean() > 10, stroke.mean()
+        assert page.evaluate("window.__csp") == []
+        assert not tab.js_errors, tab.js_errors
