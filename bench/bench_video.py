@@ -5,13 +5,16 @@
 Makes test clips from the bundled sample photo (stylejax/assets/sample.jpg) with a slow pan and
 zoom, at 480p and 720p, 24 frames/s, with a sine as the audio track (PyAV), and stylises them
 with the default pack's first style through `stylejax.video.stylize_video`: per-frame and
-stable mode (and, at 480p, stable mode's two parts alone). Reports frames/s of the whole job,
+stable mode (and, at 480p, stable mode's two parts alone), each with the pack's video
+generator (its distilled student, `Stylizer.for_video`; the default for clips) and with the
+pack's own generator ("full"). Reports frames/s of the whole job,
 the share of decoding and encoding in it, the brightness jitter (mean change of a frame's mean
 brightness from the previous one) and the warping error (stylejax.video.warping_error:
 lower = steadier) of the written results; then a bright sign appearing mid-clip
 (`flash_test`): how much the rest of the picture jumps. The strip shows 6 consecutive frames:
 the input, per-frame, stable, and each mode's change from the previous frame (warped by the
-input's flow, ×4): flicker shows there as bright speckle.
+input's flow, ×4): flicker shows there as bright speckle. "PSNR to full" is how close the
+video generator's frames are to the full generator's in the same mode (dB, higher = closer).
 """
 
 from __future__ import annotations
@@ -125,6 +128,12 @@ def _frames(path: Path) -> list[np.ndarray]:
     return [f.image for f in read_frames(path)]
 
 
+def _psnr(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    mse = np.mean([np.mean((x.astype(np.float32) - y.astype(np.float32)) ** 2)
+                   for x, y in zip(a, b)])
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
 def _brightness_jitter(frames: list[np.ndarray]) -> float:
     """Mean |change of a frame's mean brightness| between consecutive frames, in [0,1]."""
     means = np.array([f.mean() / 255.0 for f in frames])
@@ -170,7 +179,10 @@ def main() -> None:
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--strip", type=Path, default=None)
+    p.add_argument("--generators", default="video,full",
+                   help="video (the pack's distilled video generator), full (the pack's own)")
     args = p.parse_args()
+    generators = args.generators.split(",")
 
     stylizer = Stylizer()
     style = args.style or stylizer.styles[0].id
@@ -179,7 +191,9 @@ def main() -> None:
     # warm up (ONNX sessions, the first-run costs) on a tiny clip
     warm = make_clip(tmp / "warm.mp4", (320, 180), 0.5)
     for stable in (False, True):
-        stylize_video(stylizer, request, warm, tmp / "warm_out.mp4", stable=stable)
+        for gen in generators:
+            stylize_video(stylizer, request, warm, tmp / "warm_out.mp4", stable=stable,
+                          full_generator=gen == "full")
 
     results = []
     for name in args.sizes.split(","):
@@ -191,16 +205,22 @@ def main() -> None:
         t = time.perf_counter()
         write_video(frames_in, tmp / "enc.mp4", like=info, audio_from=clip)
         encode_s = time.perf_counter() - t
-        variants = [("per-frame", False, None), ("stable", True, None)]
+        # the full generator first, so the video generator's rows can be compared with it
+        variants = [(gen, mode, stable, None) for gen in sorted(generators, key="full".__ne__)
+                    for mode, stable in (("per-frame", False), ("stable", True))]
         if name == "480p":
-            variants += VARIANTS
+            variants += [(generators[0], *v) for v in VARIANTS]
         outs = {}
-        for label, stable, cfg in variants:
-            dst = tmp / f"{name}_{label.split(':')[0]}_{len(outs)}.mp4"
-            res = stylize_video(stylizer, request, clip, dst, stable=stable, stable_config=cfg)
+        for gen, label, stable, cfg in variants:
+            dst = tmp / f"{name}_{gen}_{label.split(':')[0]}_{len(outs)}.mp4"
+            res = stylize_video(stylizer, request, clip, dst, stable=stable, stable_config=cfg,
+                                full_generator=gen == "full")
             frames_out = _frames(dst)
-            outs[label] = frames_out
-            row = {"size": name, "mode": label, "frames": res.frames,
+            outs[gen, label] = frames_out
+            full = outs.get(("full", label))
+            row = {"size": name, "generator": gen, "mode": label, "frames": res.frames,
+                   "psnr_to_full": (None if gen == "full" or full is None
+                                    else round(_psnr(frames_out, full), 2)),
                    "fps": round(res.frames / res.seconds, 2), "seconds": round(res.seconds, 2),
                    "decode_share": round(decode_s / res.seconds, 3),
                    "encode_share": round(encode_s / res.seconds, 3),
@@ -210,7 +230,9 @@ def main() -> None:
             results.append(row)
             print(json.dumps(row), flush=True)
         if args.strip and name == args.sizes.split(",")[0]:
-            strip(frames_in, outs["per-frame"], outs["stable"], len(frames_in) // 2, args.strip)
+            g = generators[0]
+            strip(frames_in, outs[g, "per-frame"], outs[g, "stable"], len(frames_in) // 2,
+                  args.strip)
     flash = flash_test(stylizer, request, tmp)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

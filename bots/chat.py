@@ -48,7 +48,7 @@ from stylejax.stroke import STROKES, stroke_name
 from stylejax.style_vectors import installed as anystyle_installed
 
 from .core import QueuePlace, StyleService, result_format
-from .i18n import SUPPORTED, ordinal, t
+from .i18n import SUPPORTED, job_error_text, ordinal, t
 
 STRENGTH_STEP = 0.25
 MAX_CALLBACK_BYTES = 64  # Telegram's limit on callback data; Discord allows 100 for custom_id
@@ -321,7 +321,7 @@ def error_message(err: BaseException, lang: str) -> str:
     if isinstance(err, JobNotFoundError):
         return t("job_gone", lang)
     if isinstance(err, StyleJAXError):
-        return t("failed", lang, reason=str(err))
+        return t("failed", lang, reason=job_error_text(str(err), lang))
     return t("failed", lang, reason=GENERIC_ERROR)
 
 
@@ -396,7 +396,7 @@ def outcome_text(service: StyleService, job: Job, lang: str) -> str:
     if job.state is JobState.CANCELLED:
         return t("cancelled", lang)
     if job.state is JobState.FAILED:
-        return t("failed", lang, reason=job.error or GENERIC_ERROR)
+        return t("failed", lang, reason=job_error_text(job.error or GENERIC_ERROR, lang))
     return t("still_working", lang)
 
 

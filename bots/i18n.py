@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stylejax.compose import NOT_FOUND
+
 SUPPORTED = ("en", "zh")
 
 MESSAGES: dict[str, dict[str, str]] = {
@@ -181,7 +183,30 @@ MESSAGES: dict[str, dict[str, str]] = {
               "zh": "你的存储空间已满：请用结果下方的 🗑 删除旧图片，"
                     "用 /forget 删除全部，或等待其过期。"},
     "job_gone": {"en": "That picture is no longer available.", "zh": "该图片已不存在。"},
+    # -- a styled region the worker did not find (English: stylejax.compose's own text) --
+    "no_region_person": {"en": NOT_FOUND["person"],
+                         "zh": "这张照片里没有找到人物，无法只给人物加风格。请给整张照片、"
+                               "背景或天空加风格。"},
+    "no_region_clothing": {"en": NOT_FOUND["clothing"],
+                           "zh": "这张照片里没有找到衣服：需要能看到人物的脸才能找到衣服。"
+                                 "请给人物或整张照片加风格。"},
+    "no_region_face": {"en": NOT_FOUND["face"], "zh": "这张照片里没有找到人脸。"},
+    "no_region_sky": {"en": NOT_FOUND["sky"],
+                      "zh": "这张照片里没有找到天空（能识别白天的蓝天或阴天）。请给背景加风格。"},
+    "no_region_background": {"en": NOT_FOUND["background"],
+                             "zh": "人物占满了整张照片：没有可以加风格的背景。"},
+    "no_region_mask": {"en": NOT_FOUND["mask"],
+                       "zh": "蒙版全是黑色：没有要加风格的地方。白色区域会加上风格。"},
 }
+
+
+def job_error_text(error: str, lang: str | None = "en") -> str:
+    """A failed job's stored reason in the user's language, where it is one we know (the
+    worker stores the English text)."""
+    for region, text in NOT_FOUND.items():
+        if error == text:
+            return t(f"no_region_{region}", lang)
+    return error
 
 
 def language_of(code: str | None) -> str:

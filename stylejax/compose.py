@@ -53,7 +53,8 @@ MASK_SIDE = 1536
 MIN_AREA = 0.002
 
 _AUTOMATIC = {"person", "background", "sky", "clothing", "face"}
-_NOT_FOUND = {
+# What a user is told when a styled region is not in the photo (bots/i18n.py translates it).
+NOT_FOUND = {
     "person": "No person found in this photo, so there is no person to style. Style the "
               "whole photo, or the background or sky, instead.",
     "clothing": "No clothing found in this photo: clothing is found on a person whose face is "
@@ -156,7 +157,7 @@ def region_weights(spec: RegionSpec, photo: np.ndarray,
     masks = region_masks(spec, photo, user_mask)
     for e in spec.entries:
         if float(masks[e.region].mean()) < MIN_AREA:
-            raise RegionNotFoundError(_NOT_FOUND.get(e.region, f"No {e.region} found."))
+            raise RegionNotFoundError(NOT_FOUND.get(e.region, f"No {e.region} found."))
     styled = [(e.region, feather(masks[e.region], spec.feather)) for e in spec.entries]
     keep = None
     for k in spec.keep:

@@ -251,4 +251,16 @@ def test_region_buttons_resubmit_with_a_region_and_say_what_was_styled(tmp_path)
     err = RegionNotFoundError("No person found in this photo, so there is no person to style.")
     assert chat.error_message(err, "en") == ("Sorry, that did not work: No person found in "
                                              "this photo, so there is no person to style.")
+    # the worker's own text (stylejax.compose) reaches a Chinese user in Chinese, both ways
+    from stylejax.compose import NOT_FOUND
+
+    for region, text in NOT_FOUND.items():
+        zh = chat.error_message(RegionNotFoundError(text), "zh")
+        assert zh.startswith("抱歉") and text not in zh and zh != chat.t("failed", "zh",
+                                                                          reason=text), region
+    failed = service.submit(service.user("test", 33), photo_png(64, 64, 4), style="wave")
+    service.jobs.fail(failed.id, NOT_FOUND["sky"])
+    text = chat.outcome_text(service, service.job(failed.id), "zh")
+    assert "天空" in text and "sky" not in text
+    assert "No sky found" in chat.outcome_text(service, service.job(failed.id), "en")
     service.close()
