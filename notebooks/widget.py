@@ -873,15 +873,15 @@ class StylizeWidget:
         if self._photo is None:
             return
         self._stroke_at = self._canvas_point(x, y)
-        self._guard(self.paint, *self._stroke_at, self._brush_radius(),
-                    self.brush.value == "erase", render=False)
+        self._guard(lambda: self.paint(*self._stroke_at, self._brush_radius(),
+                                       self.brush.value == "erase", render=False))
 
     def _on_mouse_move(self, x: float, y: float) -> None:
         if self._stroke_at is None or self._photo is None:
             return
         at = self._canvas_point(x, y)
-        self._guard(self.paint_line, [self._stroke_at, at], self._brush_radius(),
-                    self.brush.value == "erase", render=False)
+        self._guard(lambda: self.paint_line([self._stroke_at, at], self._brush_radius(),
+                                            self.brush.value == "erase", render=False))
         self._stroke_at = at
 
     def _on_mouse_up(self, x: float, y: float) -> None:
