@@ -13,13 +13,25 @@ the current pack style and controls, and plays inline (`video_widget`). Every co
 first renders a quick low-resolution preview, then the full size; changes are debounced so
 dragging a slider does not queue up work.
 
+Where the style goes (issue 16, docs/regions.md): a "Where" choice (everywhere, background,
+person, clothing or sky only, or only where you paint), "keep faces", a feather radius
+(0–100 px of the result) and "Elsewhere", a second pack style for the rest of the picture.
+With a region chosen, the "Before" picture becomes an `ipycanvas` canvas showing the photo with
+the region tinted (where the style goes), and a brush paints or erases it with the mouse
+(paint / erase, brush size, "Undo my painting"). Once painted, the painting is the region
+"mask" (the CLI's --mask); faces stay kept with keep=face.
+
 The logic is plain Python and callable without a browser, which is how the tests drive it:
-`set_image`, `select_style`, `strength.value = …`, `run(full=True)`, `start_custom`, `wait`.
-With `sync=True` every change renders at full size at once, in the calling thread.
+`set_image`, `select_style`, `strength.value = …`, `where.value = "person"`,
+`paint(x, y, radius, erase=False)`, `paint_line`, `undo_painting`, `run(full=True)`,
+`start_custom`, `wait`. With `sync=True` every change renders at full size at once, in the
+calling thread.
 
 All model work goes through `stylejax.Stylizer` (the same path as the CLI and the service
-workers); this module only adds the user interface, a small cache of raw generator outputs (so
-strength and keep colours are instant) and the threads.
+workers) and the region composition through `stylejax.compose` (the engine's); this module only
+adds the user interface, a small cache of raw generator outputs (so strength, keep colours and
+the regions are instant), a cache of the photo's region masks (the segmenter runs once per
+photo and region, for the overlay and every render) and the threads.
 """
 
 from __future__ import annotations
