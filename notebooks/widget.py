@@ -13,13 +13,25 @@ the current pack style and controls, and plays inline (`video_widget`). Every co
 first renders a quick low-resolution preview, then the full size; changes are debounced so
 dragging a slider does not queue up work.
 
+Where the style goes (issue 16, docs/regions.md): a "Where" choice (everywhere, background,
+person, clothing or sky only, or only where you paint), "keep faces", a feather radius
+(0–100 px of the result) and "Elsewhere", a second pack style for the rest of the picture.
+With a region chosen, the "Before" picture becomes an `ipycanvas` canvas showing the photo with
+the region tinted (where the style goes), and a brush paints or erases it with the mouse
+(paint / erase, brush size, "Undo my painting"). Once painted, the painting is the region
+"mask" (the CLI's --mask); faces stay kept with keep=face.
+
 The logic is plain Python and callable without a browser, which is how the tests drive it:
-`set_image`, `select_style`, `strength.value = …`, `run(full=True)`, `start_custom`, `wait`.
-With `sync=True` every change renders at full size at once, in the calling thread.
+`set_image`, `select_style`, `strength.value = …`, `where.value = "person"`,
+`paint(x, y, radius, erase=False)`, `paint_line`, `undo_painting`, `run(full=True)`,
+`start_custom`, `wait`. With `sync=True` every change renders at full size at once, in the
+calling thread.
 
 All model work goes through `stylejax.Stylizer` (the same path as the CLI and the service
-workers); this module only adds the user interface, a small cache of raw generator outputs (so
-strength and keep colours are instant) and the threads.
+workers) and the region composition through `stylejax.compose` (the engine's); this module only
+adds the user interface, a small cache of raw generator outputs (so strength, keep colours and
+the regions are instant), a cache of the photo's region masks (the segmenter runs once per
+photo and region, for the overlay and every render) and the threads.
 """
 
 from __future__ import annotations
@@ -40,10 +52,13 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
+from ipycanvas import Canvas
 from PIL import Image
 
+from stylejax import compose
 from stylejax.custom_style import CustomStyleConfig
 from stylejax.errors import (
+    RegionNotFoundError,
     StyleJAXError,
     WeightsError,
 )
@@ -57,7 +72,7 @@ from stylejax.imageio import (
     to_float,
     to_uint8,
 )
-from stylejax.request import StyleRequest
+from stylejax.request import RegionSpec, RegionStyle, StyleRequest
 from stylejax.stroke import STROKES
 from stylejax.stylizer import Stylizer
 from stylejax.video import is_video_file, probe_video
@@ -68,6 +83,17 @@ logger = logging.getLogger(__name__)
 CUSTOM = ":custom"  # the id of "your own style" (a colon never appears in a pack's style ids)
 _THUMB = 88
 _OK, _BUSY, _ERROR = "#1a7f37", "#555555", "#c62828"
+# "Where" choices: (label, region). "mask" starts empty: the style goes only where you paint.
+WHERE = (("everywhere", "everywhere"), ("background only", "background"),
+         ("person only", "person"), ("clothing only", "clothing"), ("sky only", "sky"),
+         ("where I paint", "mask"))
+_TINT = np.array([79, 70, 229], np.float32)  # the overlay's accent colour (as the web page's)
+_TINT_ALPHA = 0.55
+_PAINT_FIRST = ("Paint where the style goes on the photo with the brush, or choose another "
+                "'Where'.")
+_PAINT_HINT = "Or paint the region by hand with the brush."
+_REGION_TEXT = {"background": "the background", "person": "the person",
+                "clothing": "the clothing", "sky": "the sky", "mask": "where you painted"}
 
 ImageInput = str | os.PathLike | bytes | np.ndarray | Image.Image | DecodedImage
 
@@ -165,10 +191,17 @@ class StylizeWidget:
         self._custom_thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._pack_style: str | None = None  # the last pack style chosen (custom aside)
+        self._masks: dict[str, np.ndarray] = {}    # this photo's automatic region masks, full size
+        self._mask_lock = threading.Lock()         # (the segmenter runs once per photo + region)
+        self._painted: dict[str, np.ndarray] = {}  # hand-painted masks (uint8) per Where choice
+        self._paint_version = 0
+        self._overlay_key: tuple | None = None
+        self._stroke_at: tuple[float, float] | None = None  # brush stroke in progress (photo px)
 
         self.result_array: np.ndarray | None = None   # full-resolution result, H×W×3 uint8
         self.preview_array: np.ndarray | None = None  # latest quick preview
         self.last_error: str | None = None
+        self.overlay_array: np.ndarray | None = None  # the photo with the region tinted
         self.no_pack: str | None = None  # why there are no pack styles, when there are none
         self.renders = {"preview": 0, "full": 0}      # how much work was done (tests, tuning)
         self.video_path: Path | None = None           # the last stylised video (stylize_video)
@@ -237,6 +270,34 @@ class StylizeWidget:
         for control in (self.strength, self.keep_colors, self.blend_with, self.mix):
             control.observe(self._on_control, "value")
 
+        # where the style goes (stylejax.compose): a region, faces kept, a feathered border, the
+        # rest of the picture in a second style; a brush paints or erases the region by hand
+        self.where = W.Dropdown(options=WHERE, value="everywhere", description="Where")
+        self.keep_faces = W.Checkbox(value=False, description="Keep faces", indent=False)
+        self.feather = W.IntSlider(value=0, min=0, max=100, step=1, description="Feather",
+                                   tooltip="Widen the region's border by this many pixels")
+        self.rest_style = W.Dropdown(options=[("(the photo)", None)] + [
+            (_short(s.name(self.lang)), s.id) for s in styles], value=None,
+            description="Elsewhere", disabled=True,
+            tooltip="The rest of the picture in another style")
+        for control in (self.where, self.keep_faces, self.feather, self.rest_style):
+            control.observe(self._on_region, "value")
+        self.brush = W.ToggleButtons(options=[("paint", "paint"), ("erase", "erase")],
+                                     value="paint", description="Brush",
+                                     style={"button_width": "64px"})
+        self.brush_size = W.IntSlider(value=24, min=2, max=120, step=1, description="Brush size",
+                                      tooltip="Brush diameter in screen pixels")
+        self.undo_paint = W.Button(description="Undo my painting", icon="undo", disabled=True)
+        self.undo_paint.on_click(lambda _b: self._guard(self.undo_painting))
+        self.region_tools = W.HBox([self.brush, self.brush_size, self.undo_paint],
+                                   layout=W.Layout(align_items="center", display="none"))
+        # the overlay: the photo with the region tinted, painted on with the mouse
+        self.canvas = Canvas(width=4, height=3, layout=W.Layout(display="none"))
+        self.canvas.on_mouse_down(self._on_mouse_down)
+        self.canvas.on_mouse_move(self._on_mouse_move)
+        self.canvas.on_mouse_up(self._on_mouse_up)
+        self.canvas.on_mouse_out(self._on_mouse_up)
+
         self.style_upload = W.FileUpload(accept="image/*", multiple=False,
                                          description="Your style", icon="paint-brush",
                                          tooltip="Any picture: its style is applied by "
@@ -266,10 +327,13 @@ class StylizeWidget:
             W.HBox([self.strength, self.keep_colors], layout=W.Layout(align_items="center")),
             self.stroke,
             W.HBox([self.blend_with, self.mix]),
+            W.HBox([self.where, self.keep_faces, self.feather, self.rest_style],
+                   layout=W.Layout(align_items="center", flex_flow="row wrap")),
+            self.region_tools,
             W.HBox([self.style_upload, self.custom_button, self.refine, self.cancel_button,
                     self.progress],
                    layout=W.Layout(align_items="center")),
-            W.HBox([W.VBox([W.HTML("<b>Before</b>"), self.before], layout=box),
+            W.HBox([W.VBox([W.HTML("<b>Before</b>"), self.before, self.canvas], layout=box),
                     W.VBox([W.HTML("<b>After</b>"), self.after], layout=box)]),
             self.download,
             self.video_box,
@@ -321,6 +385,9 @@ class StylizeWidget:
             self._photo_name = Path(name).stem if name else "photo"
             self._photo_version += 1
             self._raw.clear()
+            self._masks.clear()
+            self._painted.clear()
+            self._overlay_key = None
             self.result_array = self.preview_array = None
             self.last_error = None
         self.before.value = _jpeg(rgb, self.display_size)
@@ -366,7 +433,7 @@ class StylizeWidget:
         `video_path`, the shown widget `video_widget`, the outcome `video_result`. Raises a
         `StyleJAXError` (also shown in the status line) for a bad file or a custom style."""
         try:
-            request = self.request
+            request = self._base_request()  # a video is styled everywhere
             if request is None:
                 raise StyleJAXError("Choose a style first.")
             request = request.with_changes(media="video")  # custom styles: refused here
@@ -499,10 +566,32 @@ class StylizeWidget:
 
     @property
     def request(self) -> StyleRequest | None:
-        """The controls as a StyleRequest, checked as in every front end (None: no style yet).
+        """The controls as a StyleRequest, checked as in every front end (None: no style yet),
+        with where the style goes (`region_spec`).
 
         A custom style's picture is the one uploaded here, so its reference is only a label.
         """
+        base, spec = self._base_request(), self.region_spec
+        return base if base is None or spec is None else base.with_changes(regions=spec)
+
+    @property
+    def region_spec(self) -> RegionSpec | None:
+        """Where the style goes, as `Stylizer` takes it (None: everywhere). Once painted, the
+        region is "mask" (the painted picture, like the CLI's --mask); faces are kept with
+        keep=face; "Elsewhere" styles the rest of the picture (the region "everywhere", which
+        the more specific region overrides)."""
+        where = self.where.value
+        region = "mask" if where in self._painted else where
+        entries = [] if region == "everywhere" else [RegionStyle(region)]
+        if entries and self.rest_style.value is not None:
+            entries.append(RegionStyle("everywhere", self.rest_style.value))
+        keep = ["face"] if self.keep_faces.value else []
+        if not entries and not keep:
+            return None
+        return RegionSpec.create(entries, keep=keep, feather=float(self.feather.value))
+
+    def _base_request(self) -> StyleRequest | None:
+        """The style controls alone (no regions)."""
         choice = self.style_choice
         if choice is None:
             return None
@@ -525,14 +614,27 @@ class StylizeWidget:
             elif other is not None and self.style_choice == other:
                 text = self._names[other]
         text += f", strength {self.strength.value:.2f}, {self.stroke.value} strokes"
-        return text + (", photo colours" if self.keep_colors.value else "")
+        text += ", photo colours" if self.keep_colors.value else ""
+        spec = self.region_spec
+        if spec is not None:
+            region = spec.entries[0].region
+            if region != "everywhere":
+                text += f", only {_REGION_TEXT.get(region, region)}"
+            if len(spec.entries) > 1:
+                text += f", elsewhere {self._names.get(spec.entries[1].style, '?')}"
+            text += ", faces kept" if spec.keep else ""
+            text += f", feather {spec.feather:g} px" if spec.feather else ""
+        return text
 
     def _changed(self) -> None:
-        """A control or input changed: re-render (now, or debounced in the background)."""
-        if self._photo is None or self._style_id is None:
+        """A control or input changed: re-render (now, or debounced in the background), the
+        region overlay first."""
+        if self._photo is None:
             return
-        if self.sync:
-            self._guard(self.run, True)
+        if self.sync or self._style_id is None:
+            self._guard(self._show_region)
+            if self._style_id is not None:
+                self._guard(self.run, True)
             return
         token = self._next_token()
         if self._timer is not None:
@@ -548,6 +650,7 @@ class StylizeWidget:
 
     def _background(self, token: int) -> None:
         try:
+            self._show_region()
             small = self._photo is not None and max(self._photo.shape[:2]) > self.preview_size
             if small and self._style_id != CUSTOM:
                 self._render(False, token)
@@ -572,21 +675,25 @@ class StylizeWidget:
         if self._style_id == CUSTOM:
             return self._custom_photo, self._custom_raw
         photo = self._photo if full else resize_max_side(self._photo, self.preview_size)
-        choice = self.style_choice
+        if self.style_choice is None:
+            raise StyleJAXError("Choose a style first.")
+        return photo, self._raw_output(self.style_choice, photo)
+
+    def _raw_output(self, choice: str | Mapping[str, float], photo: np.ndarray) -> np.ndarray:
+        """The photo in a pack style (or blend) at full strength, its own colours: cached, so
+        strength, keep colours and the regions are applied on top without the model."""
         key_style = tuple(sorted(choice.items())) if isinstance(choice, Mapping) else choice
         key = (self._photo_version, key_style, photo.shape, self.stroke.value)
         raw = self._raw.get(key)
-        if raw is None:  # cached at full strength: strength and colours are applied on top
-            if self.request is None:
-                raise StyleJAXError("Choose a style first.")
-            raw_request = dataclasses.replace(self.request, strength=1.0, keep_colors=False)
-            raw = self.stylizer.run(raw_request, photo)
+        if raw is None:
+            kind = {"blend": choice} if isinstance(choice, Mapping) else {"style": choice}
+            raw = self.stylizer.run(StyleRequest.create(**kind, stroke=self.stroke.value), photo)
             self._raw[key] = raw
             while len(self._raw) > 6:
                 self._raw.popitem(last=False)
         else:
             self._raw.move_to_end(key)
-        return photo, raw
+        return raw
 
     def _render(self, full: bool, token: int) -> np.ndarray | None:
         with self._lock:
@@ -597,8 +704,11 @@ class StylizeWidget:
             t0 = time.monotonic()
             photo, raw = self._styled(full)
             request = self.request
-            out = to_uint8(np.asarray(apply_controls(to_float(photo), to_float(raw),
-                                                     request.strength, request.keep_colors)))
+            if request.regions is None:
+                out = to_uint8(np.asarray(apply_controls(to_float(photo), to_float(raw),
+                                                         request.strength, request.keep_colors)))
+            else:
+                out = self._compose(photo, raw, request)
             seconds = time.monotonic() - t0
             self.renders[kind] += 1
             if token != self._token:  # overtaken by a change made meanwhile: do not show it
@@ -614,6 +724,183 @@ class StylizeWidget:
                 self._say(f"Preview ({w}×{h}): {self._describe()}; full size on its way…",
                           _BUSY)
             return out
+
+    # -- where the style goes -------------------------------------------------------------------
+    def _compose(self, photo: np.ndarray, raw: np.ndarray, request: StyleRequest) -> np.ndarray:
+        """The engine's region composition (stylejax.compose, as `Stylizer` does it) over the
+        cached raw outputs and this photo's cached masks, at this render's size."""
+        spec = request.regions
+        if spec.entries[0].region == "mask" and self.where.value not in self._painted:
+            raise StyleJAXError(_PAINT_FIRST)
+        f = to_float(photo)
+        styled: dict[str | None, np.ndarray] = {}
+        for e in spec.entries:
+            if e.style not in styled:
+                y = raw if e.style is None else self._raw_output(e.style, photo)
+                styled[e.style] = np.asarray(apply_controls(f, to_float(y), 1.0,
+                                                            request.keep_colors))
+        scale = photo.shape[1] / self._photo.shape[1]  # feather: pixels of the full result
+        here = dataclasses.replace(spec, feather=spec.feather * scale)
+        try:
+            out = compose.compose(f, here, styled, request.strength,
+                                  masks=self._masks_for(spec, photo.shape[:2]))
+        except RegionNotFoundError as err:
+            raise RegionNotFoundError(f"{err} {_PAINT_HINT}") from None
+        return to_uint8(out)
+
+    def _masks_for(self, spec: RegionSpec, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+        """Every mask the spec names, at `shape`. The automatic ones are made once per photo and
+        region, at the photo's full size (as `Stylizer` would, `compose.region_masks`), and
+        reused for the overlay, the previews and every render; "mask" is the painting."""
+        import cv2
+
+        names = {e.region for e in spec.entries} | set(spec.keep)
+        full = self._photo.shape[:2]
+        with self._mask_lock:
+            missing = [n for n in sorted(names - {"everywhere", "mask"}) if n not in self._masks]
+            if missing:
+                self._say("Finding the region…", _BUSY)
+                only = RegionSpec(entries=tuple(RegionStyle(n) for n in missing))
+                self._masks.update(compose.region_masks(only, self._photo))
+        out = {}
+        for name in names:
+            if name == "everywhere":
+                m = np.ones(full, np.float32)
+            elif name == "mask":
+                painted = self._painted.get(self.where.value)
+                m = (np.zeros(full, np.float32) if painted is None
+                     else painted.astype(np.float32) / 255.0)
+            else:
+                m = self._masks[name]
+            if m.shape != tuple(shape):
+                m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+            out[name] = m
+        return out
+
+    def _show_region(self) -> None:
+        """Show the photo with the region tinted (where the style goes) when one is chosen,
+        on the canvas the brush paints on; the plain photo otherwise."""
+        if self._photo is None:
+            return
+        spec = self.region_spec
+        painted = self.where.value in self._painted
+        self.undo_paint.disabled = not painted
+        self.rest_style.disabled = self.where.value == "everywhere" and not painted
+        shown = "" if spec is not None else "none"
+        self.canvas.layout.display = self.region_tools.layout.display = shown
+        self.before.layout.display = "none" if spec is not None else ""
+        if spec is None:
+            self.overlay_array, self._overlay_key = None, None
+            return
+        key = (self._photo_version, spec, self._paint_version)
+        if key == self._overlay_key:
+            return
+        small = resize_max_side(self._photo, self.display_size)
+        masks = self._masks_for(spec, small.shape[:2])
+        scale = small.shape[1] / self._photo.shape[1]
+        note = None
+        if spec.entries[0].region == "mask" and not painted:
+            weight, note = masks["mask"], _PAINT_FIRST
+        else:
+            try:
+                weight = compose.region_weights(
+                    dataclasses.replace(spec, feather=spec.feather * scale), to_float(small),
+                    masks=masks)[0][1]
+            except RegionNotFoundError as err:
+                weight, note = masks[spec.entries[0].region], f"{err} {_PAINT_HINT}"
+        alpha = (_TINT_ALPHA * weight)[..., None]
+        tinted = small.astype(np.float32) * (1.0 - alpha) + _TINT * alpha
+        self.overlay_array = np.clip(np.rint(tinted), 0, 255).astype(np.uint8)
+        h, w = small.shape[:2]
+        if (self.canvas.width, self.canvas.height) != (w, h):
+            self.canvas.width, self.canvas.height = w, h
+        self.canvas.put_image_data(self.overlay_array, 0, 0)
+        self._overlay_key = key
+        if note:
+            self.last_error = note
+            self._say(note, _ERROR)
+
+    def _on_region(self, _change) -> None:
+        self._changed()
+
+    def paint(self, x: float, y: float, radius: float, erase: bool = False, *,
+              render: bool = True) -> None:
+        """Paint (or erase) a disc of the region at (x, y), in pixels of the photo (its size
+        after `max_size`). The first stroke starts from the automatic region (all of the
+        picture for "everywhere", nothing for "where I paint"); from then on the painted mask
+        is the region ("mask"). `render`: re-render now (the canvas does it when the mouse
+        button is released)."""
+        self.paint_line([(x, y)], radius, erase, render=render)
+
+    def paint_line(self, points: list[tuple[float, float]], radius: float,
+                   erase: bool = False, *, render: bool = True) -> None:
+        """Paint (or erase) a stroke through `points` (photo pixels) with a round brush."""
+        import cv2
+
+        if self._photo is None:
+            raise StyleJAXError("Upload a photo first.")
+        where = self.where.value
+        mask = self._painted.get(where)
+        if mask is None:
+            if where == "mask":
+                mask = np.zeros(self._photo.shape[:2], np.uint8)
+            else:
+                start = self._masks_for(RegionSpec(entries=(RegionStyle(where),)),
+                                        self._photo.shape[:2])[where]
+                mask = np.clip(np.rint(start * 255.0), 0, 255).astype(np.uint8)
+        else:
+            mask = mask.copy()  # a render may be reading the current one
+        value, r = 0 if erase else 255, max(1, int(round(radius)))
+        pts = [(int(round(px)), int(round(py))) for px, py in points]
+        cv2.circle(mask, pts[0], r, value, -1, cv2.LINE_AA)
+        for a, b in zip(pts, pts[1:]):
+            cv2.line(mask, a, b, value, 2 * r, cv2.LINE_AA)
+            cv2.circle(mask, b, r, value, -1, cv2.LINE_AA)
+        self._painted[where] = mask
+        self._paint_version += 1
+        self._show_region()
+        self._say("Your painted mask is the region now ('Undo my painting' goes back).", _OK)
+        if render:
+            self._changed()
+
+    def undo_painting(self) -> None:
+        """Forget the painting of the current Where choice: back to the automatic region."""
+        if self._painted.pop(self.where.value, None) is not None:
+            self._paint_version += 1
+        self._changed()
+
+    @property
+    def painted_mask(self) -> np.ndarray | None:
+        """The painted mask of the current Where choice (uint8, 255 = styled), if any."""
+        return self._painted.get(self.where.value)
+
+    def _canvas_point(self, x: float, y: float) -> tuple[float, float]:
+        scale = self._photo.shape[1] / max(1, self.canvas.width)
+        return x * scale, y * scale
+
+    def _brush_radius(self) -> float:
+        return self.brush_size.value / 2 * self._photo.shape[1] / max(1, self.canvas.width)
+
+    def _on_mouse_down(self, x: float, y: float) -> None:
+        if self._photo is None:
+            return
+        self._stroke_at = self._canvas_point(x, y)
+        self._guard(lambda: self.paint(*self._stroke_at, self._brush_radius(),
+                                       self.brush.value == "erase", render=False))
+
+    def _on_mouse_move(self, x: float, y: float) -> None:
+        if self._stroke_at is None or self._photo is None:
+            return
+        at = self._canvas_point(x, y)
+        self._guard(lambda: self.paint_line([self._stroke_at, at], self._brush_radius(),
+                                            self.brush.value == "erase", render=False))
+        self._stroke_at = at
+
+    def _on_mouse_up(self, x: float, y: float) -> None:
+        if self._stroke_at is None:
+            return
+        self._stroke_at = None
+        self._changed()
 
     # -- custom style ------------------------------------------------------------------------------
     def start_custom(self) -> None:
@@ -729,7 +1016,12 @@ class StylizeWidget:
         if isinstance(self.style_choice, Mapping):
             sid += f"+{self.blend_with.value}"
         stroke = "" if self.stroke.value == "medium" else f"_{self.stroke.value}"
-        return f"{self._photo_name}_{sid}{stroke}.png"
+        spec = self.region_spec
+        where = ""
+        if spec is not None:
+            where = "" if spec.entries[0].region == "everywhere" else f"_{spec.entries[0].region}"
+            where += "_keep-faces" if spec.keep else ""
+        return f"{self._photo_name}_{sid}{stroke}{where}.png"
 
     def png_bytes(self) -> bytes:
         if self.result_array is None:

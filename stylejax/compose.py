@@ -147,14 +147,18 @@ def region_masks(spec: RegionSpec, photo: np.ndarray,
     return out
 
 
-def region_weights(spec: RegionSpec, photo: np.ndarray,
-                   user_mask: np.ndarray | None = None) -> list[tuple[RegionStyle, np.ndarray]]:
+def region_weights(spec: RegionSpec, photo: np.ndarray, user_mask: np.ndarray | None = None,
+                   masks: Mapping[str, np.ndarray] | None = None,
+                   ) -> list[tuple[RegionStyle, np.ndarray]]:
     """Each styled region with its weight map (feathered, layered, kept regions removed).
 
+    `masks`: every mask the spec names, already made at the photo's size (a front end that
+    caches them per photo, like the notebook widget); None: `region_masks` makes them here.
     RegionNotFoundError when a styled region is (nearly) empty in this photo: a user asking for
     "person only" on a landscape should read why, not get the photo back unchanged.
     """
-    masks = region_masks(spec, photo, user_mask)
+    if masks is None:
+        masks = region_masks(spec, photo, user_mask)
     for e in spec.entries:
         if float(masks[e.region].mean()) < MIN_AREA:
             raise RegionNotFoundError(NOT_FOUND.get(e.region, f"No {e.region} found."))
@@ -167,10 +171,11 @@ def region_weights(spec: RegionSpec, photo: np.ndarray,
 
 
 def compose(photo: np.ndarray, spec: RegionSpec, styled: Mapping[str | None, np.ndarray],
-            strength: float, user_mask: np.ndarray | None = None) -> np.ndarray:
+            strength: float, user_mask: np.ndarray | None = None,
+            masks: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """The composed picture: `styled` maps each entry's style (None: the request's own) to the
     photo stylised in it at full strength; `strength` is the request's, for entries without
-    their own."""
-    pairs = region_weights(spec, photo, user_mask)
+    their own. `masks` as in `region_weights`."""
+    pairs = region_weights(spec, photo, user_mask, masks)
     return blend(photo, [styled[e.style] for e, _ in pairs], [w for _, w in pairs],
                  [strength if e.strength is None else e.strength for e, _ in pairs])

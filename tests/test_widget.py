@@ -8,6 +8,7 @@ import io
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -380,3 +381,306 @@ def test_a_video_path_bytes_or_upload_plays_inline(stylizer, tmp_path, photo, st
     with pytest.raises(InvalidRequestError):
         custom.stylize_video(clip)
     assert "gallery's styles only" in custom.status.value
+
+
+# -- where the style goes: Where, keep faces, the overlay, the brush (issue 16) -----------------
+
+CONTENT = Path(__file__).resolve().parents[2] / "shared" / "data" / "content"
+PERSON_PHOTO = CONTENT / "people_kphotoalbum_anne_helene.jpg"  # one woman on a beach
+
+
+@pytest.fixture(scope="module")
+def beach() -> np.ndarray:
+    """A real photo of a person, 256 px on the long side (171×256)."""
+    if not PERSON_PHOTO.is_file():
+        pytest.skip("shared photos not present")
+    im = Image.open(PERSON_PHOTO).convert("RGB")
+    im.thumbnail((256, 256), Image.LANCZOS)
+    return np.asarray(im)
+
+
+@pytest.fixture(scope="module")
+def beach_masks(beach) -> dict[str, np.ndarray]:
+    from stylejax import regions
+
+    return {"person": regions.person_mask(beach), "face": regions.face_mask(beach),
+            "head": regions.head_mask(beach)}
+
+
+@pytest.fixture
+def count_segmenter(monkeypatch) -> list[tuple[str, ...]]:
+    """Every call of the region finder (stylejax.regions.region_masks), with the names."""
+    from stylejax import regions
+
+    calls: list[tuple[str, ...]] = []
+    real = regions.region_masks
+    monkeypatch.setattr(regions, "region_masks",
+                        lambda rgb, names=regions.REGIONS: calls.append(tuple(names))
+                        or real(rgb, names))
+    return calls
+
+
+def _levels(a, b, where) -> float:
+    """The largest difference in grey levels between two pictures over a boolean mask."""
+    return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))[where].max())
+
+
+def _mean_levels(a, b, where) -> float:
+    return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))[where].mean())
+
+
+def test_person_and_background_results_follow_the_region(stylizer, beach, beach_masks):
+    w = _w(stylizer, image=beach)
+    everywhere = w.result_array
+    inside, outside = beach_masks["person"] > 0.99, beach_masks["person"] < 0.01
+    assert inside.mean() > 0.2 and outside.mean() > 0.2
+    assert w.canvas.layout.display == "none" and w.overlay_array is None  # nothing chosen yet
+    renders = w.renders["full"]
+
+    w.where.value = "person"  # changing Where re-renders, at full size
+    assert w.renders["full"] == renders + 1
+    person = w.result_array
+    assert person.shape == beach.shape
+    assert _levels(person, beach, outside) <= 3          # the background is the photo
+    assert _levels(person, everywhere, inside) <= 3      # the person in the style
+    assert _mean_levels(person, beach, inside) > 10
+    assert "only the person" in w.status.value and w.file_name.endswith("_person.png")
+    # the engine's own path gives the same pixels (the CLI's --region person)
+    assert w.request.regions.entries[0].region == "person"
+    assert _levels(person, stylizer.run(w.request, beach), np.ones(beach.shape, bool)) <= 2
+
+    w.where.value = "background"
+    background = w.result_array
+    assert w.renders["full"] == renders + 2
+    assert _levels(background, beach, inside) <= 3
+    assert _levels(background, everywhere, outside) <= 3
+    assert _mean_levels(background, beach, outside) > 10
+
+    w.where.value = "everywhere"
+    assert np.abs(w.result_array.astype(int) - everywhere).max() <= 1
+    assert w.request.regions is None and w.canvas.layout.display == "none"
+    assert w.before.layout.display == ""
+
+
+def test_keep_faces_and_a_second_style_elsewhere(stylizer, beach, beach_masks):
+    w = _w(stylizer, image=beach)
+    starry = w.result_array
+    face = beach_masks["face"] > 0.99
+    assert face.sum() > 50
+    w.keep_faces.value = True  # everywhere but the faces
+    kept = w.result_array
+    assert _levels(kept, beach, face) <= 3
+    assert _levels(kept, starry, beach_masks["face"] < 0.01) <= 3
+    assert "faces kept" in w.status.value
+
+    w.select_style("great-wave")
+    wave = stylizer.stylize(beach, "great-wave")
+    w.where.value = "person"
+    w.rest_style.value = "starry-night"  # the person in Great Wave, the rest in Starry Night
+    both = w.result_array
+    body = (beach_masks["person"] > 0.99) & (beach_masks["head"] < 0.01)
+    assert body.sum() > 500
+    assert _levels(both, wave, body) <= 3
+    outside = (beach_masks["person"] < 0.01) & (beach_masks["face"] < 0.01)
+    assert _levels(both, starry, outside) <= 3
+    assert _levels(both, beach, face) <= 3
+    assert "elsewhere Starry Night" in w.status.value
+    # feathered, at a strength: still the engine's pixels
+    w.feather.value = 6
+    w.strength.value = 0.7
+    spec = w.request.regions
+    assert spec.feather == 6 and spec.keep == ("face",) and len(spec.entries) == 2
+    assert _levels(w.result_array, stylizer.run(w.request, beach),
+                   np.ones(beach.shape, bool)) <= 2
+    assert _mean_levels(w.result_array, both, np.ones(beach.shape, bool)) > 1
+
+
+def test_the_overlay_tints_the_region_and_is_computed_once_per_photo_and_region(
+        stylizer, beach, beach_masks, count_segmenter):
+    w = _w(stylizer, image=beach, display_size=128)
+    assert count_segmenter == []
+    w.where.value = "person"
+    assert count_segmenter == [("person",)]
+    over = w.overlay_array
+    assert over.shape == (128, 86, 3) and (w.canvas.width, w.canvas.height) == (86, 128)
+    assert w.canvas.layout.display == "" and w.before.layout.display == "none"
+    small = resize_max_side(beach, 128)
+    person = np.asarray(Image.fromarray((beach_masks["person"] * 255).astype(np.uint8))
+                        .resize((86, 128), Image.BILINEAR)) / 255.0
+    tint = np.array([79, 70, 229], np.float32)
+    # the accent colour over the person, the photo elsewhere
+    assert np.abs(over.astype(float) - small)[person < 0.01].max() <= 1
+    inside = person > 0.99
+    closer = (np.abs(over.astype(float) - tint).sum(-1) < np.abs(small.astype(float) - tint)
+              .sum(-1))
+    assert closer[inside].mean() > 0.95
+
+    # other controls, previews, a second visit: no new segmenter run
+    w.strength.value = 0.5
+    w.feather.value = 4
+    w.run(full=False)
+    w.where.value = "background"
+    w.where.value = "person"
+    w.keep_faces.value = True
+    assert count_segmenter == [("person",), ("background",), ("face",)]
+    w.keep_faces.value = False
+    w.where.value = "background"
+    assert len(count_segmenter) == 3
+    # a new photo: its own masks
+    w.set_image(beach[:, ::-1].copy())
+    assert len(count_segmenter) == 4 and count_segmenter[-1] == ("background",)
+
+
+def test_painting_a_square_styles_only_that_square_and_erasing_brings_the_photo_back(
+        stylizer, photo):
+    w = _w(stylizer, image=photo)  # 96×128 synthetic: no person in it
+    full = w.result_array
+    w.where.value = "mask"  # "where I paint": nothing until painted
+    assert "Paint where the style goes" in w.status.value and w.result_array is full
+    assert w.overlay_array is not None and np.abs(
+        w.overlay_array.astype(int) - photo).max() <= 1  # nothing tinted yet
+    r = 4
+    for y in range(30, 61, 2):  # a square 40..80 × 30..60, brushed row by row
+        w.paint_line([(40, y), (80, y)], r, render=False)
+    w.paint(60, 45, r)  # the last dab renders
+    out = w.result_array
+    square = np.zeros(photo.shape[:2], bool)
+    square[30:61, 40:81] = True
+    near = np.zeros(photo.shape[:2], bool)
+    near[30 - r - 2:61 + r + 2, 40 - r - 2:81 + r + 2] = True
+    assert _levels(out, photo, ~near) <= 1      # outside the square: the photo
+    assert _levels(out, full, square) <= 2      # inside: the style
+    assert _mean_levels(out, photo, square) > 10
+    assert w.painted_mask[45, 60] == 255 and w.painted_mask[5, 5] == 0
+    assert w.request.regions.entries[0].region == "mask"
+    # the same as the CLI's --mask with that picture
+    assert _levels(out, stylizer.run(w.request, photo, mask=w.painted_mask),
+                   np.ones(photo.shape, bool)) <= 2
+    assert "where you painted" in w.status.value
+
+    for y in range(30, 61, 2):  # erase the left half, with a brush a little wider
+        w.paint_line([(40, y), (58, y)], r + 2, erase=True, render=False)
+    w.paint(50, 45, r + 2, erase=True)
+    erased = w.result_array
+    assert _levels(erased, photo, near & (np.arange(128) < 53)[None, :]) <= 1
+    right = square & (np.arange(128) > 66)[None, :]
+    assert _levels(erased, full, right) <= 2
+
+    w.undo_painting()  # back to "nothing painted"
+    assert w.painted_mask is None and "Paint where the style goes" in w.status.value
+
+
+def test_painting_on_the_person_region_and_undo(stylizer, beach, beach_masks):
+    w = _w(stylizer, image=beach)
+    everywhere = w.result_array
+    w.where.value = "person"
+    person_only = w.result_array
+    person = beach_masks["person"]
+    ys, xs = np.nonzero(person > 0.99)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    assert (person[cy - 12:cy + 13, cx - 12:cx + 13] > 0.99).all()
+    assert w.undo_paint.disabled
+    w.paint(cx, cy, 8, erase=True)  # a hole in the person: the photo there
+    assert not w.undo_paint.disabled
+    holed = w.result_array
+    hole = np.zeros(person.shape, bool)
+    hole[cy - 5:cy + 6, cx - 5:cx + 6] = True
+    assert _levels(holed, beach, hole) <= 2
+    away = (person > 0.99).copy()
+    away[cy - 20:cy + 21, cx - 20:cx + 21] = False
+    assert _levels(holed, everywhere, away) <= 3  # the rest of the person is still styled
+    # and a patch of background painted in
+    bg_ys, bg_xs = np.nonzero(person < 0.01)
+    by, bx = int(bg_ys[len(bg_ys) // 2]), int(bg_xs[len(bg_xs) // 2])
+    w.paint(bx, by, 6)
+    patch = np.zeros(person.shape, bool)
+    patch[by - 3:by + 4, bx - 3:bx + 4] = True
+    patch &= person < 0.01
+    assert _mean_levels(w.result_array, beach, patch) > 10
+    assert w.request.regions.entries[0].region == "mask"
+
+    w.undo_painting()
+    assert w.request.regions.entries[0].region == "person" and w.undo_paint.disabled
+    assert np.abs(w.result_array.astype(int) - person_only).max() <= 1
+    # a painting belongs to its Where choice and its photo
+    w.paint(bx, by, 6)
+    w.where.value = "background"
+    assert w.request.regions.entries[0].region == "background"
+    w.where.value = "person"
+    assert w.request.regions.entries[0].region == "mask"  # kept while the photo stays
+    w.set_image(beach)
+    assert w.painted_mask is None and w.request.regions.entries[0].region == "person"
+
+
+def test_the_canvas_mouse_paints_in_photo_pixels_and_renders_on_release(stylizer, photo):
+    w = _w(stylizer, image=photo, display_size=64)  # shown at half size: 64×48
+    w.where.value = "mask"
+    assert (w.canvas.width, w.canvas.height) == (64, 48)
+    w.brush_size.value = 6  # 6 screen px across = 6 photo px radius at ×2
+    renders = w.renders["full"]
+    w._on_mouse_down(10, 10)
+    w._on_mouse_move(20, 10)
+    w._on_mouse_move(30, 10)
+    assert w.renders["full"] == renders  # not while painting
+    m = w.painted_mask
+    assert m[20, 20] == 255 and m[20, 40] == 255 and m[20, 60] == 255  # photo = 2 × canvas
+    assert m[20, 75] == 0 and m[40, 40] == 0
+    w._on_mouse_up(30, 10)
+    assert w.renders["full"] == renders + 1
+    assert _mean_levels(w.result_array, photo, m == 255) > 10
+    w._on_mouse_move(40, 40)  # the button is up: no paint
+    assert w.painted_mask[80 - 1, 80 - 1] == 0
+    w.brush.value = "erase"
+    w._on_mouse_down(20, 10)
+    w._on_mouse_up(20, 10)
+    assert w.painted_mask[20, 40] == 0 and w.painted_mask[20, 20] == 255
+
+
+def test_region_errors_are_friendly_and_lose_nothing(stylizer, photo, style_png, monkeypatch):
+    from stylejax.custom_style import CustomStyleResult
+
+    w = _w(stylizer, image=photo)
+    before = w.result_array
+    w.where.value = "person"  # a landscape of colour waves: no person
+    assert "No person found" in w.status.value and "paint the region by hand" in w.status.value
+    assert w.status.style.text_color == "#c62828" and "No person found" in w.last_error
+    assert w.result_array is before and w._photo is not None  # nothing lost
+    w.paint(30, 30, 6)  # the brush still works: the painting is the region
+    assert _mean_levels(w.result_array, photo, w.painted_mask == 255) > 10
+    w.where.value = "sky"
+    assert "No sky found" in w.status.value
+    w.where.value = "everywhere"
+    assert "Done" in w.status.value and np.abs(w.result_array.astype(int) - before).max() <= 1
+
+    monkeypatch.setattr(stylizer, "run_custom", lambda request, photo, style, **kw:
+                        CustomStyleResult(image=resize_max_side(photo, 48), seconds=0.0,
+                                          steps=1, stopped_early=False))
+    w.style_upload.value = _upload("stripes.png", style_png)
+    assert w._style_id == CUSTOM
+    w.where.value = "mask"
+    w.paint(30, 30, 6)
+    assert "gallery's styles" in w.status.value  # regions take pack styles: said, not raised
+
+
+def test_regions_in_the_background_thread_preview_then_full(stylizer, beach, beach_masks):
+    w = _w(stylizer, sync=False, debounce=0.2, preview_size=128)
+    w.set_image(beach)
+    w.where.value = "person"
+    w.feather.value = 2
+    assert w.wait(120)
+    assert w.renders == {"preview": 1, "full": 1} and w.overlay_array is not None
+    import cv2
+
+    # 2 px of feather: σ = 1 px, so 5 px from the border the mask is still exact
+    outside = cv2.erode((beach_masks["person"] < 0.01).astype(np.uint8),
+                        np.ones((11, 11), np.uint8)) > 0
+    assert outside.mean() > 0.2
+    assert _levels(w.result_array, beach, outside) <= 3
+    assert _mean_levels(w.result_array, beach, beach_masks["person"] > 0.99) > 10
+    small = resize_max_side(beach, 128)
+    person_small = np.asarray(Image.fromarray((beach_masks["person"] * 255).astype(np.uint8))
+                              .resize(small.shape[1::-1], Image.BILINEAR)) / 255.0
+    assert w.preview_array.shape == small.shape
+    away = cv2.erode((person_small < 0.01).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    assert _mean_levels(w.preview_array, small, away) <= 2  # photo
+    assert _mean_levels(w.preview_array, small, person_small > 0.99) > 10  # style
