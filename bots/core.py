@@ -40,9 +40,12 @@ from stylejax.imageio import ImageLimits, decode_image
 from stylejax.mesh_textures import (
     GLB_MAGIC,
     MODEL_SUFFIXES,
+    ZIP_MAGIC,
+    ModelLimits,
     ModelSummary,
     check_model,
     size_text,
+    unpack_model_zip,
 )
 from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_styles
 from stylejax.request import RegionSpec, StyleRequest
@@ -74,17 +77,34 @@ def job_stroke(job: Job) -> float:
 _RESULT_FORMATS = ((b"GIF8", 0, ("image/gif", ".gif", "animation")),
                    (b"WEBP", 8, ("image/webp", ".webp", "animation")),
                    (b"ftyp", 4, ("video/mp4", ".mp4", "video")),
-                   (GLB_MAGIC, 0, ("model/gltf-binary", ".glb", "model")))
+                   (GLB_MAGIC, 0, ("model/gltf-binary", ".glb", "model")),
+                   (ZIP_MAGIC, 0, ("application/zip", ".zip", "model")))
 
 
 def result_format(data: bytes) -> tuple[str, str, str]:
     """(media type, suffix, kind) of a job's result bytes: PNG for photos, MP4 for clips, GIF
     or WebP for animated pictures (a video job keeps an animation an animation), GLB for 3D
-    models."""
+    models sent as GLB, a zip for those sent as a zip."""
     for magic, at, fmt in _RESULT_FORMATS:
         if data[at:at + len(magic)] == magic:
             return fmt
     return ("image/png", ".png", "photo")
+
+
+def _check_model_upload(upload: bytes | Path, tmp: Path, limits: ModelLimits) -> ModelSummary:
+    """`check_model` on a model upload (bytes or the stored file): a GLB as it is, a zip
+    unpacked into `tmp` first (`unpack_model_zip`)."""
+    if isinstance(upload, Path):
+        with open(upload, "rb") as f:
+            is_zip = f.read(4) == ZIP_MAGIC
+        if not is_zip:
+            return check_model(upload, limits)
+        upload = upload.read_bytes()
+    if upload[:4] == ZIP_MAGIC:
+        return check_model(unpack_model_zip(upload, tmp / "model", limits), limits)
+    path = tmp / "upload.glb"
+    path.write_bytes(upload)
+    return check_model(path, limits)
 
 
 # ISO-BMFF brands of still pictures (AVIF, HEIF): an "ftyp" box, but photos, not clips.
@@ -187,9 +207,10 @@ class StyleService:
         """Recognise an upload by its content and check it: "photo" (`decode_image`, the photo
         limits), "video" (a clip or an animated GIF / WebP: `probe_video`, the video
         limits) or "model" (a GLB: `check_model`, the model limits); the StyleJAXError a user
-        reads when it does not fit. `name`, the file's name if known, only words the error of
-        a file named like a model that is none."""
-        if data[:4] == GLB_MAGIC:
+        reads when it does not fit. A zip is taken as a model (a .gltf or an .obj with its
+        files). `name`, the file's name if known, only words the error of a file named like a
+        model that is none."""
+        if data[:4] in (GLB_MAGIC, ZIP_MAGIC):
             self.check_model(data)
             return "model"
         if name is not None and Path(name).suffix.lower() in MODEL_SUFFIXES:
@@ -208,20 +229,17 @@ class StyleService:
                              max_side=self.settings.max_side).result()
 
     def check_model(self, upload: bytes | Path) -> ModelSummary:
-        """Check a GLB as the worker will read it (`mesh_textures.check_model`: references,
-        limits, texture sizes from their headers, no decoding), in the decode pool; returns
-        its textures and their pixels (for the result's estimate)."""
+        """Check a GLB or a model's zip as the worker will read it (`mesh_textures.
+        check_model`: references, limits, texture sizes from their headers, no decoding), in
+        the decode pool; returns its textures and their pixels (for the result's estimate)."""
         size = len(upload) if isinstance(upload, bytes) else upload.stat().st_size
         limit = self.model_limits.max_bytes
         if size > limit:
             raise ModelTooLargeError(f"The model is {size_text(size)}; models up to "
                                      f"{size_text(limit)} are taken.", limit)
-        if isinstance(upload, Path):
-            return self._decoder.submit(check_model, upload, self.model_limits).result()
         with tempfile.TemporaryDirectory(prefix="stylejax-model-") as tmp:
-            path = Path(tmp, "upload.glb")
-            path.write_bytes(upload)
-            return self._decoder.submit(check_model, path, self.model_limits).result()
+            return self._decoder.submit(_check_model_upload, upload, Path(tmp),
+                                        self.model_limits).result()
 
     def stage_photo(self, owner: User, photo: bytes) -> str:
         """Check and keep a photo (or a video) before its style is chosen; returns its sha for

@@ -37,7 +37,7 @@ from storage.queue import Delivery, JobQueue, new_consumer_name, open_queue
 from stylejax.custom_style import CustomStyleConfig
 from stylejax.errors import GENERIC_ERROR, JobCancelledError, StyleJAXError
 from stylejax.imageio import encode_image
-from stylejax.mesh_textures import stylize_model
+from stylejax.mesh_textures import ZIP_MAGIC, stylize_model, unpack_model_zip, zip_folder
 from stylejax.stylizer import Stylizer
 from stylejax.video import probe_video, stylize_video
 
@@ -208,22 +208,32 @@ class Worker:
             self._fail(d, job, err, queue)
 
     def _run_model(self, d: Delivery, job: Job) -> None:
-        """One 3D model (a GLB): the upload to a temporary file, `stylize_model` to another
-        GLB, the result recorded like a photo's. A bad model (a StyleJAXError) fails the job
-        with its message at once; progress is reported per texture."""
+        """One 3D model: a GLB to a temporary file and `stylize_model` to another GLB; a zip
+        (a .gltf or an .obj with its files) unpacked, the model stylised beside itself as
+        `styled-<name>` (so its references to the other files still hold) and the folder
+        zipped again. The result is recorded like a photo's; a bad model (a StyleJAXError)
+        fails the job with its message at once; progress is reported per texture."""
         queue = self.video_queue
         cancelled = functools.partial(self.book.is_cancelled, job.id)
+        limits = self.settings.model_limits
         try:
             with tempfile.TemporaryDirectory(prefix="stylejax-model-") as tmp:
-                src, dst = Path(tmp, "upload.glb"), Path(tmp, "result.glb")
-                src.write_bytes(self.book.photo(job))
+                data = self.book.photo(job)
+                if data[:4] == ZIP_MAGIC:
+                    folder = Path(tmp, "model")
+                    src = unpack_model_zip(data, folder, limits)
+                    dst = src.with_name(f"styled-{src.name}")
+                else:
+                    folder = None
+                    src, dst = Path(tmp, "upload.glb"), Path(tmp, "result.glb")
+                    src.write_bytes(data)
+                del data
                 self.book.progress(job.id, 0.05)
-                stylize_model(src, dst, self.stylizer, job.request,
-                              limits=self.settings.model_limits,
+                stylize_model(src, dst, self.stylizer, job.request, limits=limits,
                               progress=lambda i, n, _r: self.book.progress(
                                   job.id, 0.05 + 0.94 * (i + 1) / n),
                               should_stop=lambda: self.stop.is_set() or cancelled())
-                result = dst.read_bytes()
+                result = dst.read_bytes() if folder is None else zip_folder(folder)
             self._finish(d, job, result, queue)
         except JobCancelledError:
             if cancelled():

@@ -41,8 +41,10 @@ import io
 import json
 import math
 import os
+import stat
 import time
 import urllib.parse
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,8 @@ MAX_TEXTURE_PIXELS = 4096 * 4096
 MAX_TEXTURES = 32
 MAX_TRIANGLES = 4_000_000
 GLB_MAGIC = b"glTF"
+ZIP_MAGIC = b"PK\x03\x04"  # a zip holding a .gltf or an .obj with its files (the service)
+MAX_ZIP_FILES = 256
 
 
 @dataclass(frozen=True)
@@ -1038,6 +1042,88 @@ def load_model(path: str | os.PathLike, limits: ModelLimits = DEFAULT_LIMITS):
     raise NotAModelError()
 
 
+def _zip_member(info: zipfile.ZipInfo, dest: Path) -> Path | None:
+    """Where a zip member goes under `dest` (None: skipped, e.g. macOS metadata); refuses
+    names that would land outside it (absolute, '..', a drive) and links."""
+    name = info.filename.replace("\\", "/")
+    parts = name.split("/")
+    if info.is_dir() or parts[0] == "__MACOSX" or parts[-1].startswith("._"):
+        return None
+    if name.startswith("/") or ":" in parts[0] or any(p in ("", ".", "..") for p in parts):
+        raise BrokenModelError(f"The zip holds a file outside its folder ({echo(name)}); "
+                               "zip the model's folder as it is.")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise BrokenModelError(f"The zip holds a link ({echo(name)}); put the file itself "
+                               "in the zip.")
+    if info.flag_bits & 0x1:
+        raise BrokenModelError("The zip is password-protected; send it without a password.")
+    target = dest.joinpath(*parts)
+    if not target.resolve().is_relative_to(dest.resolve()):
+        raise BrokenModelError(f"The zip holds a file outside its folder ({echo(name)}).")
+    return target
+
+
+def unpack_model_zip(data: bytes, dest: str | os.PathLike,
+                     limits: ModelLimits = DEFAULT_LIMITS) -> Path:
+    """Unpack a zip of one model (.gltf or .obj with its .bin / .mtl and textures) into the
+    folder `dest` and return the model file. Safe for any upload: no member lands outside
+    `dest` (absolute names, '..', links refused), at most MAX_ZIP_FILES files, and the
+    unpacked bytes are counted while they are written, so a zip bomb stops at
+    `limits.max_bytes` whatever its headers claim."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError):
+        raise NotAModelError("That zip file cannot be read; zip the model's folder again.") \
+            from None
+    if len(infos) > MAX_ZIP_FILES:
+        raise ModelTooLargeError(f"The zip holds {len(infos)} files; up to {MAX_ZIP_FILES} "
+                                 "are taken.", MAX_ZIP_FILES)
+    total = 0
+    models: list[Path] = []
+    with zf:
+        for info in infos:
+            target = _zip_member(info, dest)
+            if target is None:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        total += len(chunk)
+                        if total > limits.max_bytes:
+                            raise ModelTooLargeError(
+                                f"The zip unpacks to more than {size_text(limits.max_bytes)};"
+                                f" models up to {size_text(limits.max_bytes)} are taken.",
+                                limits.max_bytes)
+                        out.write(chunk)
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError,
+                    NotImplementedError) as err:  # CRC, truncation, an unknown compression
+                raise BrokenModelError(f"The zip is damaged ({echo(info.filename)} cannot be "
+                                       "unpacked).") from err
+            if target.suffix.lower() in MODEL_SUFFIXES:
+                models.append(target)
+    if not models:
+        raise NotAModelError("The zip holds no .gltf, .glb or .obj model.")
+    if len(models) > 1:
+        names = ", ".join(echo(m.relative_to(dest).as_posix()) for m in models[:3])
+        raise NotAModelError(f"The zip holds several models ({names}); send one at a time.")
+    return models[0]
+
+
+def zip_folder(folder: str | os.PathLike) -> bytes:
+    """Every file under `folder` as a zip (names relative to it, sorted): a zip job's result,
+    the unpacked upload with the stylised model beside the original."""
+    folder = Path(folder)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
 @dataclass(frozen=True)
 class ModelSummary:
     """What `check_model` found: the base-colour textures and their pixels in all."""
@@ -1132,4 +1218,4 @@ __all__ = ["DEFAULT_LIMITS", "MODEL_SUFFIXES", "ModelLimits", "ModelResult", "Mo
            "SeamLink", "SeamScore", "TextureReport", "TextureSite", "blend_seams",
            "check_model", "check_output", "default_pad", "is_model_file", "island_mask",
            "load_model", "pad_texture", "seam_edges", "seam_mismatch", "size_text",
-           "stylize_model", "texture_stroke"]
+           "stylize_model", "texture_stroke", "unpack_model_zip", "zip_folder"]

@@ -15,7 +15,9 @@ import pytest
 
 g = pytest.importorskip("pygltflib")
 
-from meshes import png_bytes, write_cube_glb  # noqa: E402
+import zipfile  # noqa: E402
+
+from meshes import png_bytes, write_cube_glb, write_cube_obj  # noqa: E402
 from PIL import Image  # noqa: E402
 from service_process import Server, assert_json_error, wait_done  # noqa: E402
 
@@ -23,7 +25,14 @@ from bots.config import Settings  # noqa: E402
 from bots.core import StyleService  # noqa: E402
 from bots.worker import Worker  # noqa: E402
 from storage import BlobStore, JobState, Store  # noqa: E402
-from stylejax.errors import InvalidRequestError, JobOverQuotaError  # noqa: E402
+from stylejax import mesh_textures as mt  # noqa: E402
+from stylejax.errors import (  # noqa: E402
+    BrokenModelError,
+    InvalidRequestError,
+    JobOverQuotaError,
+    ModelTooLargeError,
+    NotAModelError,
+)
 from stylejax.pack import default_pack_dir  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300),
@@ -66,6 +75,27 @@ def truncated_texture_glb(tmp: Path) -> bytes:
     png = png_bytes(noise(64, 64, seed=3))
     data = cube_glb(tmp, textures=[noise(64, 64, seed=3)])
     return data.replace(png[len(png) // 2:], b"\0" * (len(png) - len(png) // 2))
+
+
+def zip_bytes(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """A zip of these members (name → bytes) and symbolic links (name → target)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)
+            zf.writestr(info, target)
+    return buf.getvalue()
+
+
+def obj_zip(tmp: Path, size: int = 128) -> bytes:
+    """The cube as OBJ + MTL + PNG, zipped in a folder "cube/"."""
+    folder = tmp / f"obj-{time.monotonic_ns()}"
+    folder.mkdir()
+    write_cube_obj(folder, size)
+    return zip_bytes({f"cube/{p.name}": p.read_bytes() for p in sorted(folder.iterdir())})
 
 
 def post_model(client, data: bytes, name: str = "cube.glb", **form):
@@ -198,6 +228,76 @@ def test_delete_removes_the_files_and_the_quota(server, tmp_path):
     assert c.delete(f"/api/v1/jobs/{job_id}").json() == {"deleted": job_id}
     assert_json_error(c.get(f"/api/v1/jobs/{job_id}/result"), 404)
     assert blob_files(server.data_dir) == files and quota.usage(str(me)) == used
+
+
+def test_zip_of_an_obj_end_to_end(server, tmp_path):
+    """A zip of an OBJ with its MTL and texture: the zip back, the styled model beside the
+    original (`styled-cube.obj`, its MTL and texture), geometry the same, texture painted."""
+    c = server.client
+    resp = post_model(c, obj_zip(tmp_path), "cube.zip", style="wave")
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["media"] == "model"
+    status = wait_done(c, resp.json()["id"], timeout_s=180)
+    assert status["state"] == "done", status
+    result = c.get(resp.json()["result_url"])
+    assert result.headers["content-type"] == "application/zip"
+    assert result.headers["content-disposition"].endswith('.zip"')
+    out = tmp_path / "out"
+    with zipfile.ZipFile(io.BytesIO(result.content)) as zf:
+        assert set(zf.namelist()) == {"cube/cube.obj", "cube/cube.mtl", "cube/cube.png",
+                                      "cube/styled-cube.obj", "cube/styled-cube.mtl",
+                                      "cube/styled-cube_cube.png"}
+        zf.extractall(out)
+    before, after = (mt.load_model(out / "cube" / n) for n in ("cube.obj", "styled-cube.obj"))
+    np.testing.assert_array_equal(before.v, after.v)
+    t0, t1 = (s.pixels.astype(np.float32) for m in (before, after) for s in m.sites())
+    assert t0.shape == t1.shape == (128, 128, 3) and np.abs(t1 - t0).mean() > 10
+
+
+def test_zips_are_unpacked_safely(server, tmp_path):
+    """Zip slip, links, bombs, no model, two models: refused at submit, nothing stored."""
+    c = server.client
+    files = blob_files(server.data_dir)
+    cube = obj_zip(tmp_path)
+    members = {n: zipfile.ZipFile(io.BytesIO(cube)).read(n)
+               for n in zipfile.ZipFile(io.BytesIO(cube)).namelist()}
+    for evil in ("../evil.png", "/tmp/evil.png", "cube/../../evil.png", "C:/evil.png"):
+        err = assert_json_error(post_model(c, zip_bytes({**members, evil: b"x"}), "m.zip",
+                                           style="wave"), 422)
+        assert "outside its folder" in err, (evil, err)
+    err = assert_json_error(post_model(c, zip_bytes(members, {"cube/x.png": "/etc/passwd"}),
+                                       "m.zip", style="wave"), 422)
+    assert "holds a link" in err, err
+    bomb = zip_bytes({**members, "cube/zeros.bin": b"\0" * 20_000_000})
+    assert len(bomb) < 150_000
+    err = assert_json_error(post_model(c, bomb, "m.zip", style="wave"), 413)
+    assert err == "The zip unpacks to more than 150 kB; models up to 150 kB are taken.", err
+    err = assert_json_error(post_model(c, zip_bytes({"notes.txt": b"hi"}), "m.zip",
+                                       style="wave"), 422)
+    assert err == "The zip holds no .gltf, .glb or .obj model.", err
+    two = {**members, "other/cube.obj": members["cube/cube.obj"]}
+    err = assert_json_error(post_model(c, zip_bytes(two), "m.zip", style="wave"), 422)
+    assert "several models" in err, err
+    no_mtl = {k: v for k, v in members.items() if not k.endswith(".mtl")}
+    err = assert_json_error(post_model(c, zip_bytes(no_mtl), "m.zip", style="wave"), 422)
+    assert err == "The model refers to cube.mtl, which is missing.", err
+    assert blob_files(server.data_dir) == files
+    assert not (server.data_dir.parent / "evil.png").exists()
+
+
+def test_unpack_model_zip_writes_nothing_outside(tmp_path):
+    dest = tmp_path / "a" / "dest"
+    with pytest.raises(BrokenModelError):
+        mt.unpack_model_zip(zip_bytes({"ok.obj": b"v 0 0 0", "../../x.txt": b"x"}), dest)
+    assert not (tmp_path / "x.txt").exists() and not (tmp_path / "a" / "x.txt").exists()
+    with pytest.raises(ModelTooLargeError):
+        mt.unpack_model_zip(zip_bytes({"big.bin": b"\0" * 3_000_000}), tmp_path / "b",
+                            mt.ModelLimits(max_bytes=1_000_000))
+    assert (tmp_path / "b" / "big.bin").stat().st_size <= 1_000_000 + (1 << 20)
+    with pytest.raises(NotAModelError):
+        mt.unpack_model_zip(b"PK\x03\x04 broken", tmp_path / "c")
+    assert mt.unpack_model_zip(zip_bytes({"__MACOSX/._m.obj": b"", "m/m.obj": b"v"}),
+                               tmp_path / "d") == tmp_path / "d" / "m" / "m.obj"
 
 
 # -- in the service core (quota, retention, the lane) ----------------------------------------------
