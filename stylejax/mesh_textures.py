@@ -28,9 +28,12 @@ For each base-colour texture that a material really uses:
    accessors and materials, only the image bytes changing (GLB buffer views re-laid out);
    OBJ files copied as text, only the MTL's `map_Kd` paths pointing at the new texture files.
 
-Limits: see `MAX_*` below; node transforms are not applied when measuring texel density (the
-meshes' own coordinates are used); a `KHR_texture_transform` rotation makes the whole texture
-count as covered (it is stylised without island padding).
+Limits: `ModelLimits` (defaults `MAX_*` below; the service passes its own settings);
+`check_model` checks a model against them without decoding a texture, `unpack_model_zip`
+unpacks a zipped .gltf / .obj safely (the service's uploads). Node transforms are not
+applied when measuring texel density (the meshes' own coordinates are used); a
+`KHR_texture_transform` rotation makes the whole texture count as covered (it is stylised
+without island padding).
 """
 
 from __future__ import annotations
