@@ -343,7 +343,7 @@ def test_quota_counts_the_model_and_its_result(tmp_path):
         service.close()
 
 
-def test_retention_removes_old_model_jobs(tmp_path, stylizer):
+def test_retention_and_forget_remove_model_jobs(tmp_path, stylizer):
     service = _service(tmp_path, retention_days=1)
     try:
         me = service.user("web", "old")
@@ -358,8 +358,48 @@ def test_retention_removes_old_model_jobs(tmp_path, stylizer):
         assert service.sweep_expired()["jobs"] == 1
         assert service.history(me) == [] and blob_files(tmp_path / "data") == set()
         assert service.blobs.usage(str(me.id)) == 0
+        # delete-my-data: the same for a model's files
+        job = service.submit(me, cube_glb(tmp_path), style="wave")
+        Worker.beside(service, stylizer=stylizer, max_batch=1).run(max_jobs=1)
+        assert service.job(job.id).state is JobState.DONE
+        assert len(blob_files(tmp_path / "data")) == 2 and service.blobs.usage(str(me.id))
+        service.forget(me)
+        assert blob_files(tmp_path / "data") == set() and service.blobs.usage(str(me.id)) == 0
     finally:
         service.close()
+
+
+# -- Telegram (the fake Bot API): a .glb document → the same job ---------------------------------
+def test_telegram_glb_document_becomes_a_model_job(tmp_path, stylizer):
+    import asyncio
+
+    from test_telegram_bot import ADA, running_bot
+
+    glb = cube_glb(tmp_path)
+
+    async def scenario():
+        async with running_bot(tmp_path, stylizer, model_max_textures=1) as bot:
+            fake = bot.fake
+            m = fake.mark()
+            fake.document(ADA, glb, mime_type="application/octet-stream",
+                          file_name="cube.glb", caption="wave")
+            sent = await fake.reply("sendDocument", ADA["id"], after=m, timeout=120)
+            data = sent.upload("document")
+            assert data[:4] == b"glTF" and vertex_count(data) == 24
+            assert np.abs(glb_texture(data) - glb_texture(glb)).mean() > 10
+            assert sent.button("Stronger") and not [
+                label for label, _ in sent.buttons() if "only" in label]  # no regions
+            assert not [c for c in fake.calls[m:] if c.method == "sendPhoto"]
+            job = bot.service.history(bot.service.user("telegram", ADA["id"]))[0]
+            assert job.request.media == "model" and job.state is JobState.DONE
+            # a model past the limits: the service's message, in the chat
+            m = fake.mark()
+            fake.document(ADA, cube_glb(tmp_path, textures=[noise(8, 8, 1), noise(8, 8, 2)]),
+                          mime_type="model/gltf-binary", file_name="two.glb", caption="wave")
+            said = await fake.reply("sendMessage", ADA["id"], after=m, timeout=30)
+            assert "more than 1 texture" in said.text, said.text
+
+    asyncio.run(asyncio.wait_for(scenario(), 240))
 
 
 # -- the web page in Chromium ---------------------------------------------------------------------
