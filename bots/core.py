@@ -9,11 +9,13 @@ job durably, and hands it to the queue; workers (`bots.worker`) do the stylising
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import logging
 import math
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -117,6 +119,10 @@ _RESULT_OVERHEAD = 64 * 1024
 # The reference of a custom style picture that arrives as bytes, until it is kept (its sha).
 _UPLOAD = "upload"
 
+# Models' summaries kept by content sha (`StyleService.check_model`): the submit checks a model
+# and then estimates its result (and those of the owner's active jobs) from the same summary.
+MODEL_SUMMARY_CACHE = 256
+
 # Estimates (`StyleService.place`): the median of this many recent durations of the lane,
 # re-read at most this often (one follower polls every 0.2 s; the line's speed moves slowly).
 DURATION_SAMPLE = 20
@@ -164,6 +170,8 @@ class StyleService:
                                            thread_name_prefix="stylejax-decode")
         self.video_limits = settings.video_limits
         self.model_limits = settings.model_limits
+        self._model_summaries: dict[str, ModelSummary] = {}  # by content sha, newest last
+        self._summaries_lock = threading.Lock()  # request threads share the dict
         self.rate = TokenBucket(settings.rate_per_minute / 60.0, settings.rate_burst)
         # per lane (video?): (monotonic time read, median duration, running) for `place`
         self._stats: dict[bool, tuple[float, float | None, int]] = {}
@@ -231,15 +239,26 @@ class StyleService:
     def check_model(self, upload: bytes | Path) -> ModelSummary:
         """Check a GLB or a model's zip as the worker will read it (`mesh_textures.
         check_model`: references, limits, texture sizes from their headers, no decoding), in
-        the decode pool; returns its textures and their pixels (for the result's estimate)."""
+        the decode pool; returns its textures and their pixels (for the result's estimate).
+        A stored upload (a blob's file, named by its sha) or bytes already checked are not
+        read again: the summaries are kept by content sha."""
         size = len(upload) if isinstance(upload, bytes) else upload.stat().st_size
         limit = self.model_limits.max_bytes
         if size > limit:
             raise ModelTooLargeError(f"The model is {size_text(size)}; models up to "
                                      f"{size_text(limit)} are taken.", limit)
-        with tempfile.TemporaryDirectory(prefix="stylejax-model-") as tmp:
-            return self._decoder.submit(_check_model_upload, upload, Path(tmp),
-                                        self.model_limits).result()
+        key = hashlib.sha256(upload).hexdigest() if isinstance(upload, bytes) else upload.name
+        with self._summaries_lock:
+            summary = self._model_summaries.get(key)
+        if summary is None:
+            with tempfile.TemporaryDirectory(prefix="stylejax-model-") as tmp:
+                summary = self._decoder.submit(_check_model_upload, upload, Path(tmp),
+                                               self.model_limits).result()
+            with self._summaries_lock:
+                self._model_summaries[key] = summary
+                while len(self._model_summaries) > MODEL_SUMMARY_CACHE:
+                    self._model_summaries.pop(next(iter(self._model_summaries)))
+        return summary
 
     def stage_photo(self, owner: User, photo: bytes) -> str:
         """Check and keep a photo (or a video) before its style is chosen; returns its sha for
