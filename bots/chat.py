@@ -169,7 +169,7 @@ def button_changes(service: StyleService, job: Job, verb: str,
 
 def can_choose_region(job: Job) -> bool:
     """Regions apply to photos with a gallery style (StyleRequest.create refuses the rest)."""
-    return not job.request.is_video and not job.request.is_custom
+    return job.request.media == "photo" and not job.request.is_custom
 
 
 def region_choice(request: StyleRequest) -> str | None:
@@ -262,11 +262,11 @@ def result_file(data: bytes, *, as_file: bool = False, limits: dict[str, int] | 
     file name). Photos' results are PNG; a video job's is an MP4 ("video", or "animation" for
     a clip that came as one, e.g. Telegram's GIFs, which arrive as silent MP4s) or a GIF /
     WebP ("animation"). A document when the user asked for files or the kind's upload limit
-    (`limits`, by kind) is passed."""
+    (`limits`, by kind) is passed, and always for a 3D model (a chat cannot show one)."""
     _media_type, suffix, kind = result_format(data)
     if kind == "video" and animated:
         kind = "animation"
-    if as_file or len(data) > (limits or {}).get(kind, len(data)):
+    if as_file or kind == "model" or len(data) > (limits or {}).get(kind, len(data)):
         kind = "document"
     return kind, f"stylejax{suffix}"
 

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     video_max_frames: int = Field(1800, ge=1)
     video_max_pixels: int = Field(1920 * 1080, ge=64 * 64)  # per frame
     video_max_bytes: int = Field(100_000_000, ge=1_000)
+    # 3D model jobs (a .glb whose textures are stylised: docs/3d.md "On the service"); a model
+    # past one of these is refused at submit, before it is stored.
+    model_max_bytes: int = Field(50_000_000, ge=1_000)
+    model_max_textures: int = Field(8, ge=1, le=256)
+    model_max_texture_side: int = Field(4096, ge=16)
+    model_max_texture_pixels: int = Field(4096 * 4096, ge=256)
     # Whether this worker also takes video jobs (the video lane); photo-only workers keep
     # photos from waiting behind clips. `stylejax serve` sets it per worker (all but one).
     worker_video: bool = True
@@ -201,6 +207,17 @@ class Settings(BaseSettings):
         return VideoLimits(max_duration_s=self.video_max_seconds,
                            max_frames=self.video_max_frames,
                            max_pixels=self.video_max_pixels, max_bytes=self.video_max_bytes)
+
+
+    @property
+    def model_limits(self):
+        """What a 3D model may be (`stylejax.mesh_textures.ModelLimits`), from `model_max_*`."""
+        from stylejax.mesh_textures import ModelLimits
+
+        return ModelLimits(max_bytes=self.model_max_bytes,
+                           max_textures=self.model_max_textures,
+                           max_texture_side=self.model_max_texture_side,
+                           max_texture_pixels=self.model_max_texture_pixels)
 
 
 def origin_of(scheme: str, netloc: str) -> str:

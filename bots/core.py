@@ -9,10 +9,13 @@ job durably, and hands it to the queue; workers (`bots.worker`) do the stylising
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import logging
 import math
 import statistics
+import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +33,8 @@ from stylejax.errors import (
     CorruptImageError,
     InvalidRequestError,
     JobNotFoundError,
+    ModelTooLargeError,
+    NotAModelError,
     NotAnImageError,
     QueueFullError,
     RateLimitedError,
@@ -37,6 +42,16 @@ from stylejax.errors import (
     UnsupportedImageError,
 )
 from stylejax.imageio import ImageLimits, decode_image
+from stylejax.mesh_textures import (
+    GLB_MAGIC,
+    MODEL_SUFFIXES,
+    ZIP_MAGIC,
+    ModelLimits,
+    ModelSummary,
+    check_model,
+    size_text,
+    unpack_model_zip,
+)
 from stylejax.pack import StyleInfo, default_pack_dir, find_style, read_pack_styles
 from stylejax.request import RegionSpec, StyleRequest
 from stylejax.stroke import parse_stroke
@@ -66,19 +81,38 @@ def job_stroke(job: Job) -> float:
 
 
 # What a stored result is, from its first bytes: (media type, file suffix, "photo" | "video" |
-# "animation"); photos' results are PNG.
+# "animation" | "model"); photos' results are PNG.
 _RESULT_FORMATS = ((b"GIF8", 0, ("image/gif", ".gif", "animation")),
                    (b"WEBP", 8, ("image/webp", ".webp", "animation")),
-                   (b"ftyp", 4, ("video/mp4", ".mp4", "video")))
+                   (b"ftyp", 4, ("video/mp4", ".mp4", "video")),
+                   (GLB_MAGIC, 0, ("model/gltf-binary", ".glb", "model")),
+                   (ZIP_MAGIC, 0, ("application/zip", ".zip", "model")))
 
 
 def result_format(data: bytes) -> tuple[str, str, str]:
     """(media type, suffix, kind) of a job's result bytes: PNG for photos, MP4 for clips, GIF
-    or WebP for animated pictures (a video job keeps an animation an animation)."""
+    or WebP for animated pictures (a video job keeps an animation an animation), GLB for 3D
+    models sent as GLB, a zip for those sent as a zip."""
     for magic, at, fmt in _RESULT_FORMATS:
         if data[at:at + len(magic)] == magic:
             return fmt
     return ("image/png", ".png", "photo")
+
+
+def _check_model_upload(upload: bytes | Path, tmp: Path, limits: ModelLimits) -> ModelSummary:
+    """`check_model` on a model upload (bytes or the stored file): a GLB as it is, a zip
+    unpacked into `tmp` first (`unpack_model_zip`)."""
+    if isinstance(upload, Path):
+        with open(upload, "rb") as f:
+            is_zip = f.read(4) == ZIP_MAGIC
+        if not is_zip:
+            return check_model(upload, limits)
+        upload = upload.read_bytes()
+    if upload[:4] == ZIP_MAGIC:
+        return check_model(unpack_model_zip(upload, tmp / "model", limits), limits)
+    path = tmp / "upload.glb"
+    path.write_bytes(upload)
+    return check_model(path, limits)
 
 
 # ISO-BMFF brands of still pictures (AVIF, HEIF): an "ftyp" box, but photos, not clips.
@@ -90,6 +124,10 @@ _RESULT_OVERHEAD = 64 * 1024
 
 # The reference of a custom style picture that arrives as bytes, until it is kept (its sha).
 _UPLOAD = "upload"
+
+# Models' summaries kept by content sha (`StyleService.check_model`): the submit checks a model
+# and then estimates its result (and those of the owner's active jobs) from the same summary.
+MODEL_SUMMARY_CACHE = 256
 
 # Estimates (`StyleService.place`): the median of this many recent durations of the lane,
 # re-read at most this often (one follower polls every 0.2 s; the line's speed moves slowly).
@@ -137,6 +175,9 @@ class StyleService:
         self._decoder = ThreadPoolExecutor(settings.decode_concurrency,
                                            thread_name_prefix="stylejax-decode")
         self.video_limits = settings.video_limits
+        self.model_limits = settings.model_limits
+        self._model_summaries: dict[str, ModelSummary] = {}  # by content sha, newest last
+        self._summaries_lock = threading.Lock()  # request threads share the dict
         self.rate = TokenBucket(settings.rate_per_minute / 60.0, settings.rate_burst)
         # per lane (video?): (monotonic time read, median duration, running) for `place`
         self._stats: dict[bool, tuple[float, float | None, int]] = {}
@@ -176,10 +217,19 @@ class StyleService:
         return parse_stroke(owner.settings.get("stroke"))
 
     # -- jobs -------------------------------------------------------------------------------------
-    def check_upload(self, data: bytes) -> str:
+    def check_upload(self, data: bytes, name: str | None = None) -> str:
         """Recognise an upload by its content and check it: "photo" (`decode_image`, the photo
-        limits) or "video" (a clip or an animated GIF / WebP: `probe_video`, the video
-        limits); the StyleJAXError a user reads when it does not fit."""
+        limits), "video" (a clip or an animated GIF / WebP: `probe_video`, the video
+        limits) or "model" (a GLB: `check_model`, the model limits); the StyleJAXError a user
+        reads when it does not fit. A zip is taken as a model (a .gltf or an .obj with its
+        files). `name`, the file's name if known, only words the error of a file named like a
+        model that is none."""
+        if data[:4] in (GLB_MAGIC, ZIP_MAGIC):
+            self.check_model(data)
+            return "model"
+        if name is not None and Path(name).suffix.lower() in MODEL_SUFFIXES:
+            raise NotAModelError("That file is not a GLB 3D model; this service takes 3D "
+                                 "models as .glb files (binary glTF).")
         if data[8:12] not in _STILL_BRANDS and is_video_file(data):
             probe_video(data, self.video_limits)
             return "video"
@@ -207,6 +257,30 @@ class StyleService:
         if off > MASK_ASPECT_TOLERANCE + 0.5 / min(mw, mh):  # + rounding to whole pixels
             raise InvalidRequestError(f"The mask ({mw}×{mh}) does not have the photo's shape "
                                       f"({pw}×{ph}); paint it over this photo.")
+
+    def check_model(self, upload: bytes | Path) -> ModelSummary:
+        """Check a GLB or a model's zip as the worker will read it (`mesh_textures.
+        check_model`: references, limits, texture sizes from their headers, no decoding), in
+        the decode pool; returns its textures and their pixels (for the result's estimate).
+        A stored upload (a blob's file, named by its sha) or bytes already checked are not
+        read again: the summaries are kept by content sha."""
+        size = len(upload) if isinstance(upload, bytes) else upload.stat().st_size
+        limit = self.model_limits.max_bytes
+        if size > limit:
+            raise ModelTooLargeError(f"The model is {size_text(size)}; models up to "
+                                     f"{size_text(limit)} are taken.", limit)
+        key = hashlib.sha256(upload).hexdigest() if isinstance(upload, bytes) else upload.name
+        with self._summaries_lock:
+            summary = self._model_summaries.get(key)
+        if summary is None:
+            with tempfile.TemporaryDirectory(prefix="stylejax-model-") as tmp:
+                summary = self._decoder.submit(_check_model_upload, upload, Path(tmp),
+                                               self.model_limits).result()
+            with self._summaries_lock:
+                self._model_summaries[key] = summary
+                while len(self._model_summaries) > MODEL_SUMMARY_CACHE:
+                    self._model_summaries.pop(next(iter(self._model_summaries)))
+        return summary
 
     def stage_photo(self, owner: User, photo: bytes) -> str:
         """Check and keep a photo (or a video) before its style is chosen; returns its sha for
@@ -246,7 +320,8 @@ class StyleService:
                style_sha: str | None = None, strength: float | None = None,
                keep_colors: bool | None = None, stroke: float | str | None = None,
                refine: bool | None = None, regions: Any = None, keep: Any = None,
-               feather: float | str | None = None, mask: bytes | None = None) -> Job:
+               feather: float | str | None = None, mask: bytes | None = None,
+               filename: str | None = None) -> Job:
         """Validate, store and queue one request; raises a StyleJAXError a user can read.
 
         The photo comes as bytes or as the sha of a staged/earlier upload (`stage_photo`);
@@ -254,7 +329,8 @@ class StyleService:
         name or a factor (stylejax.stroke); None, like the other options, means the user's
         setting. `regions` / `keep` / `feather`: a style per region (docs/regions.md);
         `mask`: the picture of the region "mask" (white = the region), stored with the job.
-        The options become a StyleRequest (`make_request`), checked there once.
+        The options become a StyleRequest (`make_request`), checked there once. `filename`:
+        the upload's name, for the message of a non-model named .glb (`check_upload`).
         """
         self._take_token(owner)
         custom = style_image is not None or style_sha is not None
@@ -263,7 +339,8 @@ class StyleService:
                                     strength=strength, keep_colors=keep_colors, stroke=stroke,
                                     refine=refine, regions=regions, keep=keep, feather=feather,
                                     mask=None if mask is None else _UPLOAD)
-        return self._store_and_queue(owner, request, photo, photo_sha, style_image, mask)
+        return self._store_and_queue(owner, request, photo, photo_sha, style_image, mask,
+                                     filename=filename)
 
     def submit_request(self, owner: User, request: StyleRequest, photo: bytes | None = None,
                        *, photo_sha: str | None = None,
@@ -281,7 +358,7 @@ class StyleService:
 
     def _store_and_queue(self, owner: User, request: StyleRequest, photo: bytes | None,
                          photo_sha: str | None, style_image: bytes | None,
-                         mask: bytes | None = None) -> Job:
+                         mask: bytes | None = None, filename: str | None = None) -> Job:
         if (photo is None) == (photo_sha is None):
             raise InvalidRequestError("Send one photo.")
         # refuse bad input before anything is stored
@@ -290,10 +367,10 @@ class StyleService:
             media = request.media if request.media != "photo" else \
                 self.check_upload(self.blobs.get(photo_sha))
         else:
-            media = self.check_upload(photo)
+            media = self.check_upload(photo, filename)
         if media != request.media:
-            request = request.with_changes(media=media)  # video + custom style: refused
-        self._check_line(video=request.is_video)  # before anything is stored
+            request = request.with_changes(media=media)  # video/model + custom style: refused
+        self._check_line(video=request.long_lane)  # before anything is stored
         if not request.is_custom:
             request = request.resolved(self.styles)
         elif style_image is not None:
@@ -324,8 +401,10 @@ class StyleService:
         return job
 
     def lane(self, request: StyleRequest) -> JobQueue:
-        """The queue a job goes to: the video lane for clips, the photo queue otherwise."""
-        return self.video_queue if request.is_video else self.queue
+        """The queue a job goes to: the video lane for the long jobs (clips, animations, 3D
+        models: their run takes seconds to minutes, so photos must not wait behind them), the
+        photo queue otherwise."""
+        return self.video_queue if request.long_lane else self.queue
 
     def _enqueue(self, job: Job) -> None:
         request = job.request
@@ -335,7 +414,15 @@ class StyleService:
     def result_estimate(self, request: StyleRequest, upload: bytes | Path) -> int:
         """About how many bytes the job's result will take, from its upload (bytes, or the
         stored file): a photo's result as raw RGB at the size it is stylised at (a PNG is
-        rarely larger), a clip's as large as the clip."""
+        rarely larger), a clip's as large as the clip, a 3D model's as the model plus its
+        textures as raw RGBA (a stylised texture compresses worse than a smooth original)."""
+        if request.is_model:
+            size = len(upload) if isinstance(upload, bytes) else upload.stat().st_size
+            try:
+                pixels = self.check_model(upload).texture_pixels
+            except Exception:  # noqa: BLE001 - unreadable now (it was checked): the largest
+                pixels = self.model_limits.max_textures * self.model_limits.max_texture_pixels
+            return size + pixels * 4 + _RESULT_OVERHEAD
         if request.is_video:
             return len(upload) if isinstance(upload, bytes) else upload.stat().st_size
         side = self.settings.max_side
@@ -419,7 +506,7 @@ class StyleService:
         Running: the time left, from its own progress when it reports some (elapsed × (1 - p)
         / p), else the lane's median duration less the time it has run (None once past it).
         """
-        video = job.request.is_video
+        video = job.request.long_lane
         if job.state is JobState.QUEUED:
             position = self.store.queue_position(job.id)
             if position is not None:

@@ -45,6 +45,8 @@ from stylejax.errors import (
     ImageTooLargeError,
     InvalidRequestError,
     JobNotFoundError,
+    ModelError,
+    ModelTooLargeError,
     QueueFullError,
     QuotaExceededError,
     RateLimitedError,
@@ -311,8 +313,9 @@ def _read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
 
 
 def upload_limit(settings) -> int:
-    """The most bytes one upload may have: a photo's limit or a video's, whichever is more."""
-    return max(settings.max_upload_bytes, settings.video_max_bytes)
+    """The most bytes one upload may have: a photo's, a video's or a 3D model's limit,
+    whichever is most."""
+    return max(settings.max_upload_bytes, settings.video_max_bytes, settings.model_max_bytes)
 
 
 # -- dependencies: what `create_app` put on app.state
@@ -413,11 +416,11 @@ def add_error_handlers(app: FastAPI) -> None:
         if isinstance(err, JobNotFoundError):
             return _error(404, str(err))
         if isinstance(err, ImageTooLargeError | VideoTooLargeError | VideoTooLongError
-                      | QuotaExceededError):
+                      | QuotaExceededError | ModelTooLargeError):
             return _error(413, str(err))
         if isinstance(err, UnsupportedVideoError):
             return _error(415, str(err))
-        if isinstance(err, InvalidRequestError):
+        if isinstance(err, InvalidRequestError | ModelError):
             return _error(422, str(err))
         return _error(400, str(err))
 
@@ -468,6 +471,7 @@ def styles_router() -> APIRouter:
         return {"max_upload_bytes": settings.max_upload_bytes,
                 "max_video_bytes": settings.video_max_bytes,
                 "max_video_seconds": settings.video_max_seconds,
+                "max_model_bytes": settings.model_max_bytes,
                 "api_key_required": bool(request.app.state.api_key_digests)}
 
     @router.get("/styles")
@@ -514,7 +518,8 @@ def jobs_router() -> APIRouter:
                feather: Annotated[str | None, Form(description=FEATHER_FIELD)] = None,
                mask: Annotated[UploadFile | None, File(description=MASK_FIELD)] = None):
         settings = service.settings
-        # a photo or a video (told apart by content in `submit`, each checked by its limits)
+        # a photo, a video or a GLB model (told apart by content in `submit`, each checked by
+        # its limits)
         photo = _read_upload(image, upload_limit(settings), "file")
         style_bytes = (_read_upload(style_image, settings.max_upload_bytes, "style picture")
                        if style_image else None)
@@ -528,7 +533,7 @@ def jobs_router() -> APIRouter:
         job = service.submit(user, photo, style=style, style_image=style_bytes,
                              strength=strength, keep_colors=keep_colors, stroke=stroke,
                              refine=refine, regions=parse_regions(regions), keep=keep,
-                             feather=feather, mask=mask_bytes)
+                             feather=feather, mask=mask_bytes, filename=image.filename)
         return JSONResponse(
             {"id": job.id, "state": job.state.value, "stroke": job.request.stroke,
              "refine": job.request.refine, "media": job.request.media,
@@ -548,7 +553,7 @@ def jobs_router() -> APIRouter:
         if job.state is not JobState.DONE:
             raise ApiError(409, f"The picture is not ready (state: {job.state.value}).")
         data = service.result(job_id, user)
-        media_type, suffix, _kind = result_format(data)  # PNG; MP4, GIF or WebP for videos
+        media_type, suffix, _kind = result_format(data)  # PNG; MP4/GIF/WebP; GLB for models
         return Response(data, media_type=media_type, headers={
             "Content-Disposition": f'inline; filename="stylejax-{job.id}{suffix}"'})
 

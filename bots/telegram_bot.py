@@ -235,7 +235,7 @@ async def history_command(update: Update, context: Context) -> None:
     message = update.effective_message
     await message.reply_text(history_text(service, jobs, lang))
     done = [j for j in jobs if j.state is JobState.DONE
-            and not j.request.is_video][:HISTORY_PICTURES]  # an album of pictures
+            and j.request.media == "photo"][:HISTORY_PICTURES]  # an album of pictures
     pictures = [InputMediaPhoto(await _call(service.result, j.id),
                                 caption=outcome_text(service, j, lang)) for j in done]
     if len(pictures) == 1:
@@ -280,9 +280,17 @@ def _media_file(message: Message):
     doc = message.document
     if doc is not None and ((doc.mime_type or "").startswith(("image/", "video/"))
                             or (doc.file_name or "").lower().endswith(IMAGE_SUFFIXES
-                                                                      + VIDEO_SUFFIXES)):
+                                                                      + VIDEO_SUFFIXES)
+                            or _is_model(message)):
         return doc
     return None
+
+
+def _is_model(message: Message) -> bool:
+    """Whether the message's file is (announced as) a GLB 3D model (a document)."""
+    doc = message.document
+    return doc is not None and ((doc.mime_type or "") == "model/gltf-binary"
+                                or (doc.file_name or "").lower().endswith(".glb"))
 
 
 def _is_clip(message: Message) -> bool:
@@ -315,7 +323,9 @@ async def on_picture(update: Update, context: Context) -> None:
         await message.reply_text(t("not_a_photo_message", lang))
         return
     settings = context.bot_data[SETTINGS]
-    limit = min(BOT_API_DOWNLOAD_LIMIT, settings.video_max_bytes if _is_clip(message)
+    limit = min(BOT_API_DOWNLOAD_LIMIT,
+                settings.model_max_bytes if _is_model(message)
+                else settings.video_max_bytes if _is_clip(message)
                 else settings.max_upload_bytes)
     refusal = upload_refusal(file.file_size or 0, limit, lang)
     if refusal is not None:

@@ -11,6 +11,8 @@ no photo is waiting, so photos never wait behind clips, and `stylejax serve` lea
 of two or more without it, so a photo always finds a free worker. A clip runs
 `stylejax.video.stylize_video` from a temporary file, reports progress per frame batch,
 checks cancellation between batches and keeps its lease with the same heartbeat as every job.
+3D model jobs (a GLB) share the video lane: `stylejax.mesh_textures.stylize_model` with the
+service's model limits, progress per texture, cancellation checked before each texture.
 The job's `StyleRequest` (`job.request`, its stored payload) goes to the stylizer unchanged.
 
 A worker needs only a queue, a job book (`bots.jobbook`: the local stores, or the serving
@@ -35,6 +37,7 @@ from storage.queue import Delivery, JobQueue, new_consumer_name, open_queue
 from stylejax.custom_style import CustomStyleConfig
 from stylejax.errors import GENERIC_ERROR, JobCancelledError, StyleJAXError
 from stylejax.imageio import decode_image, encode_image
+from stylejax.mesh_textures import ZIP_MAGIC, stylize_model, unpack_model_zip, zip_folder
 from stylejax.stylizer import Stylizer
 from stylejax.video import probe_video, stylize_video
 
@@ -204,6 +207,42 @@ class Worker:
         except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
             self._fail(d, job, err, queue)
 
+    def _run_model(self, d: Delivery, job: Job) -> None:
+        """One 3D model: a GLB to a temporary file and `stylize_model` to another GLB; a zip
+        (a .gltf or an .obj with its files) unpacked, the model stylised beside itself as
+        `styled-<name>` (so its references to the other files still hold) and the folder
+        zipped again. The result is recorded like a photo's; a bad model (a StyleJAXError)
+        fails the job with its message at once; progress is reported per texture."""
+        queue = self.video_queue
+        cancelled = functools.partial(self.book.is_cancelled, job.id)
+        limits = self.settings.model_limits
+        try:
+            with tempfile.TemporaryDirectory(prefix="stylejax-model-") as tmp:
+                data = self.book.photo(job)
+                if data[:4] == ZIP_MAGIC:
+                    folder = Path(tmp, "model")
+                    src = unpack_model_zip(data, folder, limits)
+                    dst = src.with_name(f"styled-{src.name}")
+                else:
+                    folder = None
+                    src, dst = Path(tmp, "upload.glb"), Path(tmp, "result.glb")
+                    src.write_bytes(data)
+                del data
+                self.book.progress(job.id, 0.05)
+                stylize_model(src, dst, self.stylizer, job.request, limits=limits,
+                              progress=lambda i, n, _r: self.book.progress(
+                                  job.id, 0.05 + 0.94 * (i + 1) / n),
+                              should_stop=lambda: self.stop.is_set() or cancelled())
+                result = dst.read_bytes() if folder is None else zip_folder(folder)
+            self._finish(d, job, result, queue)
+        except JobCancelledError:
+            if cancelled():
+                self._ack(d, queue)
+            else:
+                self._hand_back(d, job, queue)
+        except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
+            self._fail(d, job, err, queue)
+
     def _run_custom(self, d: Delivery, job: Job) -> None:
         cancelled = functools.partial(self.book.is_cancelled, job.id)
         try:
@@ -270,11 +309,13 @@ class Worker:
             if job is None:
                 self._ack(d, queue)  # redelivery of finished work: nothing to do
                 continue
-            if job.request.is_video:
-                if queue is self.video_queue:
+            if job.request.long_lane:
+                if queue is not self.video_queue:  # not this lane's job (queued before lanes)
+                    self._fail(d, job, RuntimeError("a long job in the photo queue"), queue)
+                elif job.request.is_model:
+                    self._run_model(d, job)
+                else:
                     self._run_video(d, job)
-                else:  # not this lane's job (e.g. queued before the lanes existed)
-                    self._fail(d, job, RuntimeError("a video job in the photo queue"), queue)
             elif job.kind is JobKind.CUSTOM:
                 self._run_custom(d, job)
             else:

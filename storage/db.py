@@ -59,9 +59,11 @@ MASK_SHA_PARAM = MASK_PICTURE_KEY
 # The params keys that name blobs, each indexed (v2, v5) for the reference lookups.
 _PARAM_SHAS = (STYLE_SHA_PARAM, MASK_SHA_PARAM)
 
-# A job's lane as SQL: 1 for the video lane, 0 for photos (old jobs have no "media": photos).
-# Indexed (v4) and used verbatim in the lane queries, so SQLite matches the index.
-VIDEO_LANE_SQL = "(json_extract(params, '$.media') IS 'video')"
+# A job's lane as SQL: 1 for the video lane (the long jobs: clips and animations, 3D models;
+# stylejax.request.LONG_MEDIA), 0 for photos (old jobs have no "media": photos). Indexed (v5)
+# and used verbatim in the lane queries, so SQLite matches the index.
+VIDEO_LANE_SQL = "((json_extract(params, '$.media') IN ('video', 'model')) IS 1)"
+_V4_LANE_SQL = "(json_extract(params, '$.media') IS 'video')"  # v4's, before 3D models
 
 # Append-only: each step is a list of statements run in one transaction. Never edit a released
 # step; add a new one. (A step that rebuilds a table must switch foreign keys off around it.)
@@ -129,12 +131,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # v4: back-pressure (docs/service.md "Queue"): a job's place in its lane's line is one
     # indexed COUNT, and the lane's recent durations an indexed read.
     (
+        f"CREATE INDEX jobs_queued_lane ON jobs({_V4_LANE_SQL}, created_at) "
+        "WHERE state = 'queued'",
+        f"CREATE INDEX jobs_done_lane ON jobs({_V4_LANE_SQL}, finished_at) "
+        "WHERE state = 'done'",
+    ),
+    # v5: 3D model jobs share the video lane (long jobs): the lane indexes on the new lane
+    # expression.
+    (
+        "DROP INDEX jobs_queued_lane",
+        "DROP INDEX jobs_done_lane",
         f"CREATE INDEX jobs_queued_lane ON jobs({VIDEO_LANE_SQL}, created_at) "
         "WHERE state = 'queued'",
         f"CREATE INDEX jobs_done_lane ON jobs({VIDEO_LANE_SQL}, finished_at) "
         "WHERE state = 'done'",
     ),
-    # v5: a job's hand-painted mask picture (the region "mask") is a blob reference too.
+    # v6: a job's hand-painted mask picture (the region "mask") is a blob reference too.
     (
         f"CREATE INDEX jobs_mask_sha ON jobs(json_extract(params, '$.{MASK_SHA_PARAM}'))",
     ),

@@ -28,9 +28,12 @@ For each base-colour texture that a material really uses:
    accessors and materials, only the image bytes changing (GLB buffer views re-laid out);
    OBJ files copied as text, only the MTL's `map_Kd` paths pointing at the new texture files.
 
-Limits: see `MAX_*` below; node transforms are not applied when measuring texel density (the
-meshes' own coordinates are used); a `KHR_texture_transform` rotation makes the whole texture
-count as covered (it is stylised without island padding).
+Limits: `ModelLimits` (defaults `MAX_*` below; the service passes its own settings);
+`check_model` checks a model against them without decoding a texture, `unpack_model_zip`
+unpacks a zipped .gltf / .obj safely (the service's uploads). Node transforms are not
+applied when measuring texel density (the meshes' own coordinates are used); a
+`KHR_texture_transform` rotation makes the whole texture count as covered (it is stylised
+without island padding).
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ import io
 import json
 import math
 import os
+import stat
 import time
 import urllib.parse
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +57,7 @@ import numpy as np
 
 from .errors import (
     BrokenModelError,
+    JobCancelledError,
     ModelTooLargeError,
     NotAModelError,
     NoTexturesError,
@@ -67,6 +73,24 @@ MAX_TEXTURE_PIXELS = 4096 * 4096
 MAX_TEXTURES = 32
 MAX_TRIANGLES = 4_000_000
 GLB_MAGIC = b"glTF"
+ZIP_MAGIC = b"PK\x03\x04"  # a zip holding a .gltf or an .obj with its files (the service)
+MAX_ZIP_FILES = 256
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What a model may be: its file (and each buffer or texture file it names), its number
+    of base-colour textures, each texture's side and pixels, its triangles. The CLI uses the
+    defaults (`MAX_*`); the service builds its own from its settings (`Settings.model_limits`)."""
+
+    max_bytes: int = MAX_MODEL_BYTES
+    max_textures: int = MAX_TEXTURES
+    max_texture_side: int = MAX_TEXTURE_SIDE
+    max_texture_pixels: int = MAX_TEXTURE_PIXELS
+    max_triangles: int = MAX_TRIANGLES
+
+
+DEFAULT_LIMITS = ModelLimits()
 
 
 # -- what is stylised -------------------------------------------------------------------------
@@ -76,7 +100,7 @@ class TextureSite:
 
     key: object  # glTF: the image index; OBJ: the texture's absolute path
     name: str  # for progress lines (a file name or "image 0")
-    pixels: np.ndarray  # H×W×3 or H×W×4 uint8
+    pixels: np.ndarray  # H×W×3 or H×W×4 uint8 (H×W×0 when only checked: `check_model`)
     format: str  # Pillow format to write back: PNG, JPEG, WEBP
     uv: list[np.ndarray] = field(default_factory=list)  # (N,3,2), image space: (0,0) top left
     pos: list[np.ndarray] = field(default_factory=list)  # (N,3,3), the same triangles in 3D
@@ -457,18 +481,33 @@ def _areas(uv_px: np.ndarray, pos: np.ndarray) -> tuple[float, float]:
 
 
 # -- decoding and encoding texture images ----------------------------------------------------
-def _decode_texture(data: bytes, name: str) -> tuple[np.ndarray, str]:
+def _megapixels(n: int) -> str:
+    return (f"{n / 1e6:.1f}" if n >= 1e6 else f"{n / 1e6:.2f}").removesuffix(".0")
+
+
+def size_text(n: int) -> str:
+    """Bytes as a person reads them in a limit's message: 62.1 MB, 150 kB."""
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{max(1, round(n / 1e3))} kB"
+
+
+def _decode_texture(data: bytes, name: str, limits: ModelLimits = DEFAULT_LIMITS,
+                    header_only: bool = False) -> tuple[np.ndarray, str]:
+    """The texture's pixels and format; `header_only`: its size only (an H×W×0 array), read
+    from the header, so a check costs no decoding."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         im = Image.open(io.BytesIO(data))
         w, h = im.size
-        if max(w, h) > MAX_TEXTURE_SIDE or w * h > MAX_TEXTURE_PIXELS:
+        if max(w, h) > limits.max_texture_side or w * h > limits.max_texture_pixels:
             raise ModelTooLargeError(
-                f"The texture {echo(name)} is {w}×{h}; textures up to {MAX_TEXTURE_SIDE} px "
-                f"on a side and {MAX_TEXTURE_PIXELS // 1_000_000} megapixels are taken.",
-                MAX_TEXTURE_PIXELS)
+                f"The texture {echo(name)} is {w}×{h}; textures up to "
+                f"{limits.max_texture_side} px on a side and "
+                f"{_megapixels(limits.max_texture_pixels)} megapixels are taken.",
+                limits.max_texture_pixels)
         fmt = im.format or "PNG"
+        if header_only:
+            return np.zeros((h, w, 0), np.uint8), fmt
         im.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise BrokenModelError(f"The texture {echo(name)} is not a picture we can read.") \
@@ -492,14 +531,14 @@ def _encode_texture(pixels: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def _read_limited(path: Path, what: str) -> bytes:
+def _read_limited(path: Path, what: str, max_bytes: int = MAX_MODEL_BYTES) -> bytes:
     try:
         size = path.stat().st_size
     except OSError:
         raise BrokenModelError(f"The model refers to {echo(what)}, which is missing.") from None
-    if size > MAX_MODEL_BYTES:
-        raise ModelTooLargeError(f"{echo(what)} is {size / 1e6:.0f} MB; the limit is "
-                                 f"{MAX_MODEL_BYTES / 1e6:.0f} MB.", MAX_MODEL_BYTES)
+    if size > max_bytes:
+        raise ModelTooLargeError(f"{echo(what)} is {size_text(size)}; the limit is "
+                                 f"{size_text(max_bytes)}.", max_bytes)
     return path.read_bytes()
 
 
@@ -510,13 +549,14 @@ _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
 
 
 class _Gltf:
-    def __init__(self, path: Path, data: bytes):
+    def __init__(self, path: Path, data: bytes, limits: ModelLimits = DEFAULT_LIMITS):
         try:
             import pygltflib
         except ImportError:
             raise StyleJAXError("glTF and GLB models need pygltflib: install the 'mesh' "
                                 "extra (pip install 'stylejax[mesh]').") from None
         self.path = path
+        self.limits = limits
         self.glb = data[:4] == GLB_MAGIC
         try:
             if self.glb:
@@ -549,7 +589,7 @@ class _Gltf:
         elif buf.uri.startswith("data:"):
             data = _data_uri(buf.uri)
         else:
-            data = _read_limited(self._local(buf.uri), buf.uri)
+            data = _read_limited(self._local(buf.uri), buf.uri, self.limits.max_bytes)
         if len(data) < (buf.byteLength or 0):
             raise BrokenModelError("The model's data buffer is shorter than it says.")
         self._buffers[i] = data
@@ -605,11 +645,14 @@ class _Gltf:
             raise BrokenModelError(f"The model's image {i} has no data.")
         if img.uri.startswith("data:"):
             return _data_uri(img.uri), img.name or f"image {i}"
-        return _read_limited(self._local(img.uri), Path(img.uri).name), Path(img.uri).name
+        return (_read_limited(self._local(img.uri), Path(img.uri).name, self.limits.max_bytes),
+                Path(img.uri).name)
 
     # textures
-    def sites(self) -> list[TextureSite]:
+    def sites(self, decode: bool = True) -> list[TextureSite]:
+        """The base-colour textures and their triangles; `decode` False: sizes only."""
         doc = self.doc
+        lim = self.limits
         used_elsewhere: set[int] = set()
         for mat in doc.materials:  # images that also serve as normal / other maps
             for info in (mat.normalTexture, mat.occlusionTexture, mat.emissiveTexture,
@@ -638,18 +681,16 @@ class _Gltf:
                     self.skipped_shared += 1  # also a normal / roughness map: stylising it
                     continue  # would break the shading
                 if src not in sites:
-                    if len(sites) >= MAX_TEXTURES:
-                        raise ModelTooLargeError(f"The model has more than {MAX_TEXTURES} "
-                                                 "textures.", MAX_TEXTURES)
+                    if len(sites) >= lim.max_textures:
+                        raise _too_many_textures(lim)
                     data, name = self.image_bytes(src)
-                    pixels, fmt = _decode_texture(data, name)
+                    pixels, fmt = _decode_texture(data, name, lim, header_only=not decode)
                     sites[src] = TextureSite(src, name, pixels, fmt)
                 site = sites[src]
                 uv, pos, full = self._triangles(prim, info)
                 n_tris += len(pos)
-                if n_tris > MAX_TRIANGLES:
-                    raise ModelTooLargeError(f"The model has more than {MAX_TRIANGLES:,} "
-                                             "triangles.", MAX_TRIANGLES)
+                if n_tris > lim.max_triangles:
+                    raise _too_many_triangles(lim)
                 site.uv.append(uv)
                 site.pos.append(pos)
                 site.full_cover |= full
@@ -823,9 +864,21 @@ def _split_map(rest: str) -> tuple[str, str]:
     return " ".join(toks[:i]), " ".join(toks[i:])
 
 
+def _too_many_textures(limits: ModelLimits) -> ModelTooLargeError:
+    n = limits.max_textures
+    return ModelTooLargeError(f"The model has more than {n} texture{'s' * (n != 1)}; up to "
+                              f"{n} can be stylised.", n)
+
+
+def _too_many_triangles(limits: ModelLimits) -> ModelTooLargeError:
+    return ModelTooLargeError(f"The model has more than {limits.max_triangles:,} triangles.",
+                              limits.max_triangles)
+
+
 class _Obj:
-    def __init__(self, path: Path, data: bytes):
+    def __init__(self, path: Path, data: bytes, limits: ModelLimits = DEFAULT_LIMITS):
         self.path = path
+        self.limits = limits
         if b"\0" in data[:4096]:
             raise NotAModelError()
         self.text = data.decode("utf-8", errors="replace")
@@ -875,7 +928,8 @@ class _Obj:
                 self._read_mtl(path.parent / name, name)
 
     def _read_mtl(self, mtl: Path, name: str) -> None:
-        text = _read_limited(mtl, Path(name).name).decode("utf-8", errors="replace")
+        text = _read_limited(mtl, Path(name).name, self.limits.max_bytes).decode(
+            "utf-8", errors="replace")
         current = None
         for line in text.splitlines():
             key, _, rest = line.strip().partition(" ")
@@ -887,7 +941,9 @@ class _Obj:
                     self.materials[current] = fname
                     self.mtl_of[current] = mtl
 
-    def sites(self) -> list[TextureSite]:
+    def sites(self, decode: bool = True) -> list[TextureSite]:
+        """The map_Kd textures and their triangles; `decode` False: sizes only."""
+        lim = self.limits
         sites: dict[Path, TextureSite] = {}
         n_tris = 0
         for mat, faces in self.faces.items():
@@ -895,11 +951,10 @@ class _Obj:
                 continue
             tex = (self.mtl_of[mat].parent / self.materials[mat].replace("\\", "/")).resolve()
             if tex not in sites:
-                if len(sites) >= MAX_TEXTURES:
-                    raise ModelTooLargeError(f"The model has more than {MAX_TEXTURES} "
-                                             "textures.", MAX_TEXTURES)
-                data = _read_limited(tex, Path(self.materials[mat]).name)
-                pixels, fmt = _decode_texture(data, tex.name)
+                if len(sites) >= lim.max_textures:
+                    raise _too_many_textures(lim)
+                data = _read_limited(tex, Path(self.materials[mat]).name, lim.max_bytes)
+                pixels, fmt = _decode_texture(data, tex.name, lim, header_only=not decode)
                 sites[tex] = TextureSite(tex, tex.name, pixels, fmt)
             tris_v, tris_t = [], []
             for vi, ti in faces:
@@ -909,9 +964,8 @@ class _Obj:
                     tris_v.append([vi[0], vi[k], vi[k + 1]])
                     tris_t.append([ti[0], ti[k], ti[k + 1]])
             n_tris += len(tris_v)
-            if n_tris > MAX_TRIANGLES:
-                raise ModelTooLargeError(f"The model has more than {MAX_TRIANGLES:,} "
-                                         "triangles.", MAX_TRIANGLES)
+            if n_tris > lim.max_triangles:
+                raise _too_many_triangles(lim)
             if not tris_v:
                 continue
             tv, tt = np.asarray(tris_v), np.asarray(tris_t)
@@ -978,17 +1032,127 @@ def is_model_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def load_model(path: str | os.PathLike):
+def load_model(path: str | os.PathLike, limits: ModelLimits = DEFAULT_LIMITS):
     """The model's reader (glTF/GLB or OBJ), checked for size and format."""
     p = Path(path)
-    data = _read_limited(p, p.name) if p.exists() else None
+    data = _read_limited(p, p.name, limits.max_bytes) if p.exists() else None
     if data is None:
         raise FileNotFoundError(2, "No such file", str(p))
     if data[:4] == GLB_MAGIC or p.suffix.lower() in (".glb", ".gltf"):
-        return _Gltf(p, data)
+        return _Gltf(p, data, limits)
     if p.suffix.lower() == ".obj":
-        return _Obj(p, data)
+        return _Obj(p, data, limits)
     raise NotAModelError()
+
+
+def _zip_member(info: zipfile.ZipInfo, dest: Path) -> Path | None:
+    """Where a zip member goes under `dest` (None: skipped, e.g. macOS metadata); refuses
+    names that would land outside it (absolute, '..', a drive) and links."""
+    name = info.filename.replace("\\", "/")
+    parts = name.split("/")
+    if info.is_dir() or parts[0] == "__MACOSX" or parts[-1].startswith("._"):
+        return None
+    if name.startswith("/") or ":" in parts[0] or any(p in ("", ".", "..") for p in parts):
+        raise BrokenModelError(f"The zip holds a file outside its folder ({echo(name)}); "
+                               "zip the model's folder as it is.")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise BrokenModelError(f"The zip holds a link ({echo(name)}); put the file itself "
+                               "in the zip.")
+    if info.flag_bits & 0x1:
+        raise BrokenModelError("The zip is password-protected; send it without a password.")
+    target = dest.joinpath(*parts)
+    if not target.resolve().is_relative_to(dest.resolve()):
+        raise BrokenModelError(f"The zip holds a file outside its folder ({echo(name)}).")
+    return target
+
+
+def unpack_model_zip(data: bytes, dest: str | os.PathLike,
+                     limits: ModelLimits = DEFAULT_LIMITS) -> Path:
+    """Unpack a zip of one model (.gltf or .obj with its .bin / .mtl and textures) into the
+    folder `dest` and return the model file. Safe for any upload: no member lands outside
+    `dest` (absolute names, '..', links refused), at most MAX_ZIP_FILES files, and the
+    unpacked bytes are counted while they are written, so a zip bomb stops at
+    `limits.max_bytes` whatever its headers claim."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError):
+        raise NotAModelError("That zip file cannot be read; zip the model's folder again.") \
+            from None
+    if len(infos) > MAX_ZIP_FILES:
+        raise ModelTooLargeError(f"The zip holds {len(infos)} files; up to {MAX_ZIP_FILES} "
+                                 "are taken.", MAX_ZIP_FILES)
+    total = 0
+    models: list[Path] = []
+    with zf:
+        for info in infos:
+            target = _zip_member(info, dest)
+            if target is None:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        total += len(chunk)
+                        if total > limits.max_bytes:
+                            raise ModelTooLargeError(
+                                f"The zip unpacks to more than {size_text(limits.max_bytes)};"
+                                f" models up to {size_text(limits.max_bytes)} are taken.",
+                                limits.max_bytes)
+                        out.write(chunk)
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError,
+                    NotImplementedError) as err:  # CRC, truncation, an unknown compression
+                raise BrokenModelError(f"The zip is damaged ({echo(info.filename)} cannot be "
+                                       "unpacked).") from err
+            if target.suffix.lower() in MODEL_SUFFIXES:
+                models.append(target)
+    if not models:
+        raise NotAModelError("The zip holds no .gltf, .glb or .obj model.")
+    if len(models) > 1:
+        names = ", ".join(echo(m.relative_to(dest).as_posix()) for m in models[:3])
+        raise NotAModelError(f"The zip holds several models ({names}); send one at a time.")
+    return models[0]
+
+
+def zip_folder(folder: str | os.PathLike) -> bytes:
+    """Every file under `folder` as a zip (names relative to it, sorted): a zip job's result,
+    the unpacked upload with the stylised model beside the original."""
+    folder = Path(folder)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What `check_model` found: the base-colour textures and their pixels in all."""
+
+    textures: int
+    texture_pixels: int
+
+
+def _no_textures(model) -> NoTexturesError:
+    if getattr(model, "skipped_shared", 0):
+        return NoTexturesError("This model's colour textures are also its normal or material "
+                               "maps; stylising them would break its shading, so there is "
+                               "nothing to stylise.")
+    return NoTexturesError()
+
+
+def check_model(path: str | os.PathLike, limits: ModelLimits = DEFAULT_LIMITS) -> ModelSummary:
+    """Check a model as `stylize_model` will read it, without decoding a texture: the format,
+    every reference (buffers, images, indices, vertices), the limits (texture sizes from their
+    headers) and that it has a texture to stylise. For a service's submit: the errors are the
+    same ModelError a job would fail with, raised before anything is stored."""
+    model = load_model(path, limits)
+    sites = model.sites(decode=False)
+    if not sites:
+        raise _no_textures(model)
+    return ModelSummary(len(sites), sum(s.pixels.shape[0] * s.pixels.shape[1] for s in sites))
 
 
 def check_output(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -1006,28 +1170,28 @@ def check_output(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 def stylize_model(src: str | os.PathLike, dst: str | os.PathLike, stylizer, request, *,
                   pad: int | None = None, seams: bool = True, relative_stroke: bool = True,
-                  progress: Callable[[int, int, TextureReport], None] | None = None
-                  ) -> ModelResult:
+                  progress: Callable[[int, int, TextureReport], None] | None = None,
+                  limits: ModelLimits = DEFAULT_LIMITS,
+                  should_stop: Callable[[], bool] | None = None) -> ModelResult:
     """Stylise every base-colour texture of the model `src` and write the model to `dst`
     (module docstring). `pad` is the gutter width in texels (None: `default_pad`); `seams`
     and `relative_stroke` switch off the across-seam fill and the texel-density stroke (for
-    comparisons). `progress(i, n, report)` is called after each texture."""
+    comparisons). `progress(i, n, report)` is called after each texture; `should_stop()`
+    before each one (True: JobCancelledError, nothing written). `limits`: `ModelLimits`."""
     start = time.monotonic()
     dst = check_output(src, dst)
-    model = load_model(src)
+    model = load_model(src, limits)
     sites = model.sites()
     if not sites:
-        if getattr(model, "skipped_shared", 0):
-            raise NoTexturesError("This model's colour textures are also its normal or "
-                                  "material maps; stylising them would break its shading, so "
-                                  "there is nothing to stylise.")
-        raise NoTexturesError()
+        raise _no_textures(model)
     tris = [s.triangles() for s in sites]
     areas = [_areas(_to_px(uv, s.pixels.shape[:2]), pos) for s, (uv, pos) in zip(sites, tris)]
     total_world = sum(a[1] for a in areas)
     new: dict = {}
     reports = []
     for i, (site, (uv, pos), (uv_area, world)) in enumerate(zip(sites, tris, areas)):
+        if should_stop is not None and should_stop():
+            raise JobCancelledError()
         t0 = time.monotonic()
         shape = site.pixels.shape[:2]
         width = default_pad(shape) if pad is None else pad
@@ -1053,7 +1217,8 @@ def stylize_model(src: str | os.PathLike, dst: str | os.PathLike, stylizer, requ
     return ModelResult(reports, time.monotonic() - start, dst)
 
 
-__all__ = ["MODEL_SUFFIXES", "ModelResult", "SeamLink", "SeamScore", "TextureReport", "TextureSite",
-           "blend_seams", "check_output", "default_pad", "is_model_file", "island_mask",
-           "load_model", "pad_texture", "seam_edges", "seam_mismatch", "stylize_model",
-           "texture_stroke"]
+__all__ = ["DEFAULT_LIMITS", "MODEL_SUFFIXES", "ModelLimits", "ModelResult", "ModelSummary",
+           "SeamLink", "SeamScore", "TextureReport", "TextureSite", "blend_seams",
+           "check_model", "check_output", "default_pad", "is_model_file", "island_mask",
+           "load_model", "pad_texture", "seam_edges", "seam_mismatch", "size_text",
+           "stylize_model", "texture_stroke", "unpack_model_zip", "zip_folder"]

@@ -32,8 +32,11 @@ STYLE_PICTURE_KEY = "style_sha"
 # Key of the mask picture's reference (the region "mask": a hand-painted mask sent with the
 # photo); the service stores its blob sha there (storage.MASK_SHA_PARAM is this key).
 MASK_PICTURE_KEY = "mask_sha"
-# "photo" (a still picture) or "video" (a clip or an animated GIF / WebP: stylejax.video).
-MEDIA_KINDS = ("photo", "video")
+# "photo" (a still picture), "video" (a clip or an animated GIF / WebP: stylejax.video) or
+# "model" (a GLB 3D model whose textures are stylised: stylejax.mesh_textures).
+MEDIA_KINDS = ("photo", "video", "model")
+# Media kinds whose jobs are long and go on the service's video lane (docs/service.md "Queue").
+LONG_MEDIA = ("video", "model")
 _MEDIA_ALIASES = {"image": "photo"}  # the name of "photo" before videos existed
 
 Blend = tuple[tuple[str, float], ...]
@@ -304,8 +307,14 @@ class StyleRequest:
         if media == "video" and style_image is not None:
             raise InvalidRequestError("Videos can be stylised with the gallery's styles only; "
                                       "a style picture of your own works on photos.")
+        if media == "model" and style_image is not None:
+            raise InvalidRequestError("3D models can be stylised with the gallery's styles "
+                                      "only; a style picture of your own works on photos.")
         if spec is not None and media == "video":
             raise InvalidRequestError("Regions work on photos; a video is stylised everywhere.")
+        if spec is not None and media == "model":
+            raise InvalidRequestError("Regions work on photos; a 3D model's textures are "
+                                      "stylised everywhere.")
         if spec is not None and style_image is not None:
             raise InvalidRequestError("Regions take the gallery's styles; a style picture of "
                                       "your own is applied everywhere.")
@@ -382,6 +391,16 @@ class StyleRequest:
     def is_video(self) -> bool:
         """A clip or an animated picture (`stylejax.video.stylize_video`), not a photo."""
         return self.media == "video"
+
+    @property
+    def is_model(self) -> bool:
+        """A 3D model whose textures are stylised (`stylejax.mesh_textures`)."""
+        return self.media == "model"
+
+    @property
+    def long_lane(self) -> bool:
+        """A long job (a clip, an animation, a 3D model): the service's video lane."""
+        return self.media in LONG_MEDIA
 
     @property
     def is_custom(self) -> bool:

@@ -75,41 +75,53 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_cube_glb(path: Path, size: int = SIZE, colour=surface_colour) -> Path:
-    """The cube as a GLB with its texture embedded in the binary chunk (a buffer view)."""
+def write_cube_glb(path: Path, size: int = SIZE, colour=surface_colour,
+                   textures: list[np.ndarray] | None = None) -> Path:
+    """The cube as a GLB with its texture embedded in the binary chunk (a buffer view).
+
+    `textures`: images (any shape) to use instead of the painted atlas; with several, the
+    cube's faces are split between that many primitives, each with its own material and
+    texture (the UVs are the atlas's, in 0..1, so any image shape maps)."""
     import pygltflib as g
 
     pos, uv, idx, tex = cube_model(size, colour=colour)
-    image = png_bytes(tex)
-    parts = [idx.tobytes(), pos.tobytes(), uv.tobytes(), image]
+    images = [png_bytes(t) for t in (textures or [tex])]
+    n = len(images)
+    per = -(-len(idx) // 3 // n) * 3  # indices per primitive, whole triangles
+    chunks = [idx[k * per:(k + 1) * per] for k in range(n)]
+    parts = [*(c.tobytes() for c in chunks), pos.tobytes(), uv.tobytes(), *images]
     blob, offsets = b"", []
     for p in parts:
         blob += b"\0" * (-len(blob) % 4)
         offsets.append(len(blob))
         blob += p
     blob += b"\0" * (-len(blob) % 4)
-    views = [g.BufferView(buffer=0, byteOffset=o, byteLength=len(p),
-                          target=t)
-             for o, p, t in zip(offsets, parts, [g.ELEMENT_ARRAY_BUFFER, g.ARRAY_BUFFER,
-                                                 g.ARRAY_BUFFER, None])]
+    targets = [g.ELEMENT_ARRAY_BUFFER] * n + [g.ARRAY_BUFFER] * 2 + [None] * n
+    views = [g.BufferView(buffer=0, byteOffset=o, byteLength=len(p), target=t)
+             for o, p, t in zip(offsets, parts, targets)]
     doc = g.GLTF2(
         asset=g.Asset(version="2.0", generator="stylejax tests"),
         scene=0, scenes=[g.Scene(nodes=[0])], nodes=[g.Node(mesh=0, name="cube")],
         meshes=[g.Mesh(name="cube", primitives=[g.Primitive(
-            attributes=g.Attributes(POSITION=1, TEXCOORD_0=2), indices=0, material=0)])],
+            attributes=g.Attributes(POSITION=n, TEXCOORD_0=n + 1), indices=k, material=k)
+            for k in range(n)])],
         accessors=[
-            g.Accessor(bufferView=0, componentType=g.UNSIGNED_SHORT, count=len(idx),
-                       type=g.SCALAR),
-            g.Accessor(bufferView=1, componentType=g.FLOAT, count=len(pos), type=g.VEC3,
+            *(g.Accessor(bufferView=k, componentType=g.UNSIGNED_SHORT, count=len(chunks[k]),
+                         type=g.SCALAR) for k in range(n)),
+            g.Accessor(bufferView=n, componentType=g.FLOAT, count=len(pos), type=g.VEC3,
                        min=pos.min(0).tolist(), max=pos.max(0).tolist()),
-            g.Accessor(bufferView=2, componentType=g.FLOAT, count=len(uv), type=g.VEC2),
+            g.Accessor(bufferView=n + 1, componentType=g.FLOAT, count=len(uv), type=g.VEC2),
         ],
         bufferViews=views, buffers=[g.Buffer(byteLength=len(blob))],
-        images=[g.Image(bufferView=3, mimeType="image/png", name="cube-colours")],
+        images=[g.Image(bufferView=n + 2 + k, mimeType="image/png",
+                        name="cube-colours" if k == 0 else f"cube-colours-{k}")
+                for k in range(n)],
         samplers=[g.Sampler(magFilter=9729, minFilter=9987)],
-        textures=[g.Texture(source=0, sampler=0)],
-        materials=[g.Material(name="painted", pbrMetallicRoughness=g.PbrMetallicRoughness(
-            baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0))],
+        textures=[g.Texture(source=k, sampler=0) for k in range(n)],
+        materials=[g.Material(name="painted" if k == 0 else f"painted-{k}",
+                              pbrMetallicRoughness=g.PbrMetallicRoughness(
+                                  baseColorTexture=g.TextureInfo(index=k),
+                                  metallicFactor=0.0)) for k in range(n)],
     )
     doc.set_binary_blob(blob)
     doc.save_binary(str(path))

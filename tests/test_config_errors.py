@@ -52,6 +52,10 @@ BAD = {
     "video_max_frames": f"0{MARK}",
     "video_max_pixels": MARK,
     "video_max_bytes": "1",  # out of range
+    "model_max_bytes": "999",  # out of range
+    "model_max_textures": f"0{MARK}",
+    "model_max_texture_side": MARK,
+    "model_max_texture_pixels": f"-5{MARK}",
     "worker_video": f"maybe{MARK}",
     "telegram_bot_token": f"{MARK} has spaces",
     "telegram_webhook_port": "70000",  # out of range

@@ -269,15 +269,15 @@ def _glb_without_texture(path: Path) -> Path:
     return path
 
 
-def test_bad_files(tmp_path, monkeypatch):
+def test_bad_files(tmp_path):
     class Never:
         def run_many(self, *a, **k):
             raise AssertionError("nothing should be stylised")
 
     req = StyleRequest.create(style="x")
 
-    def stylise(src, dst):
-        return mt.stylize_model(src, tmp_path / dst, Never(), req)
+    def stylise(src, dst, limits=mt.DEFAULT_LIMITS):
+        return mt.stylize_model(src, tmp_path / dst, Never(), req, limits=limits)
 
     with pytest.raises(NoTexturesError, match="(?i)this model has no textures to stylise"):
         stylise(_glb_without_texture(tmp_path / "plain.glb"), "a.glb")
@@ -324,12 +324,10 @@ def test_bad_files(tmp_path, monkeypatch):
         stylise(obj, "i.obj")
     # huge textures
     write_cube_obj(folder)
-    monkeypatch.setattr(mt, "MAX_TEXTURE_PIXELS", 128 * 128)
     with pytest.raises(ModelTooLargeError, match="256×256"):
-        stylise(obj, "j.obj")
-    monkeypatch.setattr(mt, "MAX_MODEL_BYTES", 1000)
+        stylise(obj, "j.obj", mt.ModelLimits(max_texture_pixels=128 * 128))
     with pytest.raises(ModelTooLargeError):
-        stylise(write_cube_glb(tmp_path / "big.glb"), "k.glb")
+        stylise(write_cube_glb(tmp_path / "big.glb"), "k.glb", mt.ModelLimits(max_bytes=1000))
     # every one of them is a StyleJAXError the front ends translate; so is a wrong output
     with pytest.raises(StyleJAXError, match="as .obj"):
         mt.check_output(obj, tmp_path / "x.glb")

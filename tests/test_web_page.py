@@ -112,7 +112,8 @@ def test_page_assets_and_config_are_served(server):
         assert types[Path(asset).suffix] in resp.headers["content-type"], asset
     config = httpx.get(server.base + "/api/v1/config").json()
     assert config == {"max_upload_bytes": MAX_UPLOAD, "api_key_required": False,
-                      "max_video_bytes": 100_000_000, "max_video_seconds": 60.0}
+                      "max_video_bytes": 100_000_000, "max_video_seconds": 60.0,
+                      "max_model_bytes": 50_000_000}
     assert "media-src 'self' blob:" in page.headers["content-security-policy"]
     missing = httpx.get(server.base + "/static/nope.js")
     assert missing.status_code == 404 and missing.json()["error"]

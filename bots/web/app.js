@@ -104,7 +104,8 @@ const TEXT = {
     region_empty: "Nothing of that kind was found in this photo; paint the region by hand.",
     region_failed: "The region could not be previewed: {reason}",
     region_video: "Videos are styled everywhere.",
-    model_chosen: "A 3D model: shown in the viewer here. Styling models on this service is not available yet; the command line does it (stylize model.glb).",
+    model_chosen: "A 3D model: shown in the viewer here. Choose a style and press Stylize: its textures are painted and the styled model is shown here in 3D.",
+    model_custom: "3D models can be painted with the gallery's styles only.",
     model_too_big: "“{name}” is {size}; a model shown here may be up to {limit}.",
     viewer: "A 3D model: drag to turn it, scroll or pinch to zoom",
     viewer_failed: "The 3D viewer could not be loaded: {reason}",
@@ -202,7 +203,8 @@ const TEXT = {
     region_empty: "这张照片里没有找到这类区域；请用画笔手动涂抹。",
     region_failed: "无法预览区域：{reason}",
     region_video: "视频只能整体加风格。",
-    model_chosen: "3D 模型：在这里的查看器中显示。本服务暂不能给模型加风格；命令行可以（stylize model.glb）。",
+    model_chosen: "3D 模型：在这里的查看器中显示。选择风格并点击“生成”：模型的纹理会被加上风格，结果在这里以 3D 显示。",
+    model_custom: "3D 模型只能使用图库中的风格。",
     model_too_big: "“{name}”大小为 {size}；这里显示的模型最大 {limit}。",
     viewer: "3D 模型：拖动旋转，滚动或捏合缩放",
     viewer_failed: "无法加载 3D 查看器：{reason}",
@@ -242,6 +244,7 @@ const el = {
 const state = {
   maxUpload: null,          // bytes, from GET /api/v1/config
   maxVideo: null,           // bytes of a video upload, from the same
+  maxModel: null,           // bytes of a 3D model upload, from the same
   photoIsVideo: false,      // the chosen file is a clip (shown in the <video> element)
   apiKeyRequired: false,
   styles: [],
@@ -373,6 +376,7 @@ async function loadConfig() {
       const config = await resp.json();
       state.maxUpload = Number(config.max_upload_bytes) || null;
       state.maxVideo = Number(config.max_video_bytes) || null;
+      state.maxModel = Number(config.max_model_bytes) || null;
       state.apiKeyRequired = Boolean(config.api_key_required);
     }
   } catch { /* older server without /config: the server still checks sizes */ }
@@ -755,7 +759,7 @@ function wireBrush() {
 // <model-viewer> (bots/web/vendor/model-viewer.min.js, @google/model-viewer, loaded on first use):
 // a dropped .glb is previewed here; a job result of type model/gltf-binary is shown here too.
 const MODEL_TYPE = "model/gltf-binary";
-const MAX_MODEL_BYTES = 100_000_000;
+const MAX_MODEL_BYTES = 100_000_000;  // the viewer's own bound; the server's is in /config
 let viewerLoading = null;
 
 function isModel(file) {
@@ -795,9 +799,10 @@ function hideViewer() {
 }
 
 function showModelFile(file) {
-  if (file.size > MAX_MODEL_BYTES) {
+  const limit = Math.min(MAX_MODEL_BYTES, state.maxModel || MAX_MODEL_BYTES);
+  if (file.size > limit) {
     showMessage(t("model_too_big", { name: file.name, size: formatBytes(file.size),
-                                     limit: formatBytes(MAX_MODEL_BYTES) }));
+                                     limit: formatBytes(limit) }));
     return;
   }
   cancelJob();
@@ -853,8 +858,8 @@ async function run({ auto = false } = {}) {
     showMessage(t("need_style"));
     return;
   }
-  if (state.photoIsModel) {
-    showMessage(t("model_chosen"), "warning");
+  if (style === CUSTOM && state.photoIsModel) {
+    showMessage(t("model_custom"));
     return;
   }
   if (style === CUSTOM && state.photoIsVideo) {
@@ -870,7 +875,7 @@ async function run({ auto = false } = {}) {
   const strength = Number(el.strength.value);
   const stroke = selectedStroke();
   const refine = style === CUSTOM && el.refine.checked;
-  const where = state.photoIsVideo ? "everywhere" : selectedWhere();
+  const where = state.photoIsVideo || state.photoIsModel ? "everywhere" : selectedWhere();
   const key = [state.photoVersion, style, style === CUSTOM ? state.styleVersion : 0, strength,
                stroke, el.keepColors.checked, refine, where,
                state.maskEdited ? state.maskVersion : 0].join("|");
@@ -900,7 +905,7 @@ async function run({ auto = false } = {}) {
   setBusy(true);
   setProgress(0);
   setStatus(t("uploading"));
-  if (!state.hasResult) el.stage.dataset.state = "photo";
+  if (!state.hasResult) el.stage.dataset.state = state.photoIsModel ? "model" : "photo";
 
   let resp;
   try {
@@ -1046,7 +1051,7 @@ async function showResult(job) {
   if (state.job !== job) return;
   const url = URL.createObjectURL(blob);
   const clip = blob.type.startsWith("video/");
-  const model = blob.type === MODEL_TYPE;  // a 3D model's result (no such jobs yet)
+  const model = blob.type === MODEL_TYPE;  // a 3D model job's result: shown in the viewer
   const img = new Image();
   if (!clip && !model) {
     img.src = url;
