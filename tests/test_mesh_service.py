@@ -404,7 +404,7 @@ def test_telegram_glb_document_becomes_a_model_job(tmp_path, stylizer):
 
 # -- the web page in Chromium ---------------------------------------------------------------------
 def test_web_page_stylises_a_dropped_glb(server, tmp_path):
-    from test_web_page import CHROMIUM, Tab
+    from test_web_page import CHROMIUM, IMAGES, Tab
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing")
@@ -437,6 +437,7 @@ def test_web_page_stylises_a_dropped_glb(server, tmp_path):
                 page.wait_for_timeout(800)
                 after = _viewer_shot(page, tmp_path / "after.png")
                 assert np.abs(after - before).mean() > 3  # the styled texture shows
+                page.screenshot(path=str(IMAGES / "web_3d_styled.png"))  # docs/3d.md
                 assert not page.is_visible("#message") or \
                     "error" not in (page.get_attribute("#message", "class") or "")
                 assert not tab.js_errors, tab.js_errors

@@ -256,9 +256,11 @@ def test_telegram_person_only_without_a_person_says_so_in_chinese_too(tmp_path, 
             assert t("btn_region_faces", "zh") in [label for label, _ in result.buttons()]
             m = fake.mark()
             fake.press(zhou, result.result, result.button(t("btn_region_person", "zh")))
+            no_person_zh = t("no_region_person", "zh")  # the worker's English text, translated
             failed = await fake.wait_for(lambda c: c.method == "editMessageText"
-                                         and NO_PERSON in c.text, after=m, timeout=60)
+                                         and no_person_zh in c.text, after=m, timeout=60)
             assert failed.text.startswith(t("failed", "zh", reason="")), failed.text
+            assert NO_PERSON not in failed.text
             owner = bot.service.user("telegram", zhou["id"])
             job = bot.service.history(owner)[0]
             assert outcome_text(bot.service, job, "zh") == failed.text
