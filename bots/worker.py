@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from storage import BlobStore, Job, JobKind, Store
@@ -179,12 +180,28 @@ class Worker:
         self.book.requeue(job.id)
         (queue or self.queue).release(d, count_attempt=False)
 
-    def _run_video(self, d: Delivery, job: Job) -> None:
-        """One clip or animation: the upload to a temporary file, `stylize_video` to another
-        (MP4; GIF / WebP stay GIF / WebP), the result recorded like a photo's."""
+    def _run_long(self, d: Delivery, job: Job, work: Callable[[Callable[[], bool]], bytes]
+                  ) -> None:
+        """A video-lane job: `work(should_stop)` makes the result bytes. A cancelled job is
+        acknowledged, a stopping worker hands the job back, any other failure is recorded."""
         queue = self.video_queue
         cancelled = functools.partial(self.book.is_cancelled, job.id)
         try:
+            result = work(lambda: self.stop.is_set() or cancelled())
+            self._finish(d, job, result, queue)
+        except JobCancelledError:
+            if cancelled():
+                self._ack(d, queue)
+            else:
+                self._hand_back(d, job, queue)
+        except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
+            self._fail(d, job, err, queue)
+
+    def _run_video(self, d: Delivery, job: Job) -> None:
+        """One clip or animation: the upload to a temporary file, `stylize_video` to another
+        (MP4; GIF / WebP stay GIF / WebP), the result recorded like a photo's."""
+
+        def work(should_stop: Callable[[], bool]) -> bytes:
             limits = self.settings.video_limits
             with tempfile.TemporaryDirectory(prefix="stylejax-video-") as tmp:
                 data = self.book.photo(job)
@@ -196,16 +213,10 @@ class Worker:
                 dst = Path(tmp, f"result.{suffix}")
                 stylize_video(self.stylizer, job.request, src, dst, limits=limits, info=info,
                               progress=lambda f: self.book.progress(job.id, 0.99 * f),
-                              should_stop=lambda: self.stop.is_set() or cancelled())
-                result = dst.read_bytes()
-            self._finish(d, job, result, queue)
-        except JobCancelledError:
-            if cancelled():
-                self._ack(d, queue)
-            else:
-                self._hand_back(d, job, queue)
-        except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
-            self._fail(d, job, err, queue)
+                              should_stop=should_stop)
+                return dst.read_bytes()
+
+        self._run_long(d, job, work)
 
     def _run_model(self, d: Delivery, job: Job) -> None:
         """One 3D model: a GLB to a temporary file and `stylize_model` to another GLB; a zip
@@ -213,10 +224,9 @@ class Worker:
         `styled-<name>` (so its references to the other files still hold) and the folder
         zipped again. The result is recorded like a photo's; a bad model (a StyleJAXError)
         fails the job with its message at once; progress is reported per texture."""
-        queue = self.video_queue
-        cancelled = functools.partial(self.book.is_cancelled, job.id)
-        limits = self.settings.model_limits
-        try:
+
+        def work(should_stop: Callable[[], bool]) -> bytes:
+            limits = self.settings.model_limits
             with tempfile.TemporaryDirectory(prefix="stylejax-model-") as tmp:
                 data = self.book.photo(job)
                 if data[:4] == ZIP_MAGIC:
@@ -232,16 +242,10 @@ class Worker:
                 stylize_model(src, dst, self.stylizer, job.request, limits=limits,
                               progress=lambda i, n, _r: self.book.progress(
                                   job.id, 0.05 + 0.94 * (i + 1) / n),
-                              should_stop=lambda: self.stop.is_set() or cancelled())
-                result = dst.read_bytes() if folder is None else zip_folder(folder)
-            self._finish(d, job, result, queue)
-        except JobCancelledError:
-            if cancelled():
-                self._ack(d, queue)
-            else:
-                self._hand_back(d, job, queue)
-        except Exception as err:  # noqa: BLE001 - every failure is recorded for the user
-            self._fail(d, job, err, queue)
+                              should_stop=should_stop)
+                return dst.read_bytes() if folder is None else zip_folder(folder)
+
+        self._run_long(d, job, work)
 
     def _run_custom(self, d: Delivery, job: Job) -> None:
         cancelled = functools.partial(self.book.is_cancelled, job.id)

@@ -114,10 +114,8 @@ class AnyStyleTrainConfig(JsonConfig):
             raise ValueError(f"adv_loss must be hinge, lsgan or wgan-gp, not {self.adv_loss!r}")
         if self.size % 4:
             raise ValueError("size must be a multiple of 4")
-        for name in ("steps", "batch", "size", "style_side", "log_every", "sample_every",
-                     "ckpt_every", "keep", "style_dim"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        self.require_positive("steps", "batch", "size", "style_side", "log_every", "sample_every",
+                              "ckpt_every", "keep", "style_dim")
 
     def model(self) -> AnyStyleConfig:
         return AnyStyleConfig(

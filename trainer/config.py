@@ -52,6 +52,13 @@ class JsonConfig:
             d["channels"] = tuple(int(c) for c in d["channels"])
         return cls(**d)
 
+    def require_positive(self, *names: str) -> None:
+        """ValueError naming the first of these fields that is not above zero (every mode's
+        `validate` checks its counts and sizes this way)."""
+        for name in names:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
     @classmethod
     def load(cls, path: str | Path):
         """A TOML or JSON file."""
@@ -179,6 +186,5 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"adv_loss must be hinge, lsgan or wgan-gp, not {self.adv_loss!r}")
         if self.size % 4:
             raise ValueError("size must be a multiple of 4")
-        for name in ("steps", "batch", "size", "log_every", "sample_every", "ckpt_every", "keep"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        self.require_positive("steps", "batch", "size", "log_every", "sample_every", "ckpt_every",
+                              "keep")

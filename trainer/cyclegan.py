@@ -90,12 +90,8 @@ class CycleConfig(JsonConfig):
             raise ValueError(f"adv_loss must be hinge, lsgan or wgan-gp, not {self.adv_loss!r}")
         if self.size % 4 or self.size < 16:
             raise ValueError(f"size must be a multiple of 4 and at least 16, not {self.size}")
-        for name in ("steps", "batch", "log_every", "sample_every", "ckpt_every", "keep",
-                     "res_blocks", "disc_ch", "disc_scales", "cache_side"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.lr <= 0:
-            raise ValueError("lr must be positive")
+        self.require_positive("steps", "batch", "log_every", "sample_every", "ckpt_every", "keep",
+                              "res_blocks", "disc_ch", "disc_scales", "cache_side", "lr")
         if min(self.cycle_weight, self.identity_weight, self.gp_weight) < 0:
             raise ValueError("loss weights must not be negative")
 

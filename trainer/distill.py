@@ -84,9 +84,8 @@ class DistillConfig(JsonConfig):
             raise ValueError("size must be a multiple of 4")
         if not 0.0 <= self.blend_fraction <= 1.0:
             raise ValueError("blend_fraction must be between 0 and 1")
-        for name in ("steps", "batch", "size", "log_every", "sample_every", "ckpt_every", "keep"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        self.require_positive("steps", "batch", "size", "log_every", "sample_every", "ckpt_every",
+                              "keep")
 
 
 class DistillState(struct.PyTreeNode):
