@@ -262,8 +262,9 @@ class StylizeWidget:
                                                 "Broader texture"],
                                       style={"button_width": "72px"})
         self.stroke.observe(self._on_stroke, "value")
+        # index=0 rather than value=None: ipywidgets 8 shows value None as an empty box
         self.blend_with = W.Dropdown(options=[("(none)", None)] + [
-            (_short(s.name(self.lang)), s.id) for s in styles], value=None,
+            (_short(s.name(self.lang)), s.id) for s in styles], index=0,
             description="Blend with")
         self.mix = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="Mix",
                                  readout_format=".2f", disabled=True)
@@ -277,7 +278,7 @@ class StylizeWidget:
         self.feather = W.IntSlider(value=0, min=0, max=100, step=1, description="Feather",
                                    tooltip="Widen the region's border by this many pixels")
         self.rest_style = W.Dropdown(options=[("(the photo)", None)] + [
-            (_short(s.name(self.lang)), s.id) for s in styles], value=None,
+            (_short(s.name(self.lang)), s.id) for s in styles], index=0,
             description="Elsewhere", disabled=True,
             tooltip="The rest of the picture in another style")
         for control in (self.where, self.keep_faces, self.feather, self.rest_style):
@@ -292,7 +293,8 @@ class StylizeWidget:
         self.region_tools = W.HBox([self.brush, self.brush_size, self.undo_paint],
                                    layout=W.Layout(align_items="center", display="none"))
         # the overlay: the photo with the region tinted, painted on with the mouse
-        self.canvas = Canvas(width=4, height=3, layout=W.Layout(display="none"))
+        self.canvas = Canvas(width=4, height=3, layout=W.Layout(display="none", height="auto",
+                                                                max_width="100%"))
         self.canvas.on_mouse_down(self._on_mouse_down)
         self.canvas.on_mouse_move(self._on_mouse_move)
         self.canvas.on_mouse_up(self._on_mouse_up)
@@ -315,7 +317,9 @@ class StylizeWidget:
         self.progress = W.IntProgress(value=0, min=0, max=100, description="Custom",
                                       bar_style="info")
 
-        box = W.Layout(width=f"{self.display_size + 10}px")
+        # flex-start: the pictures and the canvas at their own pixel size, side by side at the
+        # same scale (the column's default "stretch" blew a portrait photo up to its width)
+        box = W.Layout(width=f"{self.display_size + 10}px", align_items="flex-start")
         self.before = W.Image(format="jpeg", layout=W.Layout(max_width=f"{self.display_size}px"))
         self.after = W.Image(format="jpeg", layout=W.Layout(max_width=f"{self.display_size}px"))
         self.download = W.HTML("")
