@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,9 +16,20 @@ from stylejax.request import StyleRequest
 from trainer.distill import DistillConfig, DistillTrainer, distill_loss, style_weights
 from trainer.loop import run_loop
 
+CONTENT = Path("../shared/data/content")
 
-def tiny_run(out, teacher) -> DistillConfig:
-    return DistillConfig(teacher=str(teacher), content="../shared/data/content", out=str(out),
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Eight of the shared photos: enough for crops and a holdout, cheap to decode."""
+    folder = tmp_path_factory.mktemp("photos")
+    for p in sorted(CONTENT.glob("*.jpg"))[:8]:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
+def tiny_run(out, teacher, content) -> DistillConfig:
+    return DistillConfig(teacher=str(teacher), content=str(content), out=str(out),
                          steps=4, batch=2, size=32, cache_side=48, channels=(8, 8, 16),
                          res_blocks=1, log_every=1, sample_every=2, ckpt_every=2, holdout=2)
 
@@ -51,16 +63,17 @@ def test_distill_loss_is_zero_for_the_teachers_picture_and_counts_edges():
 
 
 @pytest.mark.slow
-def test_distill_resumes_exactly_exports_a_video_pack_and_clips_use_it(tmp_path, two_style_pack):
+def test_distill_resumes_exactly_exports_a_video_pack_and_clips_use_it(tmp_path, two_style_pack,
+                                                                      photos):
     teacher = tmp_path / "teacher"
     shutil.copytree(two_style_pack, teacher)
-    straight = DistillTrainer(tiny_run(tmp_path / "a", teacher))
+    straight = DistillTrainer(tiny_run(tmp_path / "a", teacher, photos))
     metrics = run_loop(straight, until=4, progress=False)
     assert {"loss", "pixel", "edge", "psnr"} <= set(metrics)
-    first = DistillTrainer(tiny_run(tmp_path / "b", teacher))
+    first = DistillTrainer(tiny_run(tmp_path / "b", teacher, photos))
     run_loop(first, until=2, progress=False)
     first.ckpt.close()
-    second = DistillTrainer(tiny_run(tmp_path / "b", teacher))  # as a new process would
+    second = DistillTrainer(tiny_run(tmp_path / "b", teacher, photos))  # as a new process would
     assert int(second.state.step) == 2
     run_loop(second, until=4, progress=False)
     for x, y in zip(_leaves(straight), _leaves(second), strict=True):
@@ -70,7 +83,7 @@ def test_distill_resumes_exactly_exports_a_video_pack_and_clips_use_it(tmp_path,
     from trainer.cli import main
 
     args = ["train", "--mode", "distill", "--teacher", str(teacher), "--content",
-            "../shared/data/content", "--out", str(tmp_path / "cli"), "--steps", "2",
+            str(photos), "--out", str(tmp_path / "cli"), "--steps", "2",
             "--batch", "2", "--size", "32", "--cache-side", "48", "--channels", "8", "8", "16",
             "--res-blocks", "1", "--holdout", "2", "--no-progress",
             "--export", str(teacher / "video")]
