@@ -45,6 +45,21 @@ def _jax_cache_in_tmp(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def few_photos(tmp_path_factory) -> Path:
+    """Twelve of the shared photos that the quality benchmark does not hold out: enough for a
+    tiny training run's crops and holdout, and cheap to decode (the whole folder is 194)."""
+    from trainer.anystyle_data import held_out_names
+
+    held, _ = held_out_names()
+    folder = tmp_path_factory.mktemp("few-photos")
+    photos = [p for p in sorted(Path("../shared/data/content").glob("*.jpg"))
+              if p.name not in held][:12]
+    for p in photos:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def two_style_pack(tmp_path_factory, tiny_generator) -> Path:
     """A pack folder of the tiny generator with styles "a" and "b"; treat as read-only."""
     from stylejax.pack import StyleInfo, save_pack

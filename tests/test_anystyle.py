@@ -95,8 +95,8 @@ def test_augmentation_is_a_function_of_the_generator_state():
     assert not np.array_equal(a, c)
 
 
-def tiny_run(tmp_path, **overrides) -> AnyStyleTrainConfig:
-    fields = dict(content="../shared/data/content", corpus=["../shared/data/style"],
+def tiny_run(tmp_path, content, **overrides) -> AnyStyleTrainConfig:
+    fields = dict(content=str(content), corpus=["../shared/data/style"],
                   out=str(tmp_path / "run"), steps=6, batch=2, identity_batch=1, size=32,
                   style_side=64, channels=(8, 16, 16), res_blocks=1, style_dim=8, hidden=16,
                   cache_side=48, corpus_cache_side=96, adv_start=0, adv_ramp=1,
@@ -105,8 +105,8 @@ def tiny_run(tmp_path, **overrides) -> AnyStyleTrainConfig:
 
 
 @pytest.mark.slow
-def test_training_steps_are_deterministic_and_lower_the_style_loss(tmp_path):
-    trainer = AnyStyleTrainer(tiny_run(tmp_path, lr_g=5e-3, warmup=1))
+def test_training_steps_are_deterministic_and_lower_the_style_loss(tmp_path, few_photos):
+    trainer = AnyStyleTrainer(tiny_run(tmp_path, few_photos, lr_g=5e-3, warmup=1))
     batch = trainer.stream.batch_at(0)
     first = None
     state = trainer.state
@@ -157,17 +157,18 @@ def _leaves(trainer) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_any_style_run_resumes_exactly_and_exports_a_model_through_the_cli(tmp_path):
+def test_any_style_run_resumes_exactly_and_exports_a_model_through_the_cli(tmp_path,
+                                                                          few_photos):
     from stylejax.anystyle import load_model
     from trainer.cli import main
     from trainer.loop import run_loop
 
-    straight = AnyStyleTrainer(tiny_run(tmp_path / "a"))
+    straight = AnyStyleTrainer(tiny_run(tmp_path / "a", few_photos))
     run_loop(straight, until=4, progress=False)
-    first = AnyStyleTrainer(tiny_run(tmp_path / "b"))
+    first = AnyStyleTrainer(tiny_run(tmp_path / "b", few_photos))
     run_loop(first, until=2, progress=False)
     first.ckpt.close()
-    second = AnyStyleTrainer(tiny_run(tmp_path / "b"))  # as a new process would
+    second = AnyStyleTrainer(tiny_run(tmp_path / "b", few_photos))  # as a new process would
     assert second.step == 2
     run_loop(second, until=4, progress=False)
     for x, y in zip(_leaves(straight), _leaves(second), strict=True):
@@ -175,7 +176,7 @@ def test_any_style_run_resumes_exactly_and_exports_a_model_through_the_cli(tmp_p
     assert (tmp_path / "a" / "run" / "metrics.jsonl").read_text().count("\n") == 4
 
     run = tmp_path / "cli"
-    args = ["train", "--mode", "any-style", "--content", "../shared/data/content",
+    args = ["train", "--mode", "any-style", "--content", str(few_photos),
             "--corpus", "../shared/data/style", "--out", str(run), "--steps", "2",
             "--batch", "2", "--size", "32", "--style-side", "64", "--channels", "8", "16", "16",
             "--res-blocks", "1", "--style-dim", "8", "--hidden", "16", "--cache-side", "48",
@@ -209,10 +210,10 @@ def test_a_pack_made_from_the_model_serves_each_picture_as_its_style(model, feat
             jnp.array([k]), 2))), np.asarray(model(photo, z)), atol=1e-5)
 
 
-def test_jittered_loss_is_deterministic_and_differs_from_no_jitter(tmp_path):
-    plain = AnyStyleTrainer(tiny_run(tmp_path / "p"))
-    jittered = AnyStyleTrainer(tiny_run(tmp_path / "j", jitter=3))
-    again = AnyStyleTrainer(tiny_run(tmp_path / "k", jitter=3))
+def test_jittered_loss_is_deterministic_and_differs_from_no_jitter(tmp_path, few_photos):
+    plain = AnyStyleTrainer(tiny_run(tmp_path / "p", few_photos))
+    jittered = AnyStyleTrainer(tiny_run(tmp_path / "j", few_photos, jitter=3))
+    again = AnyStyleTrainer(tiny_run(tmp_path / "k", few_photos, jitter=3))
     batch = plain.stream.batch_at(0)
     metrics = [t.train_step(t.state, batch)[1] for t in (plain, jittered, again)]
     assert float(metrics[1]["style"]) == float(metrics[2]["style"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,17 +14,6 @@ from stylejax.pack import load_pack, save_pack
 from stylejax.request import StyleRequest
 from trainer.distill import DistillConfig, DistillTrainer, distill_loss, style_weights
 from trainer.loop import run_loop
-
-CONTENT = Path("../shared/data/content")
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    """Eight of the shared photos: enough for crops and a holdout, cheap to decode."""
-    folder = tmp_path_factory.mktemp("photos")
-    for p in sorted(CONTENT.glob("*.jpg"))[:8]:
-        shutil.copy(p, folder / p.name)
-    return folder
 
 
 def tiny_run(out, teacher, content) -> DistillConfig:
@@ -64,16 +52,16 @@ def test_distill_loss_is_zero_for_the_teachers_picture_and_counts_edges():
 
 @pytest.mark.slow
 def test_distill_resumes_exactly_exports_a_video_pack_and_clips_use_it(tmp_path, two_style_pack,
-                                                                      photos):
+                                                                      few_photos):
     teacher = tmp_path / "teacher"
     shutil.copytree(two_style_pack, teacher)
-    straight = DistillTrainer(tiny_run(tmp_path / "a", teacher, photos))
+    straight = DistillTrainer(tiny_run(tmp_path / "a", teacher, few_photos))
     metrics = run_loop(straight, until=4, progress=False)
     assert {"loss", "pixel", "edge", "psnr"} <= set(metrics)
-    first = DistillTrainer(tiny_run(tmp_path / "b", teacher, photos))
+    first = DistillTrainer(tiny_run(tmp_path / "b", teacher, few_photos))
     run_loop(first, until=2, progress=False)
     first.ckpt.close()
-    second = DistillTrainer(tiny_run(tmp_path / "b", teacher, photos))  # as a new process would
+    second = DistillTrainer(tiny_run(tmp_path / "b", teacher, few_photos))  # as a new process would
     assert int(second.state.step) == 2
     run_loop(second, until=4, progress=False)
     for x, y in zip(_leaves(straight), _leaves(second), strict=True):
@@ -83,7 +71,7 @@ def test_distill_resumes_exactly_exports_a_video_pack_and_clips_use_it(tmp_path,
     from trainer.cli import main
 
     args = ["train", "--mode", "distill", "--teacher", str(teacher), "--content",
-            str(photos), "--out", str(tmp_path / "cli"), "--steps", "2",
+            str(few_photos), "--out", str(tmp_path / "cli"), "--steps", "2",
             "--batch", "2", "--size", "32", "--cache-side", "48", "--channels", "8", "8", "16",
             "--res-blocks", "1", "--holdout", "2", "--no-progress",
             "--export", str(teacher / "video")]
