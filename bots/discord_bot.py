@@ -112,22 +112,33 @@ async def _refuse(interaction: Interaction, text: str) -> None:
     await interaction.followup.send(text, ephemeral=True)
 
 
+def _is_model(attachment: discord.Attachment) -> bool:
+    """A GLB 3D model, by its announced type or its name (Discord often says octet-stream)."""
+    return (attachment.content_type == "model/gltf-binary"
+            or attachment.filename.lower().endswith(".glb"))
+
+
 def _is_media(attachment: discord.Attachment) -> bool:
-    """A picture, a clip or a GIF by its announced type (unknown: let the service decide)."""
+    """A picture, a clip, a GIF or a GLB model by its announced type or name (unknown: let
+    the service decide, which goes by the content)."""
     ctype = attachment.content_type
-    return ctype is None or ctype.startswith(("image/", "video/"))
+    return ctype is None or ctype.startswith(("image/", "video/")) or _is_model(attachment)
 
 
 def _attachment_refusal(attachment: discord.Attachment, lang: str,
                         settings: Settings) -> str | None:
-    """Refuse what cannot be a picture or a clip or is too big, from its metadata, before
-    downloading (clips and GIFs by the video byte limit)."""
+    """Refuse what cannot be a picture, a clip or a model or is too big, from its metadata,
+    before downloading (clips and GIFs by the video byte limit, models by the model one)."""
     ctype = attachment.content_type or ""
     if not _is_media(attachment):
         return t("not_an_image", lang)
-    clip = ctype.startswith("video/") or ctype == "image/gif"
-    return upload_refusal(attachment.size, settings.video_max_bytes if clip
-                          else settings.max_upload_bytes, lang)
+    if _is_model(attachment):
+        limit = settings.model_max_bytes
+    elif ctype.startswith("video/") or ctype == "image/gif":
+        limit = settings.video_max_bytes
+    else:
+        limit = settings.max_upload_bytes
+    return upload_refusal(attachment.size, limit, lang)
 
 
 def _draw(keyboard: Keyboard, service: StyleService, lang: str, *,
@@ -183,8 +194,8 @@ async def _present(interaction: Interaction, job: Job, lang: str, working: str =
         return
     embed = discord.Embed(description=outcome_text(service, final, lang),
                           colour=discord.Colour.blurple())
-    if kind != "video":  # a GIF / WebP shows in the embed; a clip plays as the attachment
-        embed.set_image(url=f"attachment://{name}")
+    if kind in ("photo", "animation"):  # shown in the embed; a clip plays as the attachment,
+        embed.set_image(url=f"attachment://{name}")  # a model (a document) is downloaded
     await interaction.edit_original_response(
         content=None, embed=embed, attachments=[discord.File(io.BytesIO(data), name)],
         view=_draw(result_keyboard(final, lang), service, lang,

@@ -402,6 +402,38 @@ def test_telegram_glb_document_becomes_a_model_job(tmp_path, stylizer):
     asyncio.run(asyncio.wait_for(scenario(), 240))
 
 
+def test_discord_glb_attachment_becomes_a_model_job(tmp_path, stylizer):
+    """/stylize with a .glb (announced as octet-stream, as Discord often does): the styled
+    model comes back attached as stylejax.glb, not shown as an embed image; a model past the
+    byte limit is refused from its announced size, before downloading."""
+    from test_discord_bot import ALICE, _components, run, running_bot
+
+    glb = cube_glb(tmp_path)
+
+    async def scenario():
+        async with running_bot(tmp_path, stylizer, model_max_bytes=len(glb) + 1000) as (
+                fake, service):
+            upload = fake.upload("cube.glb", glb, "application/octet-stream")
+            sent = await fake.slash(ALICE, "stylize", image=upload, style="great-wave")
+            msg = await fake.result_of(sent, timeout=120)
+            (att,) = msg["attachments"]
+            assert att["filename"] == "stylejax.glb"
+            data = fake.file(att)
+            assert data[:4] == b"glTF" and vertex_count(data) == 24
+            assert np.abs(glb_texture(data) - glb_texture(glb)).mean() > 10
+            assert "image" not in msg["embeds"][0]
+            assert "area" not in _components(msg)  # no region buttons for a model
+            job = service.history(service.user("discord", ALICE.id))[0]
+            assert job.request.media == "model" and job.state is JobState.DONE
+
+            big = fake.upload("big.glb", glb + b"\0" * 2000, "model/gltf-binary")
+            sent = await fake.slash(ALICE, "stylize", image=big, style="great-wave")
+            assert "MB" in await fake.ephemeral_text(sent)
+            assert service.video_queue.pending_count() == 0
+
+    run(scenario())
+
+
 # -- the web page in Chromium ---------------------------------------------------------------------
 def test_web_page_stylises_a_dropped_glb(server, tmp_path):
     from test_web_page import CHROMIUM, IMAGES, Tab
