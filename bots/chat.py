@@ -47,6 +47,7 @@ from stylejax.request import RegionSpec, StyleRequest, check_strength
 from stylejax.stroke import STROKES, stroke_name
 from stylejax.style_vectors import installed as anystyle_installed
 
+from .config import Settings
 from .core import QueuePlace, StyleService, result_format
 from .i18n import SUPPORTED, job_error_text, ordinal, t
 
@@ -247,6 +248,20 @@ def style_thumbnail(service: StyleService, style_id: str) -> Path | None:
         return None
     path = service.pack_dir / info.thumbnail
     return path if path.is_file() else None
+
+
+def is_model_upload(mime_type: str | None, file_name: str | None) -> bool:
+    """Whether a chat upload announces a GLB 3D model, by its type or its name (Telegram and
+    Discord often announce one as octet-stream); the service then goes by the content."""
+    return mime_type == "model/gltf-binary" or (file_name or "").lower().endswith(".glb")
+
+
+def download_limit(settings: Settings, *, model: bool, clip: bool) -> int:
+    """The byte limit an upload is held to from what it announces, before it is downloaded:
+    a 3D model's, a clip's (GIFs too) or a photo's."""
+    if model:
+        return settings.model_max_bytes
+    return settings.video_max_bytes if clip else settings.max_upload_bytes
 
 
 def upload_refusal(size: int, limit: int, lang: str) -> str | None:

@@ -44,10 +44,12 @@ from .chat import (
     cancel_keyboard,
     confirm_keyboard,
     decode_action,
+    download_limit,
     encode_action,
     error_message,
     fit_upload,
     follow_job,
+    is_model_upload,
     matching_styles,
     next_strength,
     outcome_text,
@@ -114,8 +116,7 @@ async def _refuse(interaction: Interaction, text: str) -> None:
 
 def _is_model(attachment: discord.Attachment) -> bool:
     """A GLB 3D model, by its announced type or its name (Discord often says octet-stream)."""
-    return (attachment.content_type == "model/gltf-binary"
-            or attachment.filename.lower().endswith(".glb"))
+    return is_model_upload(attachment.content_type, attachment.filename)
 
 
 def _is_media(attachment: discord.Attachment) -> bool:
@@ -132,13 +133,9 @@ def _attachment_refusal(attachment: discord.Attachment, lang: str,
     ctype = attachment.content_type or ""
     if not _is_media(attachment):
         return t("not_an_image", lang)
-    if _is_model(attachment):
-        limit = settings.model_max_bytes
-    elif ctype.startswith("video/") or ctype == "image/gif":
-        limit = settings.video_max_bytes
-    else:
-        limit = settings.max_upload_bytes
-    return upload_refusal(attachment.size, limit, lang)
+    clip = ctype.startswith("video/") or ctype == "image/gif"
+    return upload_refusal(attachment.size, download_limit(settings, model=_is_model(attachment),
+                                                          clip=clip), lang)
 
 
 def _draw(keyboard: Keyboard, service: StyleService, lang: str, *,

@@ -53,10 +53,12 @@ from .chat import (
     cancel_keyboard,
     confirm_keyboard,
     decode_action,
+    download_limit,
     encode_action,
     error_message,
     follow_job,
     history_text,
+    is_model_upload,
     outcome_text,
     output_of,
     page_target,
@@ -289,8 +291,7 @@ def _media_file(message: Message):
 def _is_model(message: Message) -> bool:
     """Whether the message's file is (announced as) a GLB 3D model (a document)."""
     doc = message.document
-    return doc is not None and ((doc.mime_type or "") == "model/gltf-binary"
-                                or (doc.file_name or "").lower().endswith(".glb"))
+    return doc is not None and is_model_upload(doc.mime_type, doc.file_name)
 
 
 def _is_clip(message: Message) -> bool:
@@ -323,10 +324,8 @@ async def on_picture(update: Update, context: Context) -> None:
         await message.reply_text(t("not_a_photo_message", lang))
         return
     settings = context.bot_data[SETTINGS]
-    limit = min(BOT_API_DOWNLOAD_LIMIT,
-                settings.model_max_bytes if _is_model(message)
-                else settings.video_max_bytes if _is_clip(message)
-                else settings.max_upload_bytes)
+    limit = min(BOT_API_DOWNLOAD_LIMIT, download_limit(settings, model=_is_model(message),
+                                                       clip=_is_clip(message)))
     refusal = upload_refusal(file.file_size or 0, limit, lang)
     if refusal is not None:
         await message.reply_text(refusal)
