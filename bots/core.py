@@ -41,7 +41,7 @@ from stylejax.errors import (
     ServiceBusyError,
     UnsupportedImageError,
 )
-from stylejax.imageio import ImageLimits, decode_image
+from stylejax.imageio import ImageLimits, decode_image, picture_shape
 from stylejax.mesh_textures import (
     GLB_MAGIC,
     MODEL_SUFFIXES,
@@ -97,6 +97,11 @@ def result_format(data: bytes) -> tuple[str, str, str]:
         if data[at:at + len(magic)] == magic:
             return fmt
     return ("image/png", ".png", "photo")
+
+
+def _upload_size(upload: bytes | Path) -> int:
+    """The bytes of an upload given as bytes or as its stored file."""
+    return len(upload) if isinstance(upload, bytes) else upload.stat().st_size
 
 
 def _check_model_upload(upload: bytes | Path, tmp: Path, limits: ModelLimits) -> ModelSummary:
@@ -246,13 +251,14 @@ class StyleService:
 
     def check_mask(self, mask: bytes, photo: bytes) -> None:
         """A hand-painted mask (the region "mask") must be a picture with the photo's aspect
-        ratio (any size: the worker scales it to the photo): InvalidRequestError else."""
+        ratio (any size: the worker scales it to the photo): InvalidRequestError else. The
+        photo was checked already: only its header is read again, for its shape."""
         try:
             mh, mw = self.check_picture(mask)
         except (NotAnImageError, CorruptImageError, UnsupportedImageError):
             raise InvalidRequestError("The mask is not a picture we can read; send a PNG, "
                                       "white where the style goes.") from None
-        ph, pw = self.check_picture(photo)
+        ph, pw = picture_shape(photo)
         off = abs((mw / mh) / (pw / ph) - 1.0)
         if off > MASK_ASPECT_TOLERANCE + 0.5 / min(mw, mh):  # + rounding to whole pixels
             raise InvalidRequestError(f"The mask ({mw}×{mh}) does not have the photo's shape "
@@ -264,7 +270,7 @@ class StyleService:
         the decode pool; returns its textures and their pixels (for the result's estimate).
         A stored upload (a blob's file, named by its sha) or bytes already checked are not
         read again: the summaries are kept by content sha."""
-        size = len(upload) if isinstance(upload, bytes) else upload.stat().st_size
+        size = _upload_size(upload)
         limit = self.model_limits.max_bytes
         if size > limit:
             raise ModelTooLargeError(f"The model is {size_text(size)}; models up to "
@@ -417,14 +423,14 @@ class StyleService:
         rarely larger), a clip's as large as the clip, a 3D model's as the model plus its
         textures as raw RGBA (a stylised texture compresses worse than a smooth original)."""
         if request.is_model:
-            size = len(upload) if isinstance(upload, bytes) else upload.stat().st_size
+            size = _upload_size(upload)
             try:
                 pixels = self.check_model(upload).texture_pixels
             except Exception:  # noqa: BLE001 - unreadable now (it was checked): the largest
                 pixels = self.model_limits.max_textures * self.model_limits.max_texture_pixels
             return size + pixels * 4 + _RESULT_OVERHEAD
         if request.is_video:
-            return len(upload) if isinstance(upload, bytes) else upload.stat().st_size
+            return _upload_size(upload)
         side = self.settings.max_side
         if request.is_custom:
             side = min(side, self.settings.custom_style_size)
