@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="videos: stylise each frame on its own (default: stable mode, no "
                         "flicker; docs/video.md)")
     p.add_argument("--full-generator", action="store_true",
-                   help="videos: use the pack's own generator, not its cheaper video "
-                        "generator (about half the frame rate; docs/video.md)")
+                   help="videos: use the pack's own generator even when the pack has a "
+                        "cheaper video generator (a video/ folder; the bundled pack has none: "
+                        "docs/video.md)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file for one photo or clip (the format from its suffix: "
                         ".png .jpg .webp; .mp4 .mov .mkv .webm .gif .webp for clips), folder "

@@ -260,7 +260,7 @@ class StyleRequest:
     keep_colors: bool = False
     stroke: float = 1.0          # stylejax.stroke: 1 = medium
     refine: bool = False         # custom styles: optimise from the any-style model's result
-    media: str = "photo"         # "photo" | "video" (clips and animated GIF / WebP)
+    media: str = "photo"         # MEDIA_KINDS: "photo" | "video" (clips, animations) | "model"
     regions: RegionSpec | None = None  # where the style goes (None: everywhere)
     mask: str | None = None      # the region "mask"'s picture: a blob sha in the service
 

@@ -772,8 +772,9 @@ def stylize_video(stylizer, request, src: Source, dst: str | os.PathLike, *,
     """Stylise every frame of `src` (video or animated GIF/WebP) with a pack-style `request`
     and write `dst` (format from its suffix), keeping timing, rotation (applied) and audio.
 
-    Frames go through the pack's video generator (`Stylizer.for_video`: a cheaper student of
-    the pack, about twice the frame rate) unless `full_generator` asks for the pack's own.
+    Frames go through the pack's video generator when it has one (`Stylizer.for_video`: a
+    cheaper student of the pack in its `video/` folder; the bundled pack has none, see
+    docs/video.md) unless `full_generator` asks for the pack's own.
 
     Frames go through the generator `batch` at a time. `progress(fraction)` after each batch;
     `should_stop()` before each: True stops the work, removes `dst` and raises

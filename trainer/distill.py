@@ -110,6 +110,12 @@ def _edges(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return x[:, 1:] - x[:, :-1], x[:, :, 1:] - x[:, :, :-1]
 
 
+def psnr_db(mse: jax.Array) -> jax.Array:
+    """PSNR of pictures in [0, 1] from their mean squared error (the step's log and the
+    exported figure use the same one)."""
+    return -10.0 * jnp.log10(mse + 1e-10)
+
+
 def distill_loss(student: jax.Array, teacher: jax.Array, edge_weight: float
                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """L1 on pixels + `edge_weight` × L1 on their differences; both pictures in [0, 1]."""
@@ -129,8 +135,7 @@ def distill_step(models: DistillModels, optim: OptimConfig, edge_weight: float,
     def loss_fn(g_params):
         y = nnx.merge(models.g_graph, g_params)(x, w)
         loss, parts = distill_loss(y, target, edge_weight)
-        return loss, {**parts, "psnr": -10.0 * jnp.log10(jnp.mean(jnp.square(y - target))
-                                                         + 1e-10)}
+        return loss, {**parts, "psnr": psnr_db(jnp.mean(jnp.square(y - target)))}
 
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g)
     g, ema, g_opt = generator_update(models, optim, state, grads)
@@ -260,7 +265,7 @@ def psnr_against_teacher(student: Generator, teacher: Generator, photos: list[np
     for s in range(n):
         w = jax.nn.one_hot(jnp.full((len(photos),), s), n)
         mse = jnp.mean(jnp.square(student(x, w) - teacher(x, w)), axis=(1, 2, 3))
-        scores += list(np.asarray(-10.0 * jnp.log10(mse + 1e-10)))
+        scores += list(np.asarray(psnr_db(mse)))
     return float(np.mean(scores))
 
 
