@@ -112,15 +112,17 @@ def pack_method(size: int, stroke: float = 1.0) -> Method:
     return run
 
 
-def anystyle_method(size: int, model: str, scale: float = 1.0) -> Method:
+def anystyle_method(size: int, model: str, scale: float = 1.0,
+                    palette: float | None = None) -> Method:
     """The any-style model (style_vectors.AnyStyle): encode the picture, one generator pass.
     `scale` multiplies the style vector (1 = the request's full strength); above 1 it
-    extrapolates past what the user can ask for, to map the style/content trade-off."""
+    extrapolates past what the user can ask for, to map the style/content trade-off.
+    `palette` replaces the model's own palette amount (stylejax.colour)."""
     from stylejax.imageio import resize_max_side
     from stylejax.request import StyleRequest
     from stylejax.style_vectors import AnyStyle
 
-    any_style = AnyStyle(model)
+    any_style = AnyStyle(model, palette=palette)
     request = StyleRequest.create(style_image="bench")
     if scale != 1.0:
         request = replace(request, strength=scale)
@@ -269,6 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--anystyle-scales", nargs="*", type=float, default=[],
                     help="also run the any-style model with its style vector scaled (methods "
                          "anystyle@S), to map the style/content trade-off")
+    ap.add_argument("--anystyle-palettes", nargs="*", type=float, default=[], metavar="A",
+                    help="also the any-style model with palette amount A in place of its own "
+                         "(methods anystyle+paletteA; stylejax.colour)")
     ap.add_argument("--tiny", action="store_true", help="2 photos × 2 styles, 128 px, 3 s")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -310,6 +315,11 @@ def main(argv: list[str] | None = None) -> dict:
                 builders[f"anystyle@{scale:g}"] = (
                     lambda scale=scale: anystyle_method(args.size, args.anystyle_model, scale))
                 args.methods = [*args.methods, f"anystyle@{scale:g}"]
+            for amount in args.anystyle_palettes:
+                builders[f"anystyle+palette{amount:g}"] = (
+                    lambda amount=amount: anystyle_method(args.size, args.anystyle_model,
+                                                          palette=amount))
+                args.methods = [*args.methods, f"anystyle+palette{amount:g}"]
         methods = {m: builders[m]() for m in dict.fromkeys(args.methods)}
         # The first pairs of the diagonal meet every style once: those go on the sheets.
         rows += run_set("custom", pairs, methods, judge, out, lambda i: i < 12, log)

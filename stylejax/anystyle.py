@@ -198,15 +198,33 @@ MODEL_WEIGHTS = "anystyle.safetensors"
 MODEL_FORMAT = 1
 
 
-def save_model(folder: str | Path, model: AnyStyleModel, record: dict | None = None) -> Path:
-    """`anystyle.json` (format, config, statistics size, training record) and the weights."""
+def save_model(folder: str | Path, model: AnyStyleModel, record: dict | None = None,
+               palette: float = 0.0) -> Path:
+    """`anystyle.json` (format, config, statistics size, serving palette amount, training
+    record) and the weights. `palette` is how far serving moves a result's colours onto the
+    style picture's (`stylejax.colour`; 0: not at all): part of the model, because a model
+    trained with the map in its loss expects it."""
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
+    if not 0.0 <= palette <= 1.0:
+        raise ValueError(f"palette must be in [0, 1], not {palette}")
     meta = {"format": MODEL_FORMAT, "config": model.config.to_dict(),
-            "stats_dim": model.stats_dim, "training": record or {}}
+            "stats_dim": model.stats_dim, "palette": float(palette), "training": record or {}}
     save_file(module_arrays(model), str(root / MODEL_WEIGHTS))
     (root / MODEL_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return root
+
+
+def model_palette(folder: str | Path) -> float:
+    """The serving palette amount `save_model` wrote (0 for models saved before it existed)."""
+    try:
+        meta = json.loads((Path(folder) / MODEL_JSON).read_text(encoding="utf-8"))
+        palette = float(meta.get("palette", 0.0))
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise WeightsError(f"{MODEL_JSON} is damaged ({err.__class__.__name__}).") from None
+    if not 0.0 <= palette <= 1.0:
+        raise WeightsError(f"{MODEL_JSON} has palette {palette}, outside [0, 1].")
+    return palette
 
 
 def load_model(folder: str | Path) -> AnyStyleModel:

@@ -38,8 +38,10 @@ from .anystyle import (
     AnyStyleModel,
     as_generator,
     load_model,
+    model_palette,
     style_row,
 )
+from .colour import colour_stats, match_colours
 from .engine import Engine, Request
 from .features import EfficientNetLite, load_feature_net
 from .generator import apply_controls
@@ -110,8 +112,10 @@ class AnyStyle:
 
     def __init__(self, path: str | os.PathLike | None = None, *, backend: str = "auto",
                  tile: int = 1024, cache: str | os.PathLike | None = None,
-                 memory_entries: int = MEMORY_ENTRIES):
+                 memory_entries: int = MEMORY_ENTRIES, palette: float | None = None):
         self.path = model_dir(path)
+        if palette is not None:  # overrides the model's own amount (the quality bench's sweep)
+            self.palette = float(palette)
         self.backend, self.tile = backend, tile
         self._cache_root = cache
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -127,6 +131,11 @@ class AnyStyle:
     @functools.cached_property
     def model(self) -> AnyStyleModel:
         return load_model(self.path)
+
+    @functools.cached_property
+    def palette(self) -> float:
+        """How far a full-strength result's colours move onto the style picture's."""
+        return model_palette(self.path)
 
     @functools.cached_property
     def model_id(self) -> str:
@@ -205,12 +214,17 @@ class AnyStyle:
 
         As the pack path (`Stylizer.run_many`): the generator runs at the stroke's working
         side and the result is resized to the photo; strength is z's scale, keep-colours and
-        the mask (H×W×1 in [0, 1] at the photo's size) are applied on the result.
+        the mask (H×W×1 in [0, 1] at the photo's size) are applied on the result. Unless the
+        request keeps the photo's colours, the result takes the style picture's palette by
+        the model's `palette` amount × strength (`stylejax.colour`).
         """
         z = self.vector(style_rgb)
         photo = to_float(photo_rgb)
         work = to_float(resize_long_side(photo_rgb, pack_work_side(request.stroke)))
         (y,) = self.engine.run([Request(work, style_row(z * request.strength)[0])])
+        amount = self.palette * min(1.0, request.strength)
+        if amount > 0 and not request.keep_colors:
+            y = match_colours(np.asarray(y), colour_stats(style_rgb), amount)
         if y.shape[:2] != photo.shape[:2]:
             y = to_float(resize_to(to_uint8(np.asarray(y)), photo.shape[:2]))
         return to_uint8(np.asarray(apply_controls(photo, y, 1.0, request.keep_colors, mask)))

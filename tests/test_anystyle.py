@@ -218,3 +218,30 @@ def test_jittered_loss_is_deterministic_and_differs_from_no_jitter(tmp_path, few
     metrics = [t.train_step(t.state, batch)[1] for t in (plain, jittered, again)]
     assert float(metrics[1]["style"]) == float(metrics[2]["style"])
     assert float(metrics[1]["style"]) != float(metrics[0]["style"])
+
+
+def test_the_palette_map_in_the_step_is_the_serving_one_and_is_exported(tmp_path, few_photos):
+    """colour_match: the losses see the result with the style's palette (the serving map,
+    computed without gradient), the step stays finite, and the export carries the amount."""
+    from stylejax.anystyle import model_palette
+    from stylejax.colour import colour_stats, match_colours
+    from trainer.anystyle import _with_style_palette, export_model
+
+    rng = np.random.default_rng(0)
+    fake = rng.uniform(0.2, 0.6, (2, 16, 16, 3)).astype(np.float32)
+    style = np.clip(rng.normal([0.7, 0.3, 0.2], 0.1, (2, 24, 24, 3)), 0, 1).astype(np.float32)
+    seen = np.asarray(_with_style_palette(jnp.asarray(fake), jnp.asarray(style), 0.6))
+    for i in range(2):
+        stats = colour_stats(style[i])
+        # the serving map reads a subsample; at 24 px it reads every pixel, as the step does
+        np.testing.assert_allclose(seen[i], match_colours(fake[i], stats, 0.6), atol=2e-3)
+    cfg = tiny_run(tmp_path, few_photos, colour_match=0.6, steps=3)
+    trainer = AnyStyleTrainer(cfg)
+    state, metrics = trainer.train_step(trainer.state, trainer.stream.batch_at(0))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    trainer.state = state
+    trainer.ckpt.save(trainer.step, trainer.state, force=True)
+    trainer.ckpt.wait()
+    out = export_model(cfg.out, tmp_path / "model")
+    assert model_palette(out) == 0.6
+    assert model_palette(export_model(cfg.out, tmp_path / "other", palette=0.25)) == 0.25

@@ -19,7 +19,7 @@ from stylejax.anystyle import (
     statistics_size,
 )
 from stylejax.custom_style import CustomStyleConfig
-from stylejax.errors import InvalidRequestError
+from stylejax.errors import InvalidRequestError, WeightsError
 from stylejax.features import DEFAULT_STYLE_TAPS, load_feature_net
 from stylejax.generator import GeneratorConfig
 from stylejax.imageio import resize_long_side, to_float, to_uint8
@@ -217,3 +217,35 @@ def test_refine_on_a_pack_style_is_refused_clearly():
     for choice in ({"style": "wave"}, {"blend": {"wave": 1.0}}):
         with pytest.raises(InvalidRequestError, match="Refine is for your own style picture"):
             StyleRequest.create(**choice, refine=True)
+
+
+def test_the_models_palette_moves_the_result_onto_the_style_colours(photo, style, tmp_path):
+    """A model saved with palette 1 serves results with the style picture's mean colour;
+    strength scales the amount; keep-colours leaves the palette alone; 0 is the old path."""
+    from stylejax.anystyle import load_model, model_palette
+    from stylejax.colour import colour_stats
+
+    plain = AnyStyle(backend="jax")
+    assert plain.palette == 0.0
+    folder = save_model(tmp_path / "palette", load_model(plain.path), {}, palette=1.0)
+    assert model_palette(folder) == 1.0
+    painted = AnyStyle(folder, backend="jax")
+    request = StyleRequest.create(style_image="mine", stroke=2.5)
+    target = colour_stats(style).mean
+    gap = lambda img: np.abs(colour_stats(img).mean - target).max()  # noqa: E731
+    base = plain.stylize(request, photo, style)
+    full = painted.stylize(request, photo, style)
+    half = painted.stylize(dataclasses.replace(request, strength=0.5), photo, style)
+    assert gap(full) < 0.03 < gap(base)
+    assert gap(full) < gap(half) < gap(base)
+    kept = dataclasses.replace(request, keep_colors=True)
+    np.testing.assert_array_equal(painted.stylize(kept, photo, style),
+                                  plain.stylize(kept, photo, style))
+    # the bench's override, and a damaged amount refused clearly
+    assert AnyStyle(folder, palette=0.0).stylize(request, photo, style).tolist() == base.tolist()
+    meta = folder / "anystyle.json"
+    meta.write_text(meta.read_text().replace('"palette": 1.0', '"palette": 7'))
+    with pytest.raises(WeightsError, match="palette"):
+        model_palette(folder)
+    with pytest.raises(ValueError):
+        save_model(tmp_path / "bad", load_model(plain.path), {}, palette=1.5)

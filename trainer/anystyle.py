@@ -29,6 +29,7 @@ from flax import nnx
 
 from stylejax import losses
 from stylejax.anystyle import AnyStyleConfig, AnyStyleModel, save_model, statistics_size
+from stylejax.colour import map_between, pixel_stats
 from stylejax.discriminator import MultiScaleDiscriminator
 from stylejax.features import DEFAULT_STYLE_TAPS, load_feature_net
 from stylejax.generator import GeneratorConfig
@@ -90,6 +91,9 @@ class AnyStyleTrainConfig(JsonConfig):
     tv_weight: float = opt(1.0, "total variation weight")
     jitter: int = opt(0, "the loss sees result and photo shifted by 0..jitter-1 px (against "
                          "the feature net's stride grid; 0: off)")
+    colour_match: float = opt(0.0, "the losses see the result with the style's palette moved "
+                                   "onto it by this amount, as serving does (stylejax.colour; "
+                                   "0: off)")
     adv_weight: float = opt(0.05, "adversarial weight (0: no discriminator)")
     adv_loss: str = opt("hinge", "adversarial loss", choices=("hinge", "lsgan", "wgan-gp"))
     adv_start: int = opt(1000, "adversarial term off before this step")
@@ -143,6 +147,7 @@ class AnyStyleLoss:
     gp: float
     identity_batch: int
     jitter: int = 0
+    colour_match: float = 0.0
     style_taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
     content_taps: tuple[str, ...] = ("stage4",)
 
@@ -151,7 +156,8 @@ class AnyStyleLoss:
         return cls(content=cfg.content_weight, style=cfg.style_weight,
                    identity=cfg.identity_weight, tv=cfg.tv_weight, adv=cfg.adv_weight,
                    adv_kind=cfg.adv_loss, adv_start=cfg.adv_start, adv_ramp=cfg.adv_ramp,
-                   gp=cfg.gp, identity_batch=cfg.identity_batch, jitter=cfg.jitter)
+                   gp=cfg.gp, identity_batch=cfg.identity_batch, jitter=cfg.jitter,
+                   colour_match=cfg.colour_match)
 
     @property
     def gan_kind(self) -> str:
@@ -166,6 +172,17 @@ def _scaled_mse(a: jax.Array, b: jax.Array) -> jax.Array:
     return scale * jnp.mean((a - b) ** 2, axis=axes)
 
 
+def _with_style_palette(fake: jax.Array, style: jax.Array, amount: float) -> jax.Array:
+    """The serving path's colour map (stylejax.colour) inside the step: the map is computed
+    from the statistics without gradient and applied linearly, so the generator's gradient
+    is the loss's gradient through one 3×3 map, and it learns texture, not palette."""
+    flat = lambda x: x.reshape(x.shape[0], -1, 3)  # noqa: E731
+    src = pixel_stats(jax.lax.stop_gradient(flat(fake)), jnp)
+    dst = pixel_stats(flat(style), jnp)
+    a, b = jax.lax.stop_gradient(map_between(*src, *dst, amount, xp=jnp))
+    return jnp.clip(jnp.einsum("bhwj,bij->bhwi", fake, a) + b[:, None, None, :], 0.0, 1.0)
+
+
 def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batch,
                       cfg: AnyStyleLoss, step, jitter_key=None):
     model: AnyStyleModel = nnx.merge(models.g_graph, g_params)
@@ -178,6 +195,8 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
     z_all = jnp.concatenate([z, jnp.zeros((n_id, z.shape[1]), z.dtype)]) if n_id else z
     fake_all = model(photos, z_all)
     fake, photo = fake_all[:n], photos[:n]
+    if cfg.colour_match > 0:
+        fake = _with_style_palette(fake, batch["style"], cfg.colour_match)
     seen_fake, seen_photo = fake, photo
     if cfg.jitter > 0:  # the same shift for both, as in the pack's step
         dy, dx = jax.random.randint(jitter_key, (2,), 0, cfg.jitter)
@@ -251,8 +270,11 @@ def build_state(cfg: AnyStyleTrainConfig):
     return models, template, f_state
 
 
-def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = None) -> Path:
-    """A run's EMA weights → an any-style model folder (`stylejax.anystyle.save_model`)."""
+def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = None,
+                 palette: float | None = None) -> Path:
+    """A run's EMA weights → an any-style model folder (`stylejax.anystyle.save_model`).
+    The serving palette amount is the run's `colour_match` unless `palette` says otherwise
+    (a model trained without the map still gains from it: docs/training.md)."""
     run_dir = Path(run_dir)
     cfg = AnyStyleTrainConfig.load(run_dir / CONFIG_FILE)
     models, template, _ = build_state(cfg)
@@ -265,8 +287,10 @@ def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = No
               "corpus": cfg.corpus,
               "losses": {"content": cfg.content_weight, "style": cfg.style_weight,
                          "identity": cfg.identity_weight, "tv": cfg.tv_weight,
-                         "adv": cfg.adv_weight, "adv_loss": cfg.adv_loss}}
-    return save_model(out_dir, model, record)
+                         "adv": cfg.adv_weight, "adv_loss": cfg.adv_loss,
+                         "colour_match": cfg.colour_match}}
+    palette = cfg.colour_match if palette is None else palette
+    return save_model(out_dir, model, record, palette=palette)
 
 
 class AnyStyleTrainer:
