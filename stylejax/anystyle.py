@@ -166,14 +166,16 @@ def _with_tables(source: Generator, tables: list[tuple[jax.Array, jax.Array]]) -
     """A generator with `source`'s convolutions and new (scale, shift) tables, one per norm in
     `norm_layers()` order; the number of rows is the number of styles."""
     gcfg = source.config
-    out = Generator(GeneratorConfig(num_styles=int(tables[0][0].shape[0]),
-                                    channels=gcfg.channels, res_blocks=gcfg.res_blocks,
-                                    upsample=gcfg.upsample), rngs=nnx.Rngs(0))
+    config = GeneratorConfig(num_styles=int(tables[0][0].shape[0]), channels=gcfg.channels,
+                             res_blocks=gcfg.res_blocks, upsample=gcfg.upsample)
+    # shapes only: every parameter is set below, so a random initialisation (seconds of
+    # XLA compiles on a CPU) would be thrown away
+    out = nnx.eval_shape(lambda: Generator(config, rngs=nnx.Rngs(0)))
     body = nnx.state(source, nnx.Param)  # convolutions: shared as they are
     nnx.update(out, nnx.filter_state(body, lambda path, _: path[-1] not in ("scale", "shift")))
     for norm, (scale, shift) in zip(out.norm_layers(), tables, strict=True):
-        norm.scale[...] = scale
-        norm.shift[...] = shift
+        norm.scale.set_value(scale)
+        norm.shift.set_value(shift)
     return out
 
 
@@ -241,7 +243,8 @@ def load_model(folder: str | Path) -> AnyStyleModel:
     if meta.get("format") != MODEL_FORMAT:
         raise WeightsError(f"{MODEL_JSON} has format {meta.get('format')}, "
                            f"this version reads {MODEL_FORMAT}.")
-    model = AnyStyleModel(config, stats_dim, rngs=nnx.Rngs(0))
+    # shapes only, as `pack.load_pack`: the weights replace every parameter
+    model = nnx.eval_shape(lambda: AnyStyleModel(config, stats_dim, rngs=nnx.Rngs(0)))
     try:
         arrays = load_file(str(root / MODEL_WEIGHTS))
     except Exception as err:  # safetensors raises several types for damaged files

@@ -251,8 +251,10 @@ def run(args: argparse.Namespace) -> int:
                                     time_budget_s=args.time_budget or 10**9)
         elif args.time_budget:
             cfg = CustomStyleConfig(size=size, time_budget_s=args.time_budget)
+        # the any-style model answers in one pass: a progress bar only for optimising
+        instant = stylizer.anystyle.available() and not request.refine
         for d, out in zip(decoded, outputs):
-            bar = tqdm(total=100, desc=Path(out).name, unit="%", disable=args.quiet,
+            bar = tqdm(total=100, desc=Path(out).name, unit="%", disable=args.quiet or instant,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 
             def progress(frac, losses, bar=bar):
