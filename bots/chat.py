@@ -197,6 +197,12 @@ def region_text(request: StyleRequest, lang: str) -> str:
         " " + t("kept_regions", lang, regions=kept) if kept else "")
 
 
+def custom_working_text(lang: str) -> str:
+    """What a chat says while a custom style runs: a few seconds through the any-style model,
+    half a minute where none is installed and the style is optimised."""
+    return t("custom_working_instant" if anystyle_installed() else "custom_working", lang)
+
+
 def can_refine(job: Job) -> bool:
     """A custom-style result made by the any-style model (not yet refined) can be optimised
     on top (~30 s); without the model a custom style was optimised already."""

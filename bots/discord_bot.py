@@ -14,7 +14,7 @@ checked against the job's owner.
     /stylize image style strength keep_colors stroke   a pack style (autocomplete), buttons
     Apps ▸ Stylize (message context menu)              any message with a picture; pick a style
     /styles                                            the gallery, with thumbnails
-    /custom content style                              your own style picture (optimisation, ~30 s)
+    /custom content style                              your own style picture (in seconds)
     /settings [strength] [keep_colors] [stroke]        your defaults, also as buttons (ephemeral)
     /forget                                            delete your data, after a confirmation button
 """
@@ -43,6 +43,7 @@ from .chat import (
     button_changes,
     cancel_keyboard,
     confirm_keyboard,
+    custom_working_text,
     decode_action,
     download_limit,
     encode_action,
@@ -447,7 +448,7 @@ async def custom(interaction: Interaction, content: discord.Attachment,
                                        strength=strength, keep_colors=keep_colors,
                                        stroke=stroke)
 
-    await _run_request(interaction, submit, working=t("custom_working", lang))
+    await _run_request(interaction, submit, working=custom_working_text(lang))
 
 
 @app_commands.command(name="settings", description=_text("cmd_settings"))

@@ -58,6 +58,7 @@ from stylejax.errors import (
     VideoTooLongError,
 )
 from stylejax.request import parse_regions
+from stylejax.style_vectors import installed as anystyle_installed
 
 from .config import ConfigError, origin_of
 from .core import QueuePlace, StyleService, result_format
@@ -472,6 +473,7 @@ def styles_router() -> APIRouter:
                 "max_video_bytes": settings.video_max_bytes,
                 "max_video_seconds": settings.video_max_seconds,
                 "max_model_bytes": settings.model_max_bytes,
+                "instant_custom_style": anystyle_installed(),
                 "api_key_required": bool(request.app.state.api_key_digests)}
 
     @router.get("/styles")

@@ -116,6 +116,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                           "zh": "现在请发送风格图片（一幅画、一种纹理……）。"},
     "custom_working": {"en": "🎨 Learning your style… this takes about half a minute.",
                        "zh": "🎨 正在学习你的风格……大约需要半分钟。"},
+    "custom_working_instant": {"en": "🎨 Painting your photo in that style… a few seconds.",
+                               "zh": "🎨 正在用这种风格绘制你的照片……只需几秒。"},
     # -- settings and data --
     "settings": {
         "en": ("Your settings:\nDefault strength: {strength}%\nStroke size: {stroke}\n"

@@ -52,6 +52,7 @@ from .chat import (
     button_changes,
     cancel_keyboard,
     confirm_keyboard,
+    custom_working_text,
     decode_action,
     download_limit,
     encode_action,
@@ -368,7 +369,7 @@ async def _custom_picture(update: Update, context: Context, user: User, lang: st
     (_, photo, origin), (_, style, _) = sorted(state["staged"], key=lambda s: s[0])[:2]
     job = await _call(service.submit, user, photo_sha=photo, style_sha=style)
     _follow_soon(update, context, user, lang, job, chat_id=message.chat_id, origin=origin,
-                  first_text=t("custom_working", lang))
+                  first_text=custom_working_text(lang))
 
 
 @_friendly

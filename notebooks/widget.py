@@ -302,8 +302,9 @@ class StylizeWidget:
 
         self.style_upload = W.FileUpload(accept="image/*", multiple=False,
                                          description="Your style", icon="paint-brush",
-                                         tooltip="Any picture: its style is applied by "
-                                                 "optimisation (about half a minute)")
+                                         tooltip="Any picture: its style is applied in a "
+                                                 "second (any-style model), or by "
+                                                 "optimisation (~30 s) without one")
         self.style_upload.observe(self._on_style_upload, "value")
         self.custom_button = W.Button(description="Apply my style", disabled=True,
                                       icon="play")

@@ -302,7 +302,7 @@ def test_custom_style_shows_progress_and_posts_the_result(tmp_path, stylizer):
             msg = await fake.result_of(sent, timeout=60)
             texts = [c.json.get("content") for c in fake.calls_for(sent)
                      if c.method == "PATCH"]
-            assert texts[0].startswith(t("custom_working", "en") + "\n⏳")
+            assert texts[0].startswith(t("custom_working_instant", "en") + "\n⏳")
             out, src = _rgb(fake.file(msg["attachments"][0])), _rgb(photo)
             assert out.shape == src.shape and np.abs(out - src).mean() > 8
             (job,) = service.history(service.user("discord", ALICE.id))

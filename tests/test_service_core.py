@@ -178,15 +178,17 @@ def test_retention_sweep_removes_old_jobs_and_stray_pictures(tmp_path, stylizer)
 
 
 def test_stopping_worker_hands_a_custom_job_back(tmp_path, stylizer):
-    """SIGTERM mid custom-style job: the job goes back to the queue at once (no attempt spent)
-    instead of holding shutdown for the whole budget, and the next worker finishes it."""
+    """SIGTERM mid custom-style optimisation (a refine job: the any-style model's own
+    answer takes no time): the job goes back to the queue at once (no attempt spent) instead
+    of holding shutdown for the whole budget, and the next worker finishes it."""
     import threading
 
     svc = StyleService(Settings(data_dir=tmp_path / "d", custom_style_seconds=60,
                                 custom_style_size=64))
     try:
         user = svc.user("test", 11)
-        job = svc.submit(user, _png(64, 64, seed=1), style_image=_png(64, 64, seed=2))
+        job = svc.submit(user, _png(64, 64, seed=1), style_image=_png(64, 64, seed=2),
+                         refine=True)
         first = Worker.beside(svc, stylizer=stylizer)
         runner = threading.Thread(target=first.run, kwargs={"max_jobs": 1})
         runner.start()

@@ -90,8 +90,9 @@ def test_fresh_machine_serve_stylizes_a_posted_photo(tmp_path):
 
 
 def test_sigkilled_worker_job_is_redelivered_and_completed_once(tmp_path):
-    """SIGKILL the worker mid-job: the supervisor starts a new one, which gets the job after
-    its lease ends and finishes it; exactly one result is recorded."""
+    """SIGKILL the worker mid-job (a refine job: optimisation long enough to be killed in):
+    the supervisor starts a new one, which gets the job after its lease ends and finishes it;
+    exactly one result is recorded."""
     srv = Server(tmp_path, workers=1, STYLEJAX_QUEUE_VISIBILITY_S="3",
                  STYLEJAX_CUSTOM_STYLE_SECONDS="6", STYLEJAX_CUSTOM_STYLE_SIZE="96",
                  STYLEJAX_WORKER_MODE="process")
@@ -99,7 +100,8 @@ def test_sigkilled_worker_job_is_redelivered_and_completed_once(tmp_path):
         photo, style = photo_png(96, 128, seed=1), photo_png(96, 96, seed=2)
         resp = srv.client.post("/api/v1/jobs", files={"image": ("p.png", photo, "image/png"),
                                                       "style_image": ("s.png", style,
-                                                                      "image/png")})
+                                                                      "image/png")},
+                               data={"refine": "true"})
         assert resp.status_code == 202, resp.text
         job_id = resp.json()["id"]
         status = lambda: srv.client.get(f"/api/v1/jobs/{job_id}").json()  # noqa: E731

@@ -113,7 +113,7 @@ def test_page_assets_and_config_are_served(server):
     config = httpx.get(server.base + "/api/v1/config").json()
     assert config == {"max_upload_bytes": MAX_UPLOAD, "api_key_required": False,
                       "max_video_bytes": 100_000_000, "max_video_seconds": 60.0,
-                      "max_model_bytes": 50_000_000}
+                      "max_model_bytes": 50_000_000, "instant_custom_style": True}
     assert "media-src 'self' blob:" in page.headers["content-security-policy"]
     missing = httpx.get(server.base + "/static/nope.js")
     assert missing.status_code == 404 and missing.json()["error"]
@@ -259,9 +259,18 @@ def test_custom_style_picture_progress_and_cancel(server, browser):
         page.click("#go")  # no style picture yet
         assert "style picture" in page.inner_text("#message")
         assert tab.job_posts == []
+        # the server has the any-style model: the page promises seconds, not half a minute
+        assert "in seconds" in page.inner_text("[data-i18n=custom_hint_instant]")
         page.set_input_files("#style-image", str(STYLE_PICTURE))
         assert page.is_checked("#style-custom")
         assert "great_wave.jpg" in page.inner_text("#style-image-name")
+        t0 = time.monotonic()
+        page.click("#go")
+        _wait_result(page)
+        assert time.monotonic() - t0 < 20  # the model's one pass, not the 30-s optimisation
+        assert not page.is_visible("#cancel")
+        # "Refine" optimises on top of it: progress, and Cancel stops it
+        page.check("#refine")
         page.click("#go")
         assert page.is_visible("#progress") and page.is_visible("#cancel")
         page.wait_for_function("() => document.getElementById('status').textContent"

@@ -32,6 +32,13 @@ def stylizer() -> Stylizer:
 
 
 @pytest.fixture(scope="module")
+def optimising(tmp_path_factory) -> Stylizer:
+    """The bundled pack without an any-style model: custom styles are optimised (progress,
+    cancel), as on an installation that has none."""
+    return Stylizer(anystyle=tmp_path_factory.mktemp("none") / "no-model")
+
+
+@pytest.fixture(scope="module")
 def photo(make_photo) -> np.ndarray:
     """96×128 uint8."""
     return to_uint8(make_photo(96, 128, seed=3, noise=0.03))
@@ -282,8 +289,8 @@ def test_download_link_holds_the_result_as_png(stylizer, photo, tmp_path):
     assert np.array_equal(np.asarray(Image.open(saved)), w.result_array)
 
 
-def test_custom_style_runs_to_100_percent(stylizer, photo, style_png):
-    w = _w(stylizer, image=photo)
+def test_custom_style_runs_to_100_percent(optimising, photo, style_png):
+    w = _w(optimising, image=photo)
     assert w.custom_button.disabled  # no style picture yet
     with pytest.raises(StyleJAXError):
         w.start_custom()
@@ -302,8 +309,8 @@ def test_custom_style_runs_to_100_percent(stylizer, photo, style_png):
     assert w.result.size == (48, 32)
 
 
-def test_custom_style_in_a_background_thread_and_cancel(stylizer, photo, style_png):
-    w = _w(stylizer, image=photo, sync=False, debounce=0.05)
+def test_custom_style_in_a_background_thread_and_cancel(optimising, photo, style_png):
+    w = _w(optimising, image=photo, sync=False, debounce=0.05)
     w.set_style_image(style_png, "stripes.png")
     assert not w.custom_button.disabled
     seen = []
@@ -340,7 +347,9 @@ def test_without_a_pack_custom_styles_still_work(tmp_path, photo, style_png):
     assert w.result is None and "no style pack" in w.status.value.lower()
     w.set_style_image(style_png)
     w.start_custom()
-    assert w.progress.value == 100 and w.result.size == (48, 32)
+    # the bundled any-style model: one pass, the photo's aspect at the custom size
+    assert w.progress.value == 100 and w.result.size == (48, 36)
+    assert "Custom style done in" in w.status.value and "Refine" in w.status.value
 
 
 def test_a_video_path_bytes_or_upload_plays_inline(stylizer, tmp_path, photo, style_png,

@@ -24,6 +24,7 @@ const TEXT = {
     loading_styles: "Loading styles…",
     custom_style: "Your own style picture",
     custom_hint: "A painting or a texture · about 30 s",
+    custom_hint_instant: "A painting or a texture · in seconds",
     custom_choose: "Choose a style picture",
     refine: "Refine (slower, ~30 s)",
     options_heading: "Adjust",
@@ -123,6 +124,7 @@ const TEXT = {
     loading_styles: "正在加载风格……",
     custom_style: "使用自己的风格图片",
     custom_hint: "一幅画或一种纹理 · 约 30 秒",
+    custom_hint_instant: "一幅画或一种纹理 · 几秒即成",
     custom_choose: "选择风格图片",
     refine: "精修（较慢，约 30 秒）",
     options_heading: "调整",
@@ -378,8 +380,15 @@ async function loadConfig() {
       state.maxVideo = Number(config.max_video_bytes) || null;
       state.maxModel = Number(config.max_model_bytes) || null;
       state.apiKeyRequired = Boolean(config.api_key_required);
+      state.instantCustom = Boolean(config.instant_custom_style);
     }
   } catch { /* older server without /config: the server still checks sizes */ }
+  if (state.instantCustom) {  // the server has the any-style model: no 30-s wait
+    for (const node of document.querySelectorAll('[data-i18n="custom_hint"]')) {
+      node.dataset.i18n = "custom_hint_instant";
+      node.textContent = t("custom_hint_instant");
+    }
+  }
   el.photoHint.textContent = state.maxUpload
     ? t("limit_hint", { limit: formatBytes(state.maxUpload) }) : t("any_hint");
   el.apiKeyBox.hidden = !state.apiKeyRequired;
