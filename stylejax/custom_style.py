@@ -19,6 +19,7 @@ import optax
 from PIL import Image
 
 from . import losses
+from .colour import colour_stats, match_colours
 from .engine import enable_compilation_cache
 from .features import (
     BLOCK_OUTPUT_STYLE_TAPS,
@@ -243,25 +244,13 @@ def trim_frame(rgb: np.ndarray, max_share: float = 0.1, tolerance: float = 12.0)
 
 
 def match_colors(photo: np.ndarray, style: np.ndarray) -> np.ndarray:
-    """Give the photo the style's colour mean and covariance (linear map in RGB).
+    """Give the photo the style's colour mean and covariance (`stylejax.colour`, the map the
+    any-style model's results get too).
 
     A cheap head start: Gram losses then only have to add texture, not drag every pixel's
     colour across the gamut.
     """
-    p = photo.reshape(-1, 3).astype(np.float64)
-    s = style.reshape(-1, 3).astype(np.float64)
-    mp, ms = p.mean(0), s.mean(0)
-    cp = np.cov((p - mp).T) + 1e-5 * np.eye(3)
-    cs = np.cov((s - ms).T) + 1e-5 * np.eye(3)
-
-    def sqrtm(c, inverse=False):
-        vals, vecs = np.linalg.eigh(c)
-        vals = np.clip(vals, 1e-8, None) ** (-0.5 if inverse else 0.5)
-        return (vecs * vals) @ vecs.T
-
-    transform = sqrtm(cs) @ sqrtm(cp, inverse=True)
-    out = (p - mp) @ transform.T + ms
-    return np.clip(out, 0, 255).reshape(photo.shape).astype(np.uint8)
+    return match_colours(np.asarray(photo, np.uint8), colour_stats(style))
 
 
 def measure_losses(photo_rgb: np.ndarray, style_rgb: np.ndarray, result_rgb: np.ndarray,
