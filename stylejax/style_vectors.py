@@ -123,7 +123,7 @@ class AnyStyle:
         self._lock = threading.RLock()
 
     def available(self) -> bool:
-        """True when a model is there to load (no model ships yet: then custom styles are
+        """True when a model is there to load (one ships; without one custom styles are
         optimised, as before)."""
         return installed(self.path)
 
