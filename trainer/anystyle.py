@@ -359,7 +359,8 @@ class AnyStyleTrainer:
         return nnx.merge(self.models.g_graph, params)
 
     def sample_grid(self, path: Path) -> Path:
-        """Rows: a photo, then it in each sample style; the first row shows the styles."""
+        """Rows: a photo, then it in each sample style (with the palette map when the run
+        trains with it); the first row shows the styles."""
         model, feat = self.model(), nnx.merge(self.models.f_graph, self.f_state)
         tiles, styles = self.samples
         x = jnp.asarray(np.stack(tiles), jnp.float32) / 255.0
@@ -368,5 +369,7 @@ class AnyStyleTrainer:
         rows = [[np.zeros_like(tiles[0])] + [center_square(st, 128) for st in styles]]
         for i, tile in enumerate(tiles):
             out = model(jnp.repeat(x[i:i + 1], len(styles), axis=0), z)
+            if self.cfg.colour_match > 0:  # as serving shows it
+                out = _with_style_palette(out, s, self.cfg.colour_match)
             rows.append([tile] + list(np.asarray(jnp.round(out * 255)).astype(np.uint8)))
         return save_grid(path, rows, ["photo"] + [f"style {i + 1}" for i in range(len(styles))])
