@@ -101,10 +101,11 @@ def custom_method(size: int, before: bool = False, **overrides) -> Method:
     return run
 
 
-def pack_method(size: int, stroke: float = 1.0) -> Method:
+def pack_method(size: int, stroke: float = 1.0, palette: float | None = None) -> Method:
+    """The bundled pack; `palette` replaces the pack's own palette amount (stylejax.colour)."""
     from stylejax import Stylizer
 
-    stylizer = Stylizer()
+    stylizer = Stylizer(palette=palette)
 
     def run(photo: np.ndarray, pair: Pair) -> np.ndarray:
         return stylizer.stylize(photo, pair.pack_style, max_size=size, stroke=stroke)
@@ -265,6 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "for experiments: --config 'style_taps=[\"stem\"]' learning_rate=0.05")
     ap.add_argument("--pack-strokes", nargs="*", type=float, default=[],
                     help="also run the pack at these stroke sizes (as methods pack@S)")
+    ap.add_argument("--pack-palettes", nargs="*", type=float, default=[], metavar="A",
+                    help="also the pack with palette amount A in place of its own (methods "
+                         "pack+paletteA; stylejax.colour)")
     ap.add_argument("--anystyle-model", metavar="DIR", nargs="+", default=[],
                     help="any-style model folders: the first adds the method 'anystyle' to "
                          "both sets, the others 'anystyle:FOLDER' (on the pack set they see "
@@ -340,6 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
         methods = {"magenta": magenta_method(args.size), "pack": pack_method(args.size)}
         for stroke in args.pack_strokes:
             methods[f"pack@{stroke:g}"] = pack_method(args.size, stroke)
+        for amount in args.pack_palettes:
+            methods[f"pack+palette{amount:g}"] = pack_method(args.size, palette=amount)
         for name, folder in anystyle_models.items():
             methods[name] = anystyle_method(args.size, folder)
         every = max(1, len(pairs) // 12)

@@ -78,6 +78,7 @@ class StylePack:
     root: Path | None = None
     training: dict[str, Any] = field(default_factory=dict)
     license_notes: str = ""
+    palette: float = 0.0   # how far results move onto the style's colours (stylejax.colour)
 
     def index(self, style_id: str) -> int:
         """Index of a style by id, unambiguous prefix or word of an id (chat captions)."""
@@ -126,8 +127,11 @@ def load_module_arrays(module: nnx.Module, arrays: dict[str, np.ndarray], where:
 
 def save_pack(pack_dir: str | Path, generator: Generator, styles: list[StyleInfo], *,
               thumbnails: dict[str, np.ndarray] | None = None, training: dict | None = None,
-              license_notes: str = "") -> Path:
-    """Write a pack folder (the trainer's export and tests use this)."""
+              license_notes: str = "", palette: float = 0.0) -> Path:
+    """Write a pack folder (the trainer's export and tests use this). `palette`: how far a
+    result's colours move onto its style's, read from the style's thumbnail (0: not at all)."""
+    if not 0.0 <= palette <= 1.0:
+        raise ValueError(f"palette must be in [0, 1], not {palette}")
     root = Path(pack_dir)
     (root / "thumbs").mkdir(parents=True, exist_ok=True)
     if len(styles) != generator.config.num_styles:
@@ -150,6 +154,7 @@ def save_pack(pack_dir: str | Path, generator: Generator, styles: list[StyleInfo
         "styles": [s.to_dict() for s in written],
         "training": training or {},
         "license_notes": license_notes,
+        "palette": float(palette),
     }
     (root / "pack.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n",
                                     encoding="utf-8")
@@ -214,6 +219,12 @@ def _read_meta(root: Path) -> tuple[GeneratorConfig, list[StyleInfo], dict, dict
             if root.resolve() not in thumb.parents or not thumb.is_file():
                 raise WeightsError(f"pack.json: thumbnail of '{s.id}' is missing or outside "
                                    "the pack.")
+    palette = meta.get("palette", 0.0)
+    if (not isinstance(palette, (int, float)) or isinstance(palette, bool)
+            or not 0.0 <= palette <= 1.0):
+        raise WeightsError("pack.json: 'palette' must be a number from 0 to 1.")
+    if palette > 0 and any(s.thumbnail is None for s in styles):
+        raise WeightsError("pack.json: a 'palette' needs every style's thumbnail.")
     return config, styles, training, meta
 
 
@@ -242,7 +253,7 @@ def load_pack(pack_dir: str | Path) -> StylePack:
     if leftovers:  # a variable that is not a parameter would stay without a value
         raise WeightsError(f"weights.safetensors leaves {leftovers[0]} unset.")
     return StylePack(config, styles, generator, root, dict(training),
-                     str(meta.get("license_notes", "")))
+                     str(meta.get("license_notes", "")), float(meta.get("palette", 0.0)))
 
 
 def default_pack_dir() -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .colour import ColourStats, colour_stats, match_colours
 from .custom_style import CustomStyleConfig, CustomStyleResult, stylize_with_image
 from .engine import Engine, Request
 from .errors import InvalidRequestError, StyleJAXError, WeightsError
@@ -84,8 +85,11 @@ class Stylizer:
 
     def __init__(self, pack: str | os.PathLike | StylePack | None = None, *,
                  backend: str = "auto", tile: int = 1024,
-                 anystyle: str | os.PathLike | AnyStyle | None = None):
+                 anystyle: str | os.PathLike | AnyStyle | None = None,
+                 palette: float | None = None):
         self._pack_arg = pack
+        self._palette = palette  # None: the pack's own amount (pack.json "palette")
+        self._style_colours: dict[int, ColourStats] = {}
         self._backend = backend
         self._tile = tile
         self._pack: StylePack | None = pack if isinstance(pack, StylePack) else None
@@ -150,6 +154,34 @@ class Stylizer:
             return self.engine.style_weights(int(style))
         return self.engine.style_weights(self.pack.index(str(style)))
 
+    # -- the styles' palettes ---------------------------------------------------------------------
+    @property
+    def palette(self) -> float:
+        """How far a pack result's colours move onto its style's (stylejax.colour)."""
+        return self.pack.palette if self._palette is None else self._palette
+
+    def palette_stats(self, weights: np.ndarray) -> ColourStats:
+        """The colour statistics of a style, or of a blend: the moments of the mixture of its
+        styles' colours, each read once from the style's thumbnail."""
+        mean, second = np.zeros(3), np.zeros((3, 3))
+        for i in np.flatnonzero(weights):
+            if i not in self._style_colours:
+                path = self.pack.thumbnail_path(self.pack.styles[i].id)
+                if path is None:
+                    raise WeightsError(f"Style '{self.pack.styles[i].id}' has no thumbnail "
+                                       "to read its palette from.")
+                self._style_colours[i] = colour_stats(decode_image(path).rgb)
+            c = self._style_colours[i]
+            mean += weights[i] * c.mean
+            second += weights[i] * (c.cov + np.outer(c.mean, c.mean))
+        return ColourStats(mean, second - np.outer(mean, mean))
+
+    def _with_palette(self, y: np.ndarray, weights: np.ndarray, request: StyleRequest,
+                      palette: bool) -> np.ndarray:
+        if not palette or self.palette <= 0 or request.keep_colors:
+            return y
+        return match_colours(np.asarray(y), self.palette_stats(weights), self.palette)
+
     # -- stylising ------------------------------------------------------------------------------
     def run(self, request: StyleRequest, photo: PhotoInput, *,
             style_image: PhotoInput | None = None, max_size: int | None = None,
@@ -171,9 +203,12 @@ class Stylizer:
 
     def run_many(self, request: StyleRequest, photos: Sequence[PhotoInput], *,
                  max_size: int | None = None, mask: PhotoInput | None = None,
-                 progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+                 progress: Callable[[float], None] | None = None,
+                 palette: bool = True) -> list[np.ndarray]:
         """A pack request on several photos in one batched call (same-size photos share one
-        compiled program).
+        compiled program). The generator's output takes the style's palette by the pack's
+        amount unless the request keeps the photo's colours; `palette=False` leaves it out
+        (video frames: a map per frame is not measured for flicker).
 
         The generator runs at a long side set by the stroke alone (stylejax.stroke), so texture
         keeps its size relative to the picture whatever the photo's resolution; the result is
@@ -190,11 +225,12 @@ class Stylizer:
         floats = [to_float(r) for r in rgbs]
         work = [to_float(resize_long_side(r, pack_work_side(request.stroke))) for r in rgbs]
         if request.regions is not None or mask is not None:
-            return self._run_regions(request, floats, work, mask, progress)
+            return self._run_regions(request, floats, work, mask, progress, palette)
         w = self.style_weights(request.style_choice)
         raw = self.engine.run([Request(f, w) for f in work], progress)
         out = []
         for f, y in zip(floats, raw):
+            y = self._with_palette(y, w, request, palette)
             if y.shape[:2] != f.shape[:2]:
                 y = to_float(resize_to(to_uint8(np.asarray(y)), f.shape[:2]))
             out.append(to_uint8(np.asarray(apply_controls(
@@ -203,7 +239,8 @@ class Stylizer:
 
     def _run_regions(self, request: StyleRequest, floats: list[np.ndarray],
                      work: list[np.ndarray], mask: PhotoInput | None,
-                     progress: Callable[[float], None] | None) -> list[np.ndarray]:
+                     progress: Callable[[float], None] | None,
+                     palette: bool = True) -> list[np.ndarray]:
         """A style per region (stylejax.compose): every photo stylised whole once per distinct
         style, all in one engine call (they share the stroke, hence the working size), then
         blended with the photo's region masks. A bare `mask` is the region "mask" in the
@@ -225,7 +262,8 @@ class Stylizer:
         for i, f in enumerate(floats):
             user_mask = None if mask is None else _mask_for(mask, f.shape[:2])[..., 0]
             by_choice = []
-            for y in raw[i * len(ws):(i + 1) * len(ws)]:
+            for w, y in zip(ws, raw[i * len(ws):(i + 1) * len(ws)], strict=True):
+                y = self._with_palette(y, w, request, palette)
                 if y.shape[:2] != f.shape[:2]:
                     y = to_float(resize_to(to_uint8(np.asarray(y)), f.shape[:2]))
                 by_choice.append(np.asarray(apply_controls(f, y, 1.0, request.keep_colors)))

@@ -813,7 +813,7 @@ def stylize_video(stylizer, request, src: Source, dst: str | os.PathLike, *,
                                         f"{limits.max_frames}.", limits.max_frames)
             rgbs = [f.image for f in chunk]
             if stab is None:
-                outs = stylizer.run_many(request, rgbs)
+                outs = stylizer.run_many(request, rgbs, palette=False)
             else:
                 grays = [stab.small_gray(r) for r in rgbs]
                 motions = []
@@ -831,7 +831,7 @@ def stylize_video(stylizer, request, src: Source, dst: str | os.PathLike, *,
                 segments.append((begin, len(chunk)))
                 for a, b in segments:
                     if not shared:
-                        outs += stylizer.run_many(request, rgbs[a:b])
+                        outs += stylizer.run_many(request, rgbs[a:b], palette=False)
                         continue
                     if key is None or motions[a][1]:  # a scene's first frame
                         key, key_at = frame_stats(stylizer, request, rgbs[a]), a
