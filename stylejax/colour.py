@@ -18,6 +18,9 @@ import numpy as np
 STATS_SIDE = 128      # colour statistics are read from a picture shrunk to this long side
 EPS = 1e-5            # keeps the covariance of a flat picture invertible
 FLOOR = 0.05          # of the largest eigenvalue: see transfer_map
+# The amount the quality bench chose for both the any-style model and the trained pack
+# (sweeps of 0.6 / 0.8 / 1 in docs/training.md and docs/quality.md): what exports write.
+DEFAULT_PALETTE = 0.8
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ def add_style(pack_dir: str | Path, style_path: str | Path, content_dir: str | P
     if staging.exists():
         shutil.rmtree(staging)
     save_pack(staging, trained, list(pack.styles) + [info], thumbnails=thumbs,
-              training=training, license_notes=pack.license_notes)
+              training=training, license_notes=pack.license_notes, palette=pack.palette)
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)

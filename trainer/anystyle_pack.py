@@ -15,7 +15,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from stylejax.anystyle import ENCODER_SIDE, load_model, styles_generator
+from stylejax.anystyle import ENCODER_SIDE, load_model, model_palette, styles_generator
 from stylejax.features import load_feature_net
 from stylejax.imageio import decode_image, resize_long_side, resize_max_side, to_float
 from stylejax.pack import save_pack
@@ -43,4 +43,6 @@ def pack_from_model(model_dir: str | Path, pictures: Sequence[str | Path], pack_
     training = {"made_from": "any-style model", "model": str(model_dir),
                 "vectors": {i.id: [round(float(v), 6) for v in vec]
                             for i, vec in zip(infos, vectors, strict=True)}}
-    return save_pack(pack_dir, generator, infos, thumbnails=thumbs, training=training)
+    # the pack serves each picture as the model does, its palette included
+    return save_pack(pack_dir, generator, infos, thumbnails=thumbs, training=training,
+                     palette=model_palette(model_dir))

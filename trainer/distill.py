@@ -297,7 +297,7 @@ def export_student(run_dir: str | Path, out_dir: str | Path | None = None,
                 "weights": "EMA"}
     out = Path(out_dir) if out_dir else Path(cfg.teacher) / "video"
     save_pack(out, student, teacher.styles, thumbnails=thumbs, training=training,
-              license_notes=teacher.license_notes)
+              license_notes=teacher.license_notes, palette=teacher.palette)
     (run_dir / "exported.json").write_text(json.dumps({"pack": str(out), **training}, indent=1))
     return out
 

@@ -10,6 +10,7 @@ from typing import Any
 import jax
 from flax import nnx
 
+from stylejax.colour import DEFAULT_PALETTE
 from stylejax.features import load_feature_net
 from stylejax.pack import StyleInfo, save_pack
 
@@ -42,7 +43,9 @@ def style_infos(paths: list[str], meta_file: str | None) -> list[StyleInfo]:
 
 
 def export_pack(run_dir: str | Path, pack_dir: str | Path, step: int | None = None,
-                license_notes: str = "") -> Path:
+                license_notes: str = "", palette: float = DEFAULT_PALETTE) -> Path:
+    """A run's EMA weights → a pack folder, with thumbnails and the serving palette amount
+    (stylejax.colour; the bundled pack's 0.8 by default)."""
     run_dir = Path(run_dir)
     cfg = TrainConfig.load(run_dir / "train_config.json")
     styles = StyleImages(cfg.styles, side=cfg.style_side)
@@ -62,4 +65,4 @@ def export_pack(run_dir: str | Path, pack_dir: str | Path, step: int | None = No
         "feature_net": "EfficientNet-Lite0 (ImageNet)", "weights": "EMA",
     }
     return save_pack(pack_dir, generator, infos, thumbnails=thumbs, training=training,
-                     license_notes=license_notes)
+                     license_notes=license_notes, palette=palette)
