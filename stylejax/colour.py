@@ -59,11 +59,11 @@ def pixel_stats(px, xp=np):
     return mean, xp.einsum("...ni,...nj->...ij", centred, centred) / n
 
 
-def _sqrtm(c, floor, xp=np):
-    """Square root and inverse square root of symmetric positive semi-definite 3×3s (batched),
-    their eigenvalues raised to at least `floor` (..., broadcast)."""
+def _sqrtm(c, xp=np):
+    """Square root and inverse square root of symmetric positive semi-definite 3×3s (batched;
+    the flooring is `_floored`'s, this only keeps rounding from going below zero)."""
     w, v = xp.linalg.eigh(c)
-    w = xp.maximum(w, xp.maximum(floor, 1e-12)[..., None])
+    w = xp.maximum(w, 1e-12)
     vt = xp.swapaxes(v, -1, -2)
     return (v * xp.sqrt(w)[..., None, :]) @ vt, (v / xp.sqrt(w)[..., None, :]) @ vt
 
@@ -78,8 +78,8 @@ def map_between(src_mean, src_cov, dst_mean, dst_cov, amount=1.0, xp=np):
     the gain along any axis is bounded, and a picture mapped onto its own statistics is
     still itself."""
     src_cov, dst_cov = _floored(src_cov, xp), _floored(dst_cov, xp)
-    root, inv_root = _sqrtm(src_cov, xp.zeros(src_cov.shape[:-2]), xp)
-    middle, _ = _sqrtm(root @ dst_cov @ root, xp.zeros(src_cov.shape[:-2]), xp)
+    root, inv_root = _sqrtm(src_cov, xp)
+    middle, _ = _sqrtm(root @ dst_cov @ root, xp)
     full = inv_root @ middle @ inv_root
     eye = xp.eye(3, dtype=full.dtype)
     amount = xp.asarray(amount, full.dtype)
