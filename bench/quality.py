@@ -114,17 +114,18 @@ def pack_method(size: int, stroke: float = 1.0, palette: float | None = None) ->
 
 
 def anystyle_method(size: int, model: str, scale: float = 1.0,
-                    palette: float | None = None) -> Method:
+                    palette: float | None = None, stroke: float = 1.0) -> Method:
     """The any-style model (style_vectors.AnyStyle): encode the picture, one generator pass.
     `scale` multiplies the style vector (1 = the request's full strength); above 1 it
     extrapolates past what the user can ask for, to map the style/content trade-off.
-    `palette` replaces the model's own palette amount (stylejax.colour)."""
+    `palette` replaces the model's own palette amount (stylejax.colour); `stroke` sets the
+    generator's working size (stylejax.stroke)."""
     from stylejax.imageio import resize_max_side
     from stylejax.request import StyleRequest
     from stylejax.style_vectors import AnyStyle
 
     any_style = AnyStyle(model, palette=palette)
-    request = StyleRequest.create(style_image="bench")
+    request = StyleRequest.create(style_image="bench", stroke=stroke)
     if scale != 1.0:
         request = replace(request, strength=scale)
 
@@ -279,6 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--anystyle-palettes", nargs="*", type=float, default=[], metavar="A",
                     help="also the any-style model with palette amount A in place of its own "
                          "(methods anystyle+paletteA; stylejax.colour)")
+    ap.add_argument("--anystyle-strokes", nargs="*", type=float, default=[], metavar="S",
+                    help="also the any-style model at stroke size S (methods anystyle@strokeS; "
+                         "the generator's working side, stylejax.stroke)")
     ap.add_argument("--tiny", action="store_true", help="2 photos × 2 styles, 128 px, 3 s")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -328,6 +332,11 @@ def main(argv: list[str] | None = None) -> dict:
                     lambda amount=amount: anystyle_method(args.size, args.anystyle_model[0],
                                                           palette=amount))
                 args.methods = [*args.methods, f"anystyle+palette{amount:g}"]
+            for stroke in args.anystyle_strokes:
+                builders[f"anystyle@stroke{stroke:g}"] = (
+                    lambda stroke=stroke: anystyle_method(args.size, args.anystyle_model[0],
+                                                          stroke=stroke))
+                args.methods = [*args.methods, f"anystyle@stroke{stroke:g}"]
         methods = {m: builders[m]() for m in dict.fromkeys(args.methods)}
         # The first pairs of the diagonal meet every style once: those go on the sheets.
         rows += run_set("custom", pairs, methods, judge, out, lambda i: i < 12, log)

@@ -30,8 +30,12 @@ from .errors import WeightsError
 from .features import DEFAULT_STYLE_TAPS, EfficientNetLite
 from .generator import Affine, Generator, GeneratorConfig
 from .pack import load_module_arrays, module_arrays
+from .stroke import PACK_WORK_SIDE
 
 ENCODER_SIDE = 256  # the style picture's long side as the encoder sees it
+# Long side at which a model of the CPU recipe (128-px crops) paints medium strokes: the judge
+# scored it better than the pack's 640 (docs/training.md), and it is what bench_anystyle times.
+ANYSTYLE_WORK_SIDE = 512
 STATS_EPS = 1e-5
 
 
@@ -201,32 +205,47 @@ MODEL_FORMAT = 1
 
 
 def save_model(folder: str | Path, model: AnyStyleModel, record: dict | None = None,
-               palette: float = 0.0) -> Path:
-    """`anystyle.json` (format, config, statistics size, serving palette amount, training
-    record) and the weights. `palette` is how far serving moves a result's colours onto the
-    style picture's (`stylejax.colour`; 0: not at all): part of the model, because a model
-    trained with the map in its loss expects it."""
+               palette: float = 0.0, work_side: int = ANYSTYLE_WORK_SIDE) -> Path:
+    """`anystyle.json` (format, config, statistics size, serving palette amount and working
+    side, training record) and the weights. `palette` is how far serving moves a result's
+    colours onto the style picture's (`stylejax.colour`; 0: not at all), and `work_side` the
+    long side the generator paints medium strokes at (`stylejax.stroke`): both are part of the
+    model, because they depend on how it was trained."""
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     if not 0.0 <= palette <= 1.0:
         raise ValueError(f"palette must be in [0, 1], not {palette}")
+    if not 64 <= work_side <= 4096:
+        raise ValueError(f"work_side must be in [64, 4096], not {work_side}")
     meta = {"format": MODEL_FORMAT, "config": model.config.to_dict(),
-            "stats_dim": model.stats_dim, "palette": float(palette), "training": record or {}}
+            "stats_dim": model.stats_dim, "palette": float(palette),
+            "work_side": int(work_side), "training": record or {}}
     save_file(module_arrays(model), str(root / MODEL_WEIGHTS))
     (root / MODEL_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return root
 
 
-def model_palette(folder: str | Path) -> float:
-    """The serving palette amount `save_model` wrote (0 for models saved before it existed)."""
+def _serving_value(folder: str | Path, key: str, default: float, low: float,
+                   high: float) -> float:
     try:
         meta = json.loads((Path(folder) / MODEL_JSON).read_text(encoding="utf-8"))
-        palette = float(meta.get("palette", 0.0))
+        value = float(meta.get(key, default))
     except (OSError, ValueError, TypeError, AttributeError) as err:
         raise WeightsError(f"{MODEL_JSON} is damaged ({err.__class__.__name__}).") from None
-    if not 0.0 <= palette <= 1.0:
-        raise WeightsError(f"{MODEL_JSON} has palette {palette}, outside [0, 1].")
-    return palette
+    if not low <= value <= high:  # also refuses NaN
+        raise WeightsError(f"{MODEL_JSON} has {key} {value}, outside [{low:g}, {high:g}].")
+    return value
+
+
+def model_palette(folder: str | Path) -> float:
+    """The serving palette amount `save_model` wrote (0 for models saved before it existed)."""
+    return _serving_value(folder, "palette", 0.0, 0.0, 1.0)
+
+
+def model_work_side(folder: str | Path) -> int:
+    """The medium-stroke working side `save_model` wrote (the pack's for models saved before
+    it existed, which is how they were served)."""
+    return int(_serving_value(folder, "work_side", PACK_WORK_SIDE, 64, 4096))
 
 
 def load_model(folder: str | Path) -> AnyStyleModel:

@@ -45,6 +45,12 @@ def stroke_name(value: float) -> str:
     return f"{value:g}"
 
 
+def work_side(stroke: float, medium: int = PACK_WORK_SIDE) -> int:
+    """Long side a generator runs at: bigger strokes = a smaller canvas, upscaled. `medium` is
+    the generator's own side for medium strokes (the pack's, or an any-style model's)."""
+    return max(64, round(medium / stroke / 4) * 4)
+
+
 def pack_work_side(stroke: float) -> int:
-    """Long side the pack's generator runs at: bigger strokes = a smaller canvas, upscaled."""
-    return max(64, round(PACK_WORK_SIDE / stroke / 4) * 4)
+    """Long side the pack's generator runs at."""
+    return work_side(stroke, PACK_WORK_SIDE)

@@ -39,6 +39,7 @@ from .anystyle import (
     as_generator,
     load_model,
     model_palette,
+    model_work_side,
     style_row,
 )
 from .colour import colour_stats, match_colours
@@ -47,7 +48,7 @@ from .features import EfficientNetLite, load_feature_net
 from .generator import apply_controls
 from .imageio import resize_long_side, resize_to, to_float, to_uint8
 from .request import StyleRequest
-from .stroke import pack_work_side
+from .stroke import work_side
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,11 @@ class AnyStyle:
         return model_palette(self.path)
 
     @functools.cached_property
+    def work_side(self) -> int:
+        """The long side the generator paints medium strokes at (the model's own)."""
+        return model_work_side(self.path)
+
+    @functools.cached_property
     def model_id(self) -> str:
         """The weights' sha256 (16 hex): the disk cache's folder for this model."""
         h = hashlib.sha256()
@@ -213,14 +219,15 @@ class AnyStyle:
         """The photo (H×W×3 uint8) in the style of the picture → H×W×3 uint8, photo size.
 
         As the pack path (`Stylizer.run_many`): the generator runs at the stroke's working
-        side and the result is resized to the photo; strength is z's scale, keep-colours and
-        the mask (H×W×1 in [0, 1] at the photo's size) are applied on the result. Unless the
-        request keeps the photo's colours, the result takes the style picture's palette by
-        the model's `palette` amount × strength (`stylejax.colour`).
+        side (relative to the model's own `work_side`) and the result is resized to the photo;
+        strength is z's scale, keep-colours and the mask (H×W×1 in [0, 1] at the photo's size)
+        are applied on the result. Unless the request keeps the photo's colours, the result
+        takes the style picture's palette by the model's `palette` amount × strength
+        (`stylejax.colour`).
         """
         z = self.vector(style_rgb)
         photo = to_float(photo_rgb)
-        work = to_float(resize_long_side(photo_rgb, pack_work_side(request.stroke)))
+        work = to_float(resize_long_side(photo_rgb, work_side(request.stroke, self.work_side)))
         (y,) = self.engine.run([Request(work, style_row(z * request.strength)[0])])
         amount = self.palette * min(1.0, request.strength)
         if amount > 0 and not request.keep_colors:

@@ -128,13 +128,13 @@ def test_a_damaged_cache_file_is_ignored_and_rewritten(encodings, style, tmp_pat
 
 
 def test_model_path_is_the_model_at_the_working_size(photo, style):
-    """stroke 2.5 → working side 256 = the photo's: no resizing, so the served result is the
-    model's own output for z · strength; strength 0 is the zero vector's (identity) style."""
+    """stroke 2 → working side 512 / 2 = 256, the photo's: no resizing, so the served result is
+    the model's own output for z · strength; strength 0 is the zero vector's (identity) style."""
     any_style = AnyStyle(backend="jax")
     z = any_style.vector(style)
     x = jnp.asarray(to_float(photo))[None]
     for strength in (0.6, 0.0):
-        request = StyleRequest.create(style_image="mine", strength=strength, stroke=2.5)
+        request = StyleRequest.create(style_image="mine", strength=strength, stroke=2)
         served = any_style.stylize(request, photo, style)
         direct = to_uint8(np.asarray(any_style.model(x, jnp.asarray(z * strength)[None]))[0])
         assert served.shape == photo.shape
@@ -145,7 +145,7 @@ def test_model_path_is_the_model_at_the_working_size(photo, style):
 
 def test_keep_colors_and_mask_apply_on_the_result(photo, style):
     any_style = AnyStyle(backend="jax")
-    request = StyleRequest.create(style_image="mine", stroke=2.5)
+    request = StyleRequest.create(style_image="mine", stroke=2)
     full = any_style.stylize(request, photo, style)
     mask = np.zeros((*photo.shape[:2], 1), np.float32)
     mask[:, 128:] = 1.0
@@ -230,7 +230,7 @@ def test_the_models_palette_moves_the_result_onto_the_style_colours(photo, style
     folder = save_model(tmp_path / "palette", load_model(plain.path), {}, palette=1.0)
     assert model_palette(folder) == 1.0
     painted = AnyStyle(folder, backend="jax")
-    request = StyleRequest.create(style_image="mine", stroke=2.5)
+    request = StyleRequest.create(style_image="mine", stroke=2)
     target = colour_stats(style).mean
     gap = lambda img: np.abs(colour_stats(img).mean - target).max()  # noqa: E731
     base = plain.stylize(request, photo, style)
@@ -249,3 +249,33 @@ def test_the_models_palette_moves_the_result_onto_the_style_colours(photo, style
         model_palette(folder)
     with pytest.raises(ValueError):
         save_model(tmp_path / "bad", load_model(plain.path), {}, palette=1.5)
+
+
+def test_the_generator_paints_at_the_models_own_working_side(photo, style, tmp_path,
+                                                              monkeypatch):
+    """`work_side` (anystyle.json): medium strokes at the model's side, other strokes
+    relative to it; models saved before the key existed keep the pack's side."""
+    from stylejax.anystyle import ANYSTYLE_WORK_SIDE, load_model, model_work_side
+    from stylejax.stroke import PACK_WORK_SIDE
+
+    base = AnyStyle(backend="jax")
+    assert model_work_side(base.path) == ANYSTYLE_WORK_SIDE
+    folder = save_model(tmp_path / "side", load_model(base.path), {}, work_side=160)
+    any_style = AnyStyle(folder, backend="jax")
+    sides: list[int] = []
+    run = any_style.engine.run
+    monkeypatch.setattr(any_style.engine, "run",
+                        lambda requests, *a, **k: (sides.append(max(requests[0].photo.shape[:2])),
+                                                   run(requests, *a, **k))[1])
+    medium = any_style.stylize(StyleRequest.create(style_image="mine"), photo, style)
+    large = any_style.stylize(StyleRequest.create(style_image="mine", stroke=2), photo, style)
+    assert medium.shape == large.shape == photo.shape
+    assert sides == [160, 80]
+    meta = folder / "anystyle.json"
+    meta.write_text(meta.read_text().replace('"work_side": 160,', ""))
+    assert model_work_side(folder) == PACK_WORK_SIDE
+    meta.write_text(meta.read_text().replace('"palette"', '"work_side": 9, "palette"'))
+    with pytest.raises(WeightsError, match="work_side"):
+        model_work_side(folder)
+    with pytest.raises(ValueError):
+        save_model(tmp_path / "bad", load_model(base.path), {}, work_side=10)
