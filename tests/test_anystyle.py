@@ -245,3 +245,50 @@ def test_the_palette_map_in_the_step_is_the_serving_one_and_is_exported(tmp_path
     out = export_model(cfg.out, tmp_path / "model")
     assert model_palette(out) == 0.6
     assert model_palette(export_model(cfg.out, tmp_path / "other", palette=0.25)) == 0.25
+
+
+def test_turned_and_zoomed_views_are_deterministic_and_change_the_loss(tmp_path, few_photos):
+    """rotate / zoom (trainer/views.py): the same seed gives the same step, and the losses
+    differ from the plain step's, so the views really reach the feature net."""
+    plain = AnyStyleTrainer(tiny_run(tmp_path / "p", few_photos))
+    turned = AnyStyleTrainer(tiny_run(tmp_path / "t", few_photos, rotate=30.0, zoom=1.25))
+    again = AnyStyleTrainer(tiny_run(tmp_path / "a", few_photos, rotate=30.0, zoom=1.25))
+    batch = plain.stream.batch_at(0)
+    metrics = [t.train_step(t.state, batch)[1] for t in (plain, turned, again)]
+    assert all(np.isfinite(float(v)) for v in metrics[1].values())
+    assert float(metrics[1]["style"]) == float(metrics[2]["style"])
+    assert float(metrics[1]["content"]) == float(metrics[2]["content"])
+    assert float(metrics[1]["style"]) != float(metrics[0]["style"])
+    # the identity photos are compared in pixels, untouched by the views
+    np.testing.assert_allclose(float(metrics[1]["identity"]), float(metrics[0]["identity"]),
+                               rtol=1e-5)
+
+
+def test_a_run_can_start_from_an_exported_model_and_refuses_another_shape(tmp_path,
+                                                                          few_photos):
+    from stylejax.anystyle import load_model, save_model
+
+    source = AnyStyleModel(TINY, statistics_size(load_feature_net(), TINY.taps),
+                           rngs=nnx.Rngs(7))
+    save_model(tmp_path / "m", source)
+    trainer = AnyStyleTrainer(tiny_run(tmp_path / "r", few_photos,
+                                       init_model=str(tmp_path / "m")))
+    assert trainer.step == 0
+    photo = _pictures(1, 1, 32)
+    z = jnp.ones((1, TINY.style_dim))
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_allclose(np.asarray(trainer.model(ema=True)(photo, z)),
+                               np.asarray(loaded(photo, z)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(trainer.model(ema=False)(photo, z)),
+                               np.asarray(loaded(photo, z)), atol=1e-6)
+    # a resumed run keeps its checkpoint, not the model it started from
+    state, _ = trainer.train_step(trainer.state, trainer.stream.batch_at(0))
+    trainer.state = state
+    trainer.ckpt.save(trainer.step, trainer.state, force=True)
+    trainer.ckpt.wait()
+    resumed = AnyStyleTrainer(tiny_run(tmp_path / "r", few_photos,
+                                       init_model=str(tmp_path / "m")))
+    assert resumed.step == 1
+    with pytest.raises(ValueError, match="different network"):
+        AnyStyleTrainer(tiny_run(tmp_path / "w", few_photos, channels=(8, 16, 24),
+                                 init_model=str(tmp_path / "m")))

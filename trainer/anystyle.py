@@ -28,7 +28,13 @@ import optax
 from flax import nnx
 
 from stylejax import losses
-from stylejax.anystyle import AnyStyleConfig, AnyStyleModel, save_model, statistics_size
+from stylejax.anystyle import (
+    AnyStyleConfig,
+    AnyStyleModel,
+    load_model,
+    save_model,
+    statistics_size,
+)
 from stylejax.colour import map_between, pixel_stats
 from stylejax.discriminator import MultiScaleDiscriminator
 from stylejax.features import DEFAULT_STYLE_TAPS, load_feature_net
@@ -57,6 +63,7 @@ from .steps import (
     power_iteration,
     shifted,
 )
+from .views import draw_views, view
 
 log = logging.getLogger("stylejax.train")
 
@@ -94,6 +101,13 @@ class AnyStyleTrainConfig(JsonConfig):
     colour_match: float = opt(0.0, "the losses see the result with the style's palette moved "
                                    "onto it by this amount, as serving does (stylejax.colour; "
                                    "0: off)")
+    rotate: float = opt(0.0, "the losses see each result, its photo and its style picture "
+                             "turned by a random angle in ±this many degrees (trainer/views.py; "
+                             "0: off)")
+    zoom: float = opt(1.0, "the losses' views are also magnified by a random factor in "
+                           "[1/zoom, zoom] (1: off)")
+    init_model: str = opt("", "a new run starts from this any-style model folder's weights "
+                              "(its shape must match; discriminator and optimiser start fresh)")
     adv_weight: float = opt(0.05, "adversarial weight (0: no discriminator)")
     adv_loss: str = opt("hinge", "adversarial loss", choices=("hinge", "lsgan", "wgan-gp"))
     adv_start: int = opt(1000, "adversarial term off before this step")
@@ -148,6 +162,8 @@ class AnyStyleLoss:
     identity_batch: int
     jitter: int = 0
     colour_match: float = 0.0
+    rotate: float = 0.0
+    zoom: float = 1.0
     style_taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
     content_taps: tuple[str, ...] = ("stage4",)
 
@@ -157,7 +173,11 @@ class AnyStyleLoss:
                    identity=cfg.identity_weight, tv=cfg.tv_weight, adv=cfg.adv_weight,
                    adv_kind=cfg.adv_loss, adv_start=cfg.adv_start, adv_ramp=cfg.adv_ramp,
                    gp=cfg.gp, identity_batch=cfg.identity_batch, jitter=cfg.jitter,
-                   colour_match=cfg.colour_match)
+                   colour_match=cfg.colour_match, rotate=cfg.rotate, zoom=cfg.zoom)
+
+    @property
+    def views(self) -> bool:
+        return self.rotate > 0 or self.zoom > 1
 
     @property
     def gan_kind(self) -> str:
@@ -184,13 +204,19 @@ def _with_style_palette(fake: jax.Array, style: jax.Array, amount: float) -> jax
 
 
 def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batch,
-                      cfg: AnyStyleLoss, step, jitter_key=None):
+                      cfg: AnyStyleLoss, step, jitter_key=None, view_key=None):
     model: AnyStyleModel = nnx.merge(models.g_graph, g_params)
     feat = nnx.merge(models.f_graph, f_state)
     photos = batch["content"]
     n_id = cfg.identity_batch
     n = photos.shape[0] - n_id
-    f_style = jax.lax.stop_gradient(feat.features(batch["style"], model.config.taps))
+    turn = None
+    if cfg.views:  # one transform per sample, for its result, photo and style picture alike
+        turn = draw_views(view_key, n, cfg.rotate, cfg.zoom)
+    # The style picture is read once, in its view: the encoder's channel statistics barely
+    # move under a turn, and the Gram target turns with the strokes.
+    style_seen = batch["style"] if turn is None else view(batch["style"], *turn)
+    f_style = jax.lax.stop_gradient(feat.features(style_seen, model.config.taps))
     z = model.encode_features(f_style)
     z_all = jnp.concatenate([z, jnp.zeros((n_id, z.shape[1]), z.dtype)]) if n_id else z
     fake_all = model(photos, z_all)
@@ -198,6 +224,8 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
     if cfg.colour_match > 0:
         fake = _with_style_palette(fake, batch["style"], cfg.colour_match)
     seen_fake, seen_photo = fake, photo
+    if turn is not None:
+        seen_fake, seen_photo = view(fake, *turn), view(photo, *turn)
     if cfg.jitter > 0:  # the same shift for both, as in the pack's step
         dy, dx = jax.random.randint(jitter_key, (2,), 0, cfg.jitter)
         seen_fake = shifted(fake, dy, dx, cfg.jitter)
@@ -243,8 +271,12 @@ def anystyle_step(models: Models, cfg: AnyStyleLoss, optim: OptimConfig, state: 
     jitter_key = None
     if cfg.jitter > 0:  # a separate split, so runs without jitter keep their random stream
         key, jitter_key = jax.random.split(key)
+    view_key = None
+    if cfg.views:  # likewise
+        key, view_key = jax.random.split(key)
     (_, (fake, z, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
-        state.g, models, state.d, state.d_stats, f_state, batch, cfg, state.step, jitter_key)
+        state.g, models, state.d, state.d_stats, f_state, batch, cfg, state.step, jitter_key,
+        view_key)
     g_params, ema, g_opt = generator_update(models, optim, state, g_grads)
     d_params, d_opt, d_stats, d_metrics = state.d, state.d_opt, state.d_stats, {}
     if cfg.adv > 0:
@@ -288,9 +320,30 @@ def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = No
               "losses": {"content": cfg.content_weight, "style": cfg.style_weight,
                          "identity": cfg.identity_weight, "tv": cfg.tv_weight,
                          "adv": cfg.adv_weight, "adv_loss": cfg.adv_loss,
-                         "colour_match": cfg.colour_match}}
+                         "colour_match": cfg.colour_match, "jitter": cfg.jitter,
+                         "rotate": cfg.rotate, "zoom": cfg.zoom},
+              "init_model": cfg.init_model or None}
     palette = cfg.colour_match if palette is None else palette
     return save_model(out_dir, model, record, palette=palette)
+
+
+def with_model_weights(state: TrainState, models: Models, folder: str | Path,
+                       config: AnyStyleConfig) -> TrainState:
+    """A fresh state whose generator (and its EMA) are an exported model's weights: a fine-tune
+    of a shipped model, whose checkpoints may be gone. Its network must be the run's."""
+    model = load_model(folder)
+    if model.config != config:
+        raise ValueError(f"{folder} holds a different network ({model.config}) than this "
+                         f"run's ({config})")
+    _, params = nnx.split(model, nnx.Param)
+    want = jax.tree.map(lambda a: a.shape, state.g)
+    have = jax.tree.map(lambda a: a.shape, params)
+    if jax.tree.structure(want) != jax.tree.structure(have) or want != have:
+        raise ValueError(f"{folder} does not have this run's parameter shapes")
+    log.info("starting from the weights of %s", folder)
+    params = jax.tree.map(jnp.asarray, params)
+    return state.replace(g=params, g_ema=jax.tree.map(jnp.copy, params),
+                         g_opt=models.g_tx.init(params))
 
 
 class AnyStyleTrainer:
@@ -309,6 +362,8 @@ class AnyStyleTrainer:
         self.models, template, self.f_state = build_state(cfg)
         self.loss_cfg, self.optim_cfg = AnyStyleLoss.of(cfg), cfg.optim()
         self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
+        if cfg.init_model and self.ckpt.latest_step() is None:
+            template = with_model_weights(template, self.models, cfg.init_model, cfg.model())
         self.state: TrainState = resume(self.ckpt, template)
         self.mesh, self.replicated, self.sharded = data_mesh(cfg.batch)
         self.state = jax.device_put(self.state, self.replicated)
