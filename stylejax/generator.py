@@ -24,7 +24,7 @@ IN_EPS = 1e-5
 SKIP_CLIP = 0.01  # photo values are clipped to [c, 1-c] before the logit skip connection
 
 
-UPSAMPLE_MODES = ("shuffle", "nearest")
+UPSAMPLE_MODES = ("shuffle", "nearest", "bilinear")
 Affine = tuple[jax.Array, jax.Array]  # a norm's (scale, shift), each (N, C)
 
 
@@ -35,8 +35,9 @@ class GeneratorConfig:
     num_styles: int = 1
     channels: tuple[int, int, int] = (16, 32, 64)  # full-res, 1/2-res, 1/4-res widths
     res_blocks: int = 5
-    # Decoder upsampling: "shuffle" (conv → depth-to-space, the first packs) or "nearest"
-    # (nearest 2× → conv, "resize-convolution": no sub-pixel pattern for training to exploit).
+    # Decoder upsampling: "shuffle" (conv → depth-to-space, the first packs), "nearest"
+    # (nearest 2× → conv, "resize-convolution": no sub-pixel pattern for training to exploit)
+    # or "bilinear" (bilinear 2× → conv: no 2×2 blocks, whose steps show along outlines).
     upsample: str = "shuffle"
 
     def to_dict(self) -> dict:
@@ -68,6 +69,24 @@ def space_to_depth(x: jax.Array, r: int = 2) -> jax.Array:
 
 def upsample_nearest(x: jax.Array, r: int = 2) -> jax.Array:
     return jnp.repeat(jnp.repeat(x, r, axis=1), r, axis=2)
+
+
+def upsample_bilinear(x: jax.Array) -> jax.Array:
+    """2× bilinear with half-pixel centres and edge clamping (ONNX Resize "linear",
+    "half_pixel"): each output pixel is ¾ of its nearest input and ¼ of the next one."""
+    def along(a: jax.Array, axis: int) -> jax.Array:
+        n = a.shape[axis]
+        before = jnp.concatenate([jax.lax.slice_in_dim(a, 0, 1, axis=axis),
+                                  jax.lax.slice_in_dim(a, 0, n - 1, axis=axis)], axis=axis)
+        after = jnp.concatenate([jax.lax.slice_in_dim(a, 1, n, axis=axis),
+                                 jax.lax.slice_in_dim(a, n - 1, n, axis=axis)], axis=axis)
+        even, odd = 0.75 * a + 0.25 * before, 0.75 * a + 0.25 * after
+        out = jnp.stack([even, odd], axis=axis + 1)
+        shape = list(a.shape)
+        shape[axis] = 2 * n
+        return out.reshape(shape)
+
+    return along(along(x, 1), 2)
 
 
 def depth_to_space(x: jax.Array, r: int = 2) -> jax.Array:
@@ -175,6 +194,8 @@ class Generator(nnx.Module):
         """One 2× decoder step in the configured way."""
         if self.config.upsample == "shuffle":
             return depth_to_space(conv(h))
+        if self.config.upsample == "bilinear":
+            return conv(upsample_bilinear(h))
         return conv(upsample_nearest(h))
 
     def __call__(self, x: jax.Array, style_w: jax.Array | None,

@@ -130,6 +130,10 @@ class _Exporter:
         if self.gen.config.upsample == "shuffle":
             return g.op("DepthToSpace", [self.conv(x, layer)], blocksize=2, mode="DCR")
         scales = g.const("scales", np.array([1.0, 1.0, 2.0, 2.0], np.float32))
+        if self.gen.config.upsample == "bilinear":  # half-pixel centres, as upsample_bilinear
+            up = g.op("Resize", [x, "", scales], mode="linear",
+                      coordinate_transformation_mode="half_pixel")
+            return self.conv(up, layer)
         # asymmetric + floor: output pixel i reads input i // 2, exactly jnp.repeat
         up = g.op("Resize", [x, "", scales], mode="nearest",
                   coordinate_transformation_mode="asymmetric", nearest_mode="floor")

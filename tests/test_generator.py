@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -212,3 +213,26 @@ def test_nearest_upsampling_decoder_starts_near_the_photo_and_round_trips_its_co
     z = jnp.arange(4.0).reshape(1, 2, 2, 1)
     np.testing.assert_array_equal(upsample_nearest(z)[0, :, :, 0],
                                   [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
+
+
+def test_bilinear_decoder_is_jax_image_resize_and_shares_the_nearest_decoders_weights():
+    """"bilinear": ¾/¼ half-pixel interpolation (what ONNX Resize "linear" does), and the same
+    parameter shapes as "nearest", so a model can change decoder and be fine-tuned."""
+    from stylejax.generator import upsample_bilinear
+
+    z = jnp.asarray(np.random.default_rng(1).random((2, 5, 7, 3), np.float32))
+    np.testing.assert_allclose(np.asarray(upsample_bilinear(z)),
+                               np.asarray(jax.image.resize(z, (2, 10, 14, 3), "bilinear")),
+                               atol=1e-6)
+    ramp = jnp.arange(3.0).reshape(1, 1, 3, 1)
+    np.testing.assert_allclose(np.asarray(upsample_bilinear(ramp))[0, 0, :, 0],
+                               [0, 0.25, 0.75, 1.25, 1.75, 2])
+    shapes = {}
+    for mode in ("nearest", "bilinear"):
+        cfg = GeneratorConfig(num_styles=2, channels=(8, 16, 32), res_blocks=1, upsample=mode)
+        assert GeneratorConfig.from_dict(cfg.to_dict()) == cfg
+        gen = Generator(cfg, rngs=nnx.Rngs(0))
+        shapes[mode] = jax.tree.map(lambda a: a.shape, nnx.state(gen, nnx.Param))
+        x = jnp.asarray(np.random.default_rng(0).random((1, 32, 48, 3), np.float32))
+        assert float(jnp.abs(gen(x, one_hot_styles(0, 2, 1)) - x).mean()) < 0.1
+    assert shapes["nearest"] == shapes["bilinear"]

@@ -29,7 +29,7 @@ def _perturbed_generator(upsample: str = "shuffle") -> Generator:
     return gen
 
 
-@pytest.fixture(scope="module", params=["shuffle", "nearest"])
+@pytest.fixture(scope="module", params=["shuffle", "nearest", "bilinear"])
 def gen(request) -> Generator:
     """Both decoder kinds: depth-to-space (DepthToSpace) and resize-conv (Resize)."""
     return _perturbed_generator(request.param)

@@ -50,7 +50,7 @@ from .anystyle_data import (
     held_out_style_files,
 )
 from .checkpoints import Checkpoints
-from .config import JsonConfig, opt
+from .config import UPSAMPLES, JsonConfig, opt
 from .data import PhotoFolder, PrefetchIterator
 from .grid import center_square, save_grid
 from .loop import data_mesh, resume
@@ -87,7 +87,7 @@ class AnyStyleTrainConfig(JsonConfig):
     channels: tuple[int, int, int] = opt((16, 32, 64), "generator widths at 1, 1/2, 1/4 res")
     res_blocks: int = opt(5, "residual blocks at 1/4 resolution")
     upsample: str = opt("nearest", "decoder upsampling (nearest: no sub-pixel grid)",
-                        choices=("shuffle", "nearest"))
+                        choices=UPSAMPLES)
     style_dim: int = opt(100, "size of the style vector")
     hidden: int = opt(512, "width of the encoder's hidden layer")
     disc_ch: int = opt(32, "discriminator base width")
@@ -330,11 +330,15 @@ def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = No
 def with_model_weights(state: TrainState, models: Models, folder: str | Path,
                        config: AnyStyleConfig) -> TrainState:
     """A fresh state whose generator (and its EMA) are an exported model's weights: a fine-tune
-    of a shipped model, whose checkpoints may be gone. Its network must be the run's."""
+    of a shipped model, whose checkpoints may be gone. Its parameters must have the run's
+    shapes; the decoder's upsampling may differ ("nearest" and "bilinear" share their weights),
+    which is how a model moves to another decoder without starting over."""
     model = load_model(folder)
-    if model.config != config:
-        raise ValueError(f"{folder} holds a different network ({model.config}) than this "
-                         f"run's ({config})")
+    if model.config.taps != config.taps:
+        raise ValueError(f"{folder} reads other feature taps than this run")
+    if model.config.generator.upsample != config.generator.upsample:
+        log.info("decoder upsampling %s -> %s", model.config.generator.upsample,
+                 config.generator.upsample)
     _, params = nnx.split(model, nnx.Param)
     want = jax.tree.map(lambda a: a.shape, state.g)
     have = jax.tree.map(lambda a: a.shape, params)

@@ -21,7 +21,7 @@ import tomllib
 from .steps import LossConfig, OptimConfig
 
 ADV_LOSSES = ("hinge", "lsgan", "wgan-gp")
-UPSAMPLES = ("shuffle", "nearest")
+UPSAMPLES = ("shuffle", "nearest", "bilinear")
 
 
 def opt(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
