@@ -184,6 +184,12 @@ def test_any_style_run_resumes_exactly_and_exports_a_model_through_the_cli(tmp_p
     assert main(args) == 0
     model = load_model(tmp_path / "model")
     assert model.config.style_dim == 8 and model.config.generator.upsample == "nearest"
+    # trained without the palette map, it still serves with the default amount and side
+    from stylejax.anystyle import ANYSTYLE_WORK_SIDE, model_palette, model_work_side
+    from stylejax.colour import DEFAULT_PALETTE
+
+    assert model_palette(tmp_path / "model") == DEFAULT_PALETTE
+    assert model_work_side(tmp_path / "model") == ANYSTYLE_WORK_SIDE
 
 
 def test_a_pack_made_from_the_model_serves_each_picture_as_its_style(model, feature_net,

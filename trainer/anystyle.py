@@ -35,7 +35,7 @@ from stylejax.anystyle import (
     save_model,
     statistics_size,
 )
-from stylejax.colour import map_between, pixel_stats
+from stylejax.colour import DEFAULT_PALETTE, map_between, pixel_stats
 from stylejax.discriminator import MultiScaleDiscriminator
 from stylejax.features import DEFAULT_STYLE_TAPS, load_feature_net
 from stylejax.generator import GeneratorConfig
@@ -305,8 +305,9 @@ def build_state(cfg: AnyStyleTrainConfig):
 def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = None,
                  palette: float | None = None) -> Path:
     """A run's EMA weights → an any-style model folder (`stylejax.anystyle.save_model`).
-    The serving palette amount is the run's `colour_match` unless `palette` says otherwise
-    (a model trained without the map still gains from it: docs/training.md)."""
+    The serving palette amount is the run's `colour_match` (`DEFAULT_PALETTE` for a run
+    trained without the map, which still gains from it: docs/training.md) unless `palette`
+    says otherwise."""
     run_dir = Path(run_dir)
     cfg = AnyStyleTrainConfig.load(run_dir / CONFIG_FILE)
     models, template, _ = build_state(cfg)
@@ -323,7 +324,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = No
                          "colour_match": cfg.colour_match, "jitter": cfg.jitter,
                          "rotate": cfg.rotate, "zoom": cfg.zoom},
               "init_model": cfg.init_model or None}
-    palette = cfg.colour_match if palette is None else palette
+    if palette is None:  # the run's own amount, else the shipped default (docs/training.md)
+        palette = cfg.colour_match if cfg.colour_match > 0 else DEFAULT_PALETTE
     return save_model(out_dir, model, record, palette=palette)
 
 
