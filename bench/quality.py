@@ -322,21 +322,16 @@ def main(argv: list[str] | None = None) -> dict:
         for name, folder in anystyle_models.items():
             builders[name] = lambda folder=folder: anystyle_method(args.size, folder)
             args.methods = [*args.methods, name]
-        if args.anystyle_model:
-            for scale in args.anystyle_scales:
-                builders[f"anystyle@{scale:g}"] = (
-                    lambda scale=scale: anystyle_method(args.size, args.anystyle_model[0], scale))
-                args.methods = [*args.methods, f"anystyle@{scale:g}"]
-            for amount in args.anystyle_palettes:
-                builders[f"anystyle+palette{amount:g}"] = (
-                    lambda amount=amount: anystyle_method(args.size, args.anystyle_model[0],
-                                                          palette=amount))
-                args.methods = [*args.methods, f"anystyle+palette{amount:g}"]
-            for stroke in args.anystyle_strokes:
-                builders[f"anystyle@stroke{stroke:g}"] = (
-                    lambda stroke=stroke: anystyle_method(args.size, args.anystyle_model[0],
-                                                          stroke=stroke))
-                args.methods = [*args.methods, f"anystyle@stroke{stroke:g}"]
+        if args.anystyle_model:  # variants of the first model, one option changed each
+            variants = ([(f"anystyle@{s:g}", {"scale": s}) for s in args.anystyle_scales]
+                        + [(f"anystyle+palette{a:g}", {"palette": a})
+                           for a in args.anystyle_palettes]
+                        + [(f"anystyle@stroke{s:g}", {"stroke": s})
+                           for s in args.anystyle_strokes])
+            for name, options in variants:
+                builders[name] = (lambda options=options: anystyle_method(
+                    args.size, args.anystyle_model[0], **options))
+                args.methods = [*args.methods, name]
         methods = {m: builders[m]() for m in dict.fromkeys(args.methods)}
         # The first pairs of the diagonal meet every style once: those go on the sheets.
         rows += run_set("custom", pairs, methods, judge, out, lambda i: i < 12, log)

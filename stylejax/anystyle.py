@@ -36,6 +36,7 @@ ENCODER_SIDE = 256  # the style picture's long side as the encoder sees it
 # Long side at which a model of the CPU recipe (128-px crops) paints medium strokes: the judge
 # scored it better than the pack's 640 (docs/training.md), and it is what bench_anystyle times.
 ANYSTYLE_WORK_SIDE = 512
+WORK_SIDES = (64, 4096)  # the working sides a model may ask for
 STATS_EPS = 1e-5
 
 
@@ -215,8 +216,9 @@ def save_model(folder: str | Path, model: AnyStyleModel, record: dict | None = N
     root.mkdir(parents=True, exist_ok=True)
     if not 0.0 <= palette <= 1.0:
         raise ValueError(f"palette must be in [0, 1], not {palette}")
-    if not 64 <= work_side <= 4096:
-        raise ValueError(f"work_side must be in [64, 4096], not {work_side}")
+    if not WORK_SIDES[0] <= work_side <= WORK_SIDES[1]:
+        raise ValueError(f"work_side must be in [{WORK_SIDES[0]}, {WORK_SIDES[1]}], "
+                         f"not {work_side}")
     meta = {"format": MODEL_FORMAT, "config": model.config.to_dict(),
             "stats_dim": model.stats_dim, "palette": float(palette),
             "work_side": int(work_side), "training": record or {}}
@@ -245,7 +247,7 @@ def model_palette(folder: str | Path) -> float:
 def model_work_side(folder: str | Path) -> int:
     """The medium-stroke working side `save_model` wrote (the pack's for models saved before
     it existed, which is how they were served)."""
-    return int(_serving_value(folder, "work_side", PACK_WORK_SIDE, 64, 4096))
+    return int(_serving_value(folder, "work_side", PACK_WORK_SIDE, *WORK_SIDES))
 
 
 def load_model(folder: str | Path) -> AnyStyleModel:
