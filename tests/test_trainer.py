@@ -202,18 +202,30 @@ def test_add_style_trains_only_the_new_row(tmp_path):
     assert hist["id"] == "new" and np.isfinite(hist["final"]["style"])
 
 
-def test_add_style_lowers_style_loss(tmp_path):
+@pytest.mark.parametrize("taps, size", [("block-outputs", 32), ("post-activation", 64)])
+def test_add_style_lowers_style_loss(tmp_path, taps, size):
+    from stylejax.features import BLOCK_OUTPUT_STYLE_TAPS, DEFAULT_STYLE_TAPS
     from trainer.add_style import AddStyleConfig, grow_generator, train_new_style
     from trainer.data import PhotoFolder, StyleImages
 
+    style_taps = BLOCK_OUTPUT_STYLE_TAPS if taps == "block-outputs" else DEFAULT_STYLE_TAPS
     photos, styles = _make_data(tmp_path)
     pack = load_pack(_tiny_pack(tmp_path))
     _, history = train_new_style(grow_generator(pack.generator),
-                                 StyleImages([styles[0]], side=64).target(0),
-                                 PhotoFolder(photos, cache_side=64),
-                                 AddStyleConfig(steps=40, size=32, batch=2, lr=5e-2),
-                                 progress=False)
+                                 StyleImages([styles[0]], side=2 * size).target(0),
+                                 PhotoFolder(photos, cache_side=2 * size),
+                                 AddStyleConfig(steps=40, size=size, batch=2, lr=5e-2),
+                                 progress=False, style_taps=style_taps)
     assert min(h["style"] for h in history[-2:]) < 0.9 * history[0]["style"]
+
+
+def test_add_style_reads_the_packs_taps():
+    from stylejax.features import BLOCK_OUTPUT_STYLE_TAPS
+    from trainer.add_style import pack_style_taps
+
+    assert pack_style_taps({}) == BLOCK_OUTPUT_STYLE_TAPS          # packs from before the key
+    assert pack_style_taps({"losses": {"style_taps": ["stem", "block3.expand"]}}) == (
+        "stem", "block3.expand")
 
 
 def test_eval_writes_report_grid_and_curves(tmp_path):
@@ -250,3 +262,45 @@ def test_jitter_and_nearest_decoder_train_deterministically(tmp_path):
     assert saved["jitter"] == 4 and saved["upsample"] == "nearest"
     assert any(x.shape != y.shape or not np.allclose(x, y)
                for x, y in zip(runs["a"], runs["c"]))
+
+
+def test_style_targets_are_the_grams_of_each_view(tmp_path):
+    """The pack's views: one Gram target per (style, fixed view), each the Gram of the style
+    picture seen through that view; without views one row, the picture as it is."""
+    import jax.numpy as jnp
+
+    from stylejax import losses
+    from stylejax.features import load_feature_net
+    from trainer.loop import Trainer
+    from trainer.steps import LossConfig, style_targets
+    from trainer.views import view
+
+    t = Trainer(tiny_config(tmp_path, "v", rotate=30.0, zoom=1.25, views=3))
+    assert t.targets["stem"].shape[:2] == (2, 3)
+    net = load_feature_net()
+
+    def gram(x):
+        return np.asarray(losses.gram_matrix(net.features(x, ("stem",))["stem"])[0])
+
+    picture = jnp.asarray(t.styles.target(1))
+    angles, scales = t.loss_cfg.view_table
+    np.testing.assert_allclose(np.asarray(t.targets["stem"][1, 2]),
+                               gram(view(picture, angles[2:3], scales[2:3])), rtol=1e-4,
+                               atol=1e-6)
+    plain = style_targets(t.models, t.f_state, [picture], LossConfig())
+    assert plain["stem"].shape[:2] == (1, 1)
+    np.testing.assert_allclose(np.asarray(plain["stem"][0, 0]), gram(picture), rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_pack_views_train_deterministically_and_change_the_step(tmp_path):
+    from trainer.loop import Trainer
+
+    kw = {"rotate": 45.0, "zoom": 1.25, "views": 4, "jitter": 2}
+    runs = [Trainer(tiny_config(tmp_path, n, **o)) for n, o in
+            [("a", kw), ("b", kw), ("c", {"jitter": 2})]]
+    batch = runs[0].stream.batch_at(0)
+    metrics = [t.train_step(t.state, batch)[1] for t in runs]
+    assert float(metrics[0]["style"]) == float(metrics[1]["style"])
+    assert float(metrics[0]["style"]) != float(metrics[2]["style"])
+    assert np.isfinite(float(metrics[0]["g_total"]))

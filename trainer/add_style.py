@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 
 from stylejax import losses
-from stylejax.features import load_feature_net
+from stylejax.features import BLOCK_OUTPUT_STYLE_TAPS, load_feature_net
 from stylejax.generator import Generator
 from stylejax.pack import StyleInfo, load_pack, save_pack
 
@@ -43,6 +43,13 @@ class AddStyleConfig:
     content_weight: float = 1.0
     style_weight: float = 6.0
     tv_weight: float = 1.0
+
+
+def pack_style_taps(training: dict) -> tuple[str, ...]:
+    """The style taps a pack was trained with: its training record says so since the packs
+    moved to post-activation taps; packs from before matched block outputs."""
+    taps = (training.get("losses") or {}).get("style_taps")
+    return tuple(taps) if taps else BLOCK_OUTPUT_STYLE_TAPS
 
 
 def grow_generator(old: Generator) -> Generator:
@@ -73,11 +80,13 @@ def _last_row_mask(params, num_styles: int):
 
 
 def train_new_style(generator: Generator, style_image: np.ndarray, photos: PhotoFolder,
-                    cfg: AddStyleConfig, progress: bool = True) -> tuple[Generator, list[dict]]:
-    """Train the last style slot of `generator` towards `style_image` (1,H,W,3 float)."""
+                    cfg: AddStyleConfig, progress: bool = True,
+                    style_taps: tuple[str, ...] | None = None) -> tuple[Generator, list[dict]]:
+    """Train the last style slot of `generator` towards `style_image` (1,H,W,3 float), with
+    the Gram taps the pack was trained with (`pack_style_taps`)."""
     from tqdm import tqdm
 
-    loss_cfg = LossConfig()
+    loss_cfg = LossConfig() if style_taps is None else LossConfig(style_taps=tuple(style_taps))
     net = load_feature_net()
     f_graph, f_state = nnx.split(net)
     g_graph, params = nnx.split(generator, nnx.Param)
@@ -139,7 +148,8 @@ def add_style(pack_dir: str | Path, style_path: str | Path, content_dir: str | P
         raise ValueError(f"the pack already has a style '{sid}'")
     photos = PhotoFolder(content_dir, cache_side=max(cfg.size * 2, 192))
     grown = grow_generator(pack.generator)
-    trained, history = train_new_style(grown, style.target(0), photos, cfg, progress)
+    trained, history = train_new_style(grown, style.target(0), photos, cfg, progress,
+                                       style_taps=pack_style_taps(pack.training))
     out = Path(out_dir) if out_dir else Path(pack_dir)
     thumbs = {}
     for s in pack.styles:

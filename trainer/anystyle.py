@@ -228,8 +228,8 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
         seen_fake, seen_photo = view(fake, *turn), view(photo, *turn)
     if cfg.jitter > 0:  # the same shift for both, as in the pack's step
         dy, dx = jax.random.randint(jitter_key, (2,), 0, cfg.jitter)
-        seen_fake = shifted(fake, dy, dx, cfg.jitter)
-        seen_photo = shifted(photo, dy, dx, cfg.jitter)
+        seen_fake = shifted(seen_fake, dy, dx, cfg.jitter)
+        seen_photo = shifted(seen_photo, dy, dx, cfg.jitter)
     taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
     f_fake = feat.features(seen_fake, taps)
     f_photo = jax.lax.stop_gradient(feat.features(seen_photo, cfg.content_taps))

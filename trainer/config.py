@@ -157,6 +157,10 @@ class TrainConfig(JsonConfig):
     adv_start: int = opt(0, "adversarial term off before this step, then ramped")
     adv_ramp: int = opt(1, "steps over which the adversarial term ramps up")
     jitter: int = opt(0, "random shift (px) of what the feature net sees")
+    rotate: float = opt(0.0, "the losses see each result and its photo turned by up to ±this "
+                             "many degrees, the style targets likewise (trainer/views.py; 0: off)")
+    zoom: float = opt(1.0, "the losses' views are also magnified by up to this factor (1: off)")
+    views: int = opt(12, "fixed views (angle, zoom) whose style targets are computed once")
     norm_lr_mult: float = opt(5.0, "learning-rate multiplier of the per-style norm tables")
     lr_g: float = opt(2e-3, "generator learning rate")
     lr_d: float = opt(1e-3, "discriminator learning rate")
@@ -171,7 +175,8 @@ class TrainConfig(JsonConfig):
         return LossConfig(content=self.content_weight, style=self.style_weight,
                           adv=self.adv_weight, tv=self.tv_weight, adv_kind=self.adv_loss,
                           adv_start=self.adv_start, adv_ramp=self.adv_ramp,
-                          jitter=self.jitter)
+                          jitter=self.jitter, rotate=self.rotate, zoom=self.zoom,
+                          views=self.views)
 
     def optim(self) -> OptimConfig:
         return OptimConfig(lr_g=self.lr_g, lr_d=self.lr_d, warmup=self.warmup, steps=self.steps,
@@ -187,4 +192,4 @@ class TrainConfig(JsonConfig):
         if self.size % 4:
             raise ValueError("size must be a multiple of 4")
         self.require_positive("steps", "batch", "size", "log_every", "sample_every", "ckpt_every",
-                              "keep")
+                              "keep", "views")

@@ -17,8 +17,10 @@ from flax import nnx, struct
 
 from stylejax import losses
 from stylejax.discriminator import MultiScaleDiscriminator
-from stylejax.features import EfficientNetLite0
+from stylejax.features import DEFAULT_STYLE_TAPS, EfficientNetLite0
 from stylejax.generator import Generator
+
+from .views import draw_views, view
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,28 @@ class LossConfig:
     adv_start: int = 0                 # generator ignores the critic before this step…
     adv_ramp: int = 1                  # …then its weight ramps up linearly over this many
     gp: float = 10.0                   # gradient-penalty weight (wgan-gp only)
-    style_taps: tuple[str, ...] = ("stem", "stage1", "stage2", "stage3", "stage4")
+    # Post-activation taps, as the custom-style optimiser and the any-style model use. The
+    # first packs matched block outputs (features.BLOCK_OUTPUT_STYLE_TAPS), whose Gram
+    # matrices high-frequency patterns satisfy: their herringbone (docs/training.md).
+    style_taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
     content_taps: tuple[str, ...] = ("stage4",)
     # The feature net sees the result and the photo shifted by a random 0..jitter-1 pixels (the
     # same shift for both), so the generator cannot exploit the feature net's stride-2 grid
     # (0 = off, as the first packs were trained).
     jitter: int = 0
+    # The loss's views (trainer/views.py): each result and its photo are turned by up to
+    # ±rotate degrees and zoomed by up to `zoom`, through one of `views` fixed transforms whose
+    # style targets are computed once, from the style picture seen through the same transform.
+    rotate: float = 0.0
+    zoom: float = 1.0
+    views: int = 12
+
+    @property
+    def view_table(self) -> tuple[jax.Array, jax.Array]:
+        """(angles, scales) of the fixed views; one identity view when they are off."""
+        if self.rotate <= 0 and self.zoom <= 1:
+            return jnp.zeros((1,)), jnp.ones((1,))
+        return draw_views(jax.random.key(0), self.views, self.rotate, self.zoom)
 
 
 @dataclass(frozen=True)
@@ -117,17 +135,20 @@ def init_state(generator: Generator, disc: MultiScaleDiscriminator, feature_net:
 
 def style_targets(models: Models, f_state: Any, style_images: list[jax.Array],
                   cfg: LossConfig) -> dict[str, jax.Array]:
-    """Gram matrices of every style picture at every style tap, stacked: {tap: (S, C, C)}.
+    """Gram matrices of every style picture through every view at every style tap, stacked:
+    {tap: (S, V, C, C)} (V = 1 without views).
 
     Also the per-tap scale 1/mean(G²) over styles, so each layer has an equal say whatever the
     magnitude of its activations (the same normalisation the custom-style optimiser uses).
     """
     net = nnx.merge(models.f_graph, f_state)
+    angles, scales = cfg.view_table
     grams: dict[str, list] = {t: [] for t in cfg.style_taps}
     for img in style_images:
-        feats = net.features(img, cfg.style_taps)
+        seen = view(jnp.repeat(img, len(angles), axis=0), angles, scales)
+        feats = net.features(seen, cfg.style_taps)
         for t in cfg.style_taps:
-            grams[t].append(losses.gram_matrix(feats[t])[0])
+            grams[t].append(losses.gram_matrix(feats[t]))
     out = {t: jnp.stack(g) for t, g in grams.items()}
     out.update({f"{t}/scale": 1.0 / (jnp.mean(out[t] ** 2) + 1e-12) for t in cfg.style_taps})
     return out
@@ -140,7 +161,7 @@ def shifted(x: jax.Array, dy: jax.Array, dx: jax.Array, jitter: int) -> jax.Arra
 
 
 def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, targets, batch,
-                      cfg: LossConfig, step, jitter_key=None):
+                      cfg: LossConfig, step, jitter_key=None, view_key=None):
     gen = nnx.merge(models.g_graph, g_params)
     feat = nnx.merge(models.f_graph, f_state)
     photo, ids = batch["content"], batch["style_ids"]
@@ -148,10 +169,16 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, targ
     fake = gen(photo, w)
     taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
     seen_fake, seen_photo = fake, photo
+    angles, scales = cfg.view_table
+    which = jnp.zeros(ids.shape, jnp.int32)  # each sample's view: its row of the targets
+    if view_key is not None:
+        which = jax.random.randint(view_key, ids.shape, 0, len(angles))
+        seen_fake = view(fake, angles[which], scales[which])
+        seen_photo = view(photo, angles[which], scales[which])
     if cfg.jitter > 0:
         dy, dx = jax.random.randint(jitter_key, (2,), 0, cfg.jitter)
-        seen_fake = shifted(fake, dy, dx, cfg.jitter)
-        seen_photo = shifted(photo, dy, dx, cfg.jitter)
+        seen_fake = shifted(seen_fake, dy, dx, cfg.jitter)
+        seen_photo = shifted(seen_photo, dy, dx, cfg.jitter)
     f_fake = feat.features(seen_fake, taps)
     f_real = jax.lax.stop_gradient(feat.features(seen_photo, cfg.content_taps))
     content = 0.0
@@ -162,7 +189,7 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, targ
     style = 0.0
     for t in cfg.style_taps:
         g = losses.gram_matrix(f_fake[t])
-        style += targets[f"{t}/scale"] * jnp.mean((g - targets[t][ids]) ** 2)
+        style += targets[f"{t}/scale"] * jnp.mean((g - targets[t][ids, which]) ** 2)
     style /= len(cfg.style_taps)
     tv = losses.total_variation(fake)
     disc = nnx.merge(models.d_eval_graph, d_params, d_stats)
@@ -218,9 +245,12 @@ def train_step(models: Models, cfg: LossConfig, optim: OptimConfig, state: Train
     jitter_key = None
     if cfg.jitter > 0:  # a separate split, so runs without jitter keep their random stream
         key, jitter_key = jax.random.split(key)
+    view_key = None
+    if len(cfg.view_table[0]) > 1:  # likewise for the views
+        key, view_key = jax.random.split(key)
     (_, (fake, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
         state.g, models, state.d, state.d_stats, f_state, targets, batch, cfg, state.step,
-        jitter_key)
+        jitter_key, view_key)
     g_params, ema, g_opt = generator_update(models, optim, state, g_grads)
 
     d_params, d_opt, d_stats, d_metrics = state.d, state.d_opt, state.d_stats, {}
