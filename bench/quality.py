@@ -116,11 +116,13 @@ def refine_method(size: int, **overrides) -> Method:
     return run
 
 
-def pack_method(size: int, stroke: float = 1.0, palette: float | None = None) -> Method:
-    """The bundled pack; `palette` replaces the pack's own palette amount (stylejax.colour)."""
+def pack_method(size: int, stroke: float = 1.0, palette: float | None = None,
+                pack: str | None = None) -> Method:
+    """The bundled pack, or the pack folder `pack` (with the same style ids); `palette`
+    replaces the pack's own palette amount (stylejax.colour)."""
     from stylejax import Stylizer
 
-    stylizer = Stylizer(palette=palette)
+    stylizer = Stylizer(pack, palette=palette)
 
     def run(photo: np.ndarray, pair: Pair) -> np.ndarray:
         return stylizer.stylize(photo, pair.pack_style, max_size=size, stroke=stroke)
@@ -280,6 +282,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
                     help="CustomStyleConfig overrides for the 'custom' method (JSON values), "
                          "for experiments: --config 'style_taps=[\"stem\"]' learning_rate=0.05")
+    ap.add_argument("--pack", metavar="DIR", nargs="*", default=[],
+                    help="other packs with the default pack's style ids (methods pack:FOLDER), "
+                         "on the same pairs")
     ap.add_argument("--pack-strokes", nargs="*", type=float, default=[],
                     help="also run the pack at these stroke sizes (as methods pack@S)")
     ap.add_argument("--pack-palettes", nargs="*", type=float, default=[], metavar="A",
@@ -366,6 +371,8 @@ def main(argv: list[str] | None = None) -> dict:
             methods[f"pack@{stroke:g}"] = pack_method(args.size, stroke)
         for amount in args.pack_palettes:
             methods[f"pack+palette{amount:g}"] = pack_method(args.size, palette=amount)
+        for folder in args.pack:
+            methods[f"pack:{Path(folder).name}"] = pack_method(args.size, pack=folder)
         for name, folder in anystyle_models.items():
             methods[name] = anystyle_method(args.size, folder)
         every = max(1, len(pairs) // 12)

@@ -304,3 +304,18 @@ def test_pack_views_train_deterministically_and_change_the_step(tmp_path):
     assert float(metrics[0]["style"]) == float(metrics[1]["style"])
     assert float(metrics[0]["style"]) != float(metrics[2]["style"])
     assert np.isfinite(float(metrics[0]["g_total"]))
+
+
+def test_pack_recipes_name_their_style_taps():
+    """The shipped pack's recipe keeps the block-output taps it was trained with, whatever the
+    trainer's default; a saved run config gives the same (hashable) loss back."""
+    from stylejax.features import BLOCK_OUTPUT_STYLE_TAPS, DEFAULT_STYLE_TAPS
+
+    root = Path(__file__).resolve().parents[1] / "trainer"
+    shipped = TrainConfig.load(root / "default_pack.toml")
+    views = TrainConfig.load(root / "pack_views.toml")
+    assert shipped.loss().style_taps == BLOCK_OUTPUT_STYLE_TAPS
+    assert shipped.loss().rotate == 0 and shipped.upsample == "shuffle"
+    assert views.loss().style_taps == DEFAULT_STYLE_TAPS and views.loss().rotate == 45
+    again = TrainConfig.from_dict(json.loads(views.to_json()))
+    assert again.loss() == views.loss() and hash(again.loss()) == hash(views.loss())

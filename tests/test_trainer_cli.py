@@ -31,7 +31,7 @@ def _changed(f, value: Any) -> Any:
     if isinstance(value, float):
         return value * 2 + 1
     if isinstance(value, tuple):
-        return tuple(v + 1 for v in value)
+        return tuple(v + "x" if isinstance(v, str) else v + 1 for v in value)
     if isinstance(value, list):
         return ["a.png", "b.png"]
     return "changed"  # str, or `str | None` left at None

@@ -18,6 +18,8 @@ from typing import Any
 
 import tomllib
 
+from stylejax.features import DEFAULT_STYLE_TAPS
+
 from .steps import LossConfig, OptimConfig
 
 ADV_LOSSES = ("hinge", "lsgan", "wgan-gp")
@@ -50,6 +52,8 @@ class JsonConfig:
         d = dict(d)
         if "channels" in d:
             d["channels"] = tuple(int(c) for c in d["channels"])
+        if "style_taps" in d:  # TOML and JSON give lists; the loss config must hash
+            d["style_taps"] = tuple(str(t) for t in d["style_taps"])
         return cls(**d)
 
     def require_positive(self, *names: str) -> None:
@@ -157,6 +161,9 @@ class TrainConfig(JsonConfig):
     adv_start: int = opt(0, "adversarial term off before this step, then ramped")
     adv_ramp: int = opt(1, "steps over which the adversarial term ramps up")
     jitter: int = opt(0, "random shift (px) of what the feature net sees")
+    style_taps: tuple[str, ...] = opt(DEFAULT_STYLE_TAPS, "feature-net taps of the Gram style "
+                                      "loss (the shipped pack: stem stage1 stage2 stage3 "
+                                      "stage4, block outputs)")
     rotate: float = opt(0.0, "the losses see each result and its photo turned by up to ±this "
                              "many degrees, the style targets likewise (trainer/views.py; 0: off)")
     zoom: float = opt(1.0, "the losses' views are also magnified by up to this factor (1: off)")
@@ -175,8 +182,8 @@ class TrainConfig(JsonConfig):
         return LossConfig(content=self.content_weight, style=self.style_weight,
                           adv=self.adv_weight, tv=self.tv_weight, adv_kind=self.adv_loss,
                           adv_start=self.adv_start, adv_ramp=self.adv_ramp,
-                          jitter=self.jitter, rotate=self.rotate, zoom=self.zoom,
-                          views=self.views)
+                          jitter=self.jitter, style_taps=tuple(self.style_taps),
+                          rotate=self.rotate, zoom=self.zoom, views=self.views)
 
     def optim(self) -> OptimConfig:
         return OptimConfig(lr_g=self.lr_g, lr_d=self.lr_d, warmup=self.warmup, steps=self.steps,
