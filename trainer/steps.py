@@ -52,9 +52,13 @@ class LossConfig:
     views: int = 12
 
     @property
+    def viewed(self) -> bool:
+        return self.rotate > 0 or self.zoom > 1
+
+    @property
     def view_table(self) -> tuple[jax.Array, jax.Array]:
         """(angles, scales) of the fixed views; one identity view when they are off."""
-        if self.rotate <= 0 and self.zoom <= 1:
+        if not self.viewed:
             return jnp.zeros((1,)), jnp.ones((1,))
         return draw_views(jax.random.key(0), self.views, self.rotate, self.zoom)
 
@@ -246,7 +250,7 @@ def train_step(models: Models, cfg: LossConfig, optim: OptimConfig, state: Train
     if cfg.jitter > 0:  # a separate split, so runs without jitter keep their random stream
         key, jitter_key = jax.random.split(key)
     view_key = None
-    if len(cfg.view_table[0]) > 1:  # likewise for the views
+    if cfg.viewed:  # likewise for the views
         key, view_key = jax.random.split(key)
     (_, (fake, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
         state.g, models, state.d, state.d_stats, f_state, targets, batch, cfg, state.step,
