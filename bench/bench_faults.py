@@ -369,7 +369,8 @@ def run_row(row: str, args: argparse.Namespace, tmp: Path) -> dict:
     target = None
     try:
         if row.startswith("redis"):
-            redis = RedisServer(tmp / "redis", persistent=row == "redis-aof").start()
+            redis = RedisServer(tmp / "redis", persistent=row == "redis-aof",
+                                appendfsync="everysec").start()
             env["STYLEJAX_QUEUE"] = redis.url
         target = Target(Server(tmp, workers=args.workers, **env))
         tally = Tally()

@@ -120,7 +120,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        with RedisServer(tmp / "redis").start() as redis:
+        with RedisServer(tmp / "redis", appendfsync="everysec").start() as redis:
             for qname in ("sqlite", "redis"):
                 for workers in (1, 2):
                     data = tmp / f"{qname}{workers}"

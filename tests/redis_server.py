@@ -64,10 +64,12 @@ class RedisServer:
     """One redis-server process bound to 127.0.0.1; `url` is valid until `stop()`."""
 
     def __init__(self, directory: str | os.PathLike[str], binary: str | None = None, *,
-                 persistent: bool = True) -> None:
+                 persistent: bool = True, appendfsync: str = "always") -> None:
         """`persistent=False`: no AOF, no snapshots, so a restart starts empty (the data loss
-        the job book's reconcile must survive)."""
+        the job book's reconcile must survive). `appendfsync`: "always" (the tests: nothing
+        acknowledged is lost to a SIGKILL) or "everysec" (Redis' default, for the benches)."""
         self.persistent = persistent
+        self.appendfsync = appendfsync
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.binary = binary or require_redis_server()
@@ -100,6 +102,11 @@ class RedisServer:
             "--protected-mode", "yes",
             "--save", "",
             "--appendonly", "yes" if self.persistent else "no",
+            # With everysec, a write that meets a slow background fsync waits up to 2 s in
+            # Redis' own buffer, and a SIGKILL then loses it (seen on a loaded 2-core CI
+            # machine). Tests that claim "nothing written is lost" need `always`; the
+            # service's reconcile covers everysec.
+            "--appendfsync", self.appendfsync,
             "--dir", str(self.dir),
             "--daemonize", "no",
             "--logfile", "",  # log to stdout, which goes to redis.log below
