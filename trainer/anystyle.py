@@ -61,7 +61,7 @@ from .steps import (
     generator_update,
     init_state,
     power_iteration,
-    shifted,
+    seen_by_loss,
 )
 from .views import draw_views, view
 
@@ -223,13 +223,7 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
     fake, photo = fake_all[:n], photos[:n]
     if cfg.colour_match > 0:
         fake = _with_style_palette(fake, batch["style"], cfg.colour_match)
-    seen_fake, seen_photo = fake, photo
-    if turn is not None:
-        seen_fake, seen_photo = view(fake, *turn), view(photo, *turn)
-    if cfg.jitter > 0:  # the same shift for both, as in the pack's step
-        dy, dx = jax.random.randint(jitter_key, (2,), 0, cfg.jitter)
-        seen_fake = shifted(seen_fake, dy, dx, cfg.jitter)
-        seen_photo = shifted(seen_photo, dy, dx, cfg.jitter)
+    seen_fake, seen_photo = seen_by_loss(fake, photo, turn, cfg.jitter, jitter_key)
     taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
     f_fake = feat.features(seen_fake, taps)
     f_photo = jax.lax.stop_gradient(feat.features(seen_photo, cfg.content_taps))

@@ -49,11 +49,11 @@ class JsonConfig:
         unknown = sorted(set(d) - {f.name for f in fields(cls)})  # type: ignore[arg-type]
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-        d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(int(c) for c in d["channels"])
-        if "style_taps" in d:  # TOML and JSON give lists; the loss config must hash
-            d["style_taps"] = tuple(str(t) for t in d["style_taps"])
+        # TOML and JSON give lists: tuple fields get tuples of their element type (the loss
+        # configs built from them must hash, as jit's static arguments)
+        hints = typing.get_type_hints(cls)
+        d = {k: tuple(typing.get_args(hints[k])[0](x) for x in v)
+             if typing.get_origin(hints[k]) is tuple else v for k, v in d.items()}
         return cls(**d)
 
     def require_positive(self, *names: str) -> None:

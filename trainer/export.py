@@ -62,7 +62,7 @@ def export_pack(run_dir: str | Path, pack_dir: str | Path, step: int | None = No
         "losses": {"content": cfg.content_weight, "style": cfg.style_weight,
                    "adv": cfg.adv_weight, "tv": cfg.tv_weight, "adv_loss": cfg.adv_loss,
                    "jitter": cfg.jitter, "rotate": cfg.rotate, "zoom": cfg.zoom,
-                   "style_taps": list(cfg.loss().style_taps)},
+                   "style_taps": list(cfg.style_taps)},
         "feature_net": "EfficientNet-Lite0 (ImageNet)", "weights": "EMA",
     }
     return save_pack(pack_dir, generator, infos, thumbnails=thumbs, training=training,

@@ -149,7 +149,7 @@ def style_targets(models: Models, f_state: Any, style_images: list[jax.Array],
     angles, scales = cfg.view_table
     grams: dict[str, list] = {t: [] for t in cfg.style_taps}
     for img in style_images:
-        seen = view(jnp.repeat(img, len(angles), axis=0), angles, scales)
+        seen = view(jnp.repeat(img, len(angles), axis=0), angles, scales) if cfg.viewed else img
         feats = net.features(seen, cfg.style_taps)
         for t in cfg.style_taps:
             grams[t].append(losses.gram_matrix(feats[t]))
@@ -164,6 +164,19 @@ def shifted(x: jax.Array, dy: jax.Array, dx: jax.Array, jitter: int) -> jax.Arra
     return jax.lax.dynamic_slice(x, (0, dy, dx, 0), (n, h - jitter, w - jitter, c))
 
 
+def seen_by_loss(fake: jax.Array, photo: jax.Array, turn: tuple[jax.Array, jax.Array] | None,
+                 jitter: int, jitter_key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """What the feature net compares: the result and its photo through the same view (per
+    sample (angles, scales), trainer/views.py), then the same random shift. Every mode's step
+    calls this, so the two cannot come apart again (the shift once replaced the views)."""
+    if turn is not None:
+        fake, photo = view(fake, *turn), view(photo, *turn)
+    if jitter > 0:
+        dy, dx = jax.random.randint(jitter_key, (2,), 0, jitter)
+        fake, photo = shifted(fake, dy, dx, jitter), shifted(photo, dy, dx, jitter)
+    return fake, photo
+
+
 def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, targets, batch,
                       cfg: LossConfig, step, jitter_key=None, view_key=None):
     gen = nnx.merge(models.g_graph, g_params)
@@ -172,17 +185,13 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, targ
     w = jax.nn.one_hot(ids, gen.config.num_styles)
     fake = gen(photo, w)
     taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
-    seen_fake, seen_photo = fake, photo
     angles, scales = cfg.view_table
     which = jnp.zeros(ids.shape, jnp.int32)  # each sample's view: its row of the targets
+    turn = None
     if view_key is not None:
         which = jax.random.randint(view_key, ids.shape, 0, len(angles))
-        seen_fake = view(fake, angles[which], scales[which])
-        seen_photo = view(photo, angles[which], scales[which])
-    if cfg.jitter > 0:
-        dy, dx = jax.random.randint(jitter_key, (2,), 0, cfg.jitter)
-        seen_fake = shifted(seen_fake, dy, dx, cfg.jitter)
-        seen_photo = shifted(seen_photo, dy, dx, cfg.jitter)
+        turn = (angles[which], scales[which])
+    seen_fake, seen_photo = seen_by_loss(fake, photo, turn, cfg.jitter, jitter_key)
     f_fake = feat.features(seen_fake, taps)
     f_real = jax.lax.stop_gradient(feat.features(seen_photo, cfg.content_taps))
     content = 0.0
