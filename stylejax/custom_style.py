@@ -54,6 +54,9 @@ class CustomStyleConfig:
     tv_weight: float = 3.0
     style_taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
     content_taps: tuple[str, ...] = DEFAULT_CONTENT_TAPS
+    # Grams are also matched on the picture shrunk by these factors (with the style picture
+    # shrunk alike): the taps then also ask for the style's structure at 2x, 4x their scale.
+    style_scales: tuple[float, ...] = (1.0,)
     use_swag: bool = False               # SWAG at T=1 over-saturated our results; see docs
     swag_temperature: float = 1.0
     jitter: int = 4                      # Adam only: random shift (px) per step
@@ -110,9 +113,11 @@ class _Objective:
         taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
         self.taps = taps
 
-        style_feats = self._features(style)
-        self.style_grams = [losses.gram_matrix(self._smooth(style_feats[t]))
-                            for t in cfg.style_taps]
+        self.style_grams = []  # per scale, then per tap
+        for s in cfg.style_scales:
+            style_feats = self.net.features(losses.shrink(style, s), cfg.style_taps)
+            self.style_grams += [losses.gram_matrix(self._smooth(style_feats[t]))
+                                 for t in cfg.style_taps]
         # Layers differ in scale by orders of magnitude; dividing by each target Gram's mean
         # square gives every layer an equal say and makes the weights independent of the net.
         self.style_layer_weights = [
@@ -134,9 +139,12 @@ class _Objective:
 
     def loss_terms(self, x: jax.Array) -> dict[str, jax.Array]:
         feats = self._features(x)
-        style = losses.style_loss([self._smooth(feats[t]) for t in self.cfg.style_taps],
-                                  self.style_grams, self.style_layer_weights)
-        style = style / len(self.cfg.style_taps)
+        style_feats = []
+        for s in self.cfg.style_scales:
+            f = feats if s == 1 else self.net.features(losses.shrink(x, s), self.cfg.style_taps)
+            style_feats += [self._smooth(f[t]) for t in self.cfg.style_taps]
+        style = losses.style_loss(style_feats, self.style_grams, self.style_layer_weights)
+        style = style / len(style_feats)
         content = self.content_scale * losses.content_loss(
             [feats[t] for t in self.cfg.content_taps], self.content_targets)
         tv = losses.total_variation(x)

@@ -53,6 +53,16 @@ def gram_matrix(feats: Array) -> Array:
     return jnp.einsum("npc,npd->ncd", f, f) / (h * w * c)
 
 
+def shrink(x: Array, factor: float) -> Array:
+    """NHWC images scaled by `factor` (antialiased bilinear; 1: unchanged) for a style loss
+    taken at a coarser scale, where the feature net's taps see larger structures."""
+    if factor == 1:
+        return x
+    n, h, w, c = x.shape
+    size = (n, max(8, round(h * factor)), max(8, round(w * factor)), c)
+    return jax.image.resize(x, size, "linear", antialias=True)
+
+
 def style_loss(
     feats: Arrays, target_grams: Arrays, weights: Sequence[float] | None = None
 ) -> Array:

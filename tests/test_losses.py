@@ -173,3 +173,17 @@ def test_all_losses_jit():
     # And the jitted values match eager ones.
     np.testing.assert_allclose(out[3], losses.total_variation(x), rtol=1e-5)
     np.testing.assert_allclose(out[0], losses.content_loss(x, y), rtol=1e-5)
+
+
+def test_shrink_scales_size_keeps_flat_colour_and_averages_detail():
+    x = jnp.full((2, 32, 48, 3), 0.25)
+    assert losses.shrink(x, 1.0) is x
+    half = losses.shrink(x, 0.5)
+    assert half.shape == (2, 16, 24, 3)
+    np.testing.assert_allclose(np.asarray(half), 0.25, atol=1e-6)
+    # a one-pixel stripe pattern is averaged away (antialiased), not aliased into stripes
+    stripes = jnp.tile(jnp.array([0.0, 1.0]), 16)[None, None, :, None] * jnp.ones((1, 32, 1, 1))
+    np.testing.assert_allclose(np.asarray(losses.shrink(stripes, 0.5))[:, :, 1:-1], 0.5,
+                               atol=0.02)  # (the border columns see one side only)
+    # never below 8 px, where the feature net's deepest taps would vanish
+    assert losses.shrink(x, 0.1).shape[1:3] == (8, 8)

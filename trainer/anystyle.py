@@ -106,6 +106,9 @@ class AnyStyleTrainConfig(JsonConfig):
                              "0: off)")
     zoom: float = opt(1.0, "the losses' views are also magnified by a random factor in "
                            "[1/zoom, zoom] (1: off)")
+    style_scales: tuple[float, ...] = opt((1.0,), "the Gram terms are also taken on result and "
+                                          "style picture shrunk by these factors, where the "
+                                          "taps see larger strokes (1: the pictures as they are)")
     init_model: str = opt("", "a new run starts from this any-style model folder's weights "
                               "(its shape must match; discriminator and optimiser start fresh)")
     adv_weight: float = opt(0.05, "adversarial weight (0: no discriminator)")
@@ -164,6 +167,7 @@ class AnyStyleLoss:
     colour_match: float = 0.0
     rotate: float = 0.0
     zoom: float = 1.0
+    style_scales: tuple[float, ...] = (1.0,)
     style_taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
     content_taps: tuple[str, ...] = ("stage4",)
 
@@ -173,7 +177,8 @@ class AnyStyleLoss:
                    identity=cfg.identity_weight, tv=cfg.tv_weight, adv=cfg.adv_weight,
                    adv_kind=cfg.adv_loss, adv_start=cfg.adv_start, adv_ramp=cfg.adv_ramp,
                    gp=cfg.gp, identity_batch=cfg.identity_batch, jitter=cfg.jitter,
-                   colour_match=cfg.colour_match, rotate=cfg.rotate, zoom=cfg.zoom)
+                   colour_match=cfg.colour_match, rotate=cfg.rotate, zoom=cfg.zoom,
+                   style_scales=tuple(cfg.style_scales))
 
     @property
     def views(self) -> bool:
@@ -229,9 +234,17 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
     f_photo = jax.lax.stop_gradient(feat.features(seen_photo, cfg.content_taps))
     content = sum(jnp.mean(_scaled_mse(f_fake[t], f_photo[t])) for t in cfg.content_taps)
     content = content / len(cfg.content_taps)
-    style = sum(jnp.mean(_scaled_mse(losses.gram_matrix(f_fake[t]),
-                                     losses.gram_matrix(f_style[t])))
-                for t in cfg.style_taps) / len(cfg.style_taps)
+    style = 0.0
+    for s in cfg.style_scales:  # one Gram term per (scale, tap), averaged
+        fs_fake, fs_style = f_fake, f_style
+        if s != 1:
+            fs_fake = feat.features(losses.shrink(seen_fake, s), cfg.style_taps)
+            fs_style = jax.lax.stop_gradient(
+                feat.features(losses.shrink(style_seen, s), cfg.style_taps))
+        style += sum(jnp.mean(_scaled_mse(losses.gram_matrix(fs_fake[t]),
+                                          losses.gram_matrix(fs_style[t])))
+                     for t in cfg.style_taps)
+    style = style / (len(cfg.style_taps) * len(cfg.style_scales))
     identity = jnp.mean((fake_all[n:] - photos[n:]) ** 2) if n_id else jnp.zeros(())
     tv = losses.total_variation(fake)
     adv = jnp.zeros(())
@@ -316,7 +329,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = No
                          "identity": cfg.identity_weight, "tv": cfg.tv_weight,
                          "adv": cfg.adv_weight, "adv_loss": cfg.adv_loss,
                          "colour_match": cfg.colour_match, "jitter": cfg.jitter,
-                         "rotate": cfg.rotate, "zoom": cfg.zoom},
+                         "rotate": cfg.rotate, "zoom": cfg.zoom,
+                         "style_scales": list(cfg.style_scales)},
               "init_model": cfg.init_model or None}
     if palette is None:  # the run's own amount, else the shipped default (docs/training.md)
         palette = cfg.colour_match if cfg.colour_match > 0 else DEFAULT_PALETTE
