@@ -76,6 +76,20 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert any(not np.allclose(x, y) for x, y in zip(_params(fresh), a))
 
 
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+    """Reusing a run folder with other flags must not continue its checkpoint silently."""
+    from trainer.loop import Trainer
+
+    first = Trainer(tiny_config(tmp_path, "run"))
+    first.run(until=2, progress=False)
+    first.ckpt.close()
+    with pytest.raises(ValueError, match=r"other settings \(style_weight: .* -> 9\.0\)"):
+        Trainer(tiny_config(tmp_path, "run", style_weight=9.0))
+    # a longer run, or other logging, resumes as before
+    longer = Trainer(tiny_config(tmp_path, "run", steps=8, log_every=2))
+    assert longer.step == 2
+
+
 def test_metrics_grid_and_export(tmp_path):
     from trainer.export import export_pack
     from trainer.loop import Trainer

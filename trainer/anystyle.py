@@ -378,7 +378,7 @@ class AnyStyleTrainer:
         self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
         if cfg.init_model and self.ckpt.latest_step() is None:
             template = with_model_weights(template, self.models, cfg.init_model, cfg.model())
-        self.state: TrainState = resume(self.ckpt, template)
+        self.state: TrainState = resume(self.ckpt, template, cfg, self.out / CONFIG_FILE)
         self.mesh, self.replicated, self.sharded = data_mesh(cfg.batch)
         self.state = jax.device_put(self.state, self.replicated)
         self.f_state = jax.device_put(self.f_state, self.replicated)

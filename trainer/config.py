@@ -34,9 +34,35 @@ def opt(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
     return field(default=default, metadata=meta)
 
 
+# What a resumed run may change: how long it runs and how it reports, not what it learns
+# (`init_model` only seeds a fresh run; a resumed one keeps its checkpoint).
+RESUME_MAY_CHANGE = frozenset({"steps", "out", "log_every", "sample_every", "ckpt_every",
+                               "keep", "init_model"})
+
+
 class JsonConfig:
     """JSON round trip shared by the run configs (every run writes its config beside its
     checkpoints, and resuming or exporting reads it back)."""
+
+    def check_resume(self, saved: Path) -> None:
+        """ValueError if the run folder's saved config `saved` trains something else.
+
+        A run resumes exactly only with its own settings. Without this check a run folder
+        reused with other flags (or a folder an old run is still saving into) silently
+        continued the old checkpoint under the new settings.
+        """
+        if not saved.is_file():
+            return
+        old = json.loads(saved.read_text(encoding="utf-8"))
+        new = json.loads(self.to_json())
+        changed = sorted(k for k in set(old) | set(new)
+                         if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k))
+        if changed:
+            diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"{saved.parent} holds a checkpoint trained with other settings ({diff}). "
+                "Resume it with the same config and flags (only the step count and the "
+                "logging may change), or start the new run in another --out folder.")
 
     def to_json(self) -> str:
         d = asdict(self)  # type: ignore[call-overload]

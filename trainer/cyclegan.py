@@ -250,7 +250,7 @@ class CycleTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.models, template = init_state(cfg)
         self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
-        self.state: CycleState = resume(self.ckpt, template)
+        self.state: CycleState = resume(self.ckpt, template, cfg, self.out / CONFIG_FILE)
         self.mesh, self.replicated, self.sharded = data_mesh(cfg.batch)
         self.state = jax.device_put(self.state, self.replicated)
         self._step = jax.jit(functools.partial(cycle_step, self.models, cfg),

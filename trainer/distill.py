@@ -189,7 +189,7 @@ class DistillTrainer:
         self.models, template, t_params = init_distill(build_student(cfg, n),
                                                        self.teacher.generator, self.optim_cfg)
         self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
-        self.state: DistillState = resume(self.ckpt, template)
+        self.state: DistillState = resume(self.ckpt, template, cfg, self.out / CONFIG_FILE)
         _, self.replicated, self.sharded = data_mesh(cfg.batch)
         self.state = jax.device_put(self.state, self.replicated)
         self.t_params = jax.device_put(t_params, self.replicated)

@@ -196,10 +196,14 @@ def tensorboard_writer(log_dir: Path) -> Any:
     return SummaryWriter(str(log_dir))
 
 
-def resume(ckpt: Checkpoints, template: Any) -> Any:
-    """The latest checkpoint's state if there is one, else the fresh template."""
+def resume(ckpt: Checkpoints, template: Any, cfg: Any = None, saved: Path | None = None) -> Any:
+    """The latest checkpoint's state if there is one, else the fresh template. With `cfg`
+    and the run's saved config file `saved`, a checkpoint of other settings is refused
+    (`JsonConfig.check_resume`)."""
     if ckpt.latest_step() is None:
         return template
+    if cfg is not None and saved is not None:
+        cfg.check_resume(saved)
     state, _ = ckpt.restore(template)
     log.info("resumed from step %d", int(state.step))
     return state
@@ -235,7 +239,7 @@ class Trainer:
                                      [jnp.asarray(self.styles.target(i)) for i in range(n)],
                                      self.loss_cfg)
         self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
-        self.state: TrainState = resume(self.ckpt, template)
+        self.state: TrainState = resume(self.ckpt, template, cfg, self.out / "train_config.json")
         self.mesh, self.replicated, self.sharded = data_mesh(cfg.batch)
         self.state = jax.device_put(self.state, self.replicated)
         self.f_state = jax.device_put(self.f_state, self.replicated)
