@@ -88,6 +88,13 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     # a longer run, or other logging, resumes as before
     longer = Trainer(tiny_config(tmp_path, "run", steps=8, log_every=2))
     assert longer.step == 2
+    longer.ckpt.close()
+    # so does a run saved before a field existed (it had the field's default behaviour)
+    saved = tmp_path / "run" / "train_config.json"
+    record = json.loads(saved.read_text())
+    del record["views"]
+    saved.write_text(json.dumps(record))
+    assert Trainer(tiny_config(tmp_path, "run", steps=8)).step == 2
 
 
 def test_metrics_grid_and_export(tmp_path):

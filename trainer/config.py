@@ -53,7 +53,9 @@ class JsonConfig:
         """
         if not saved.is_file():
             return
-        old = json.loads(saved.read_text(encoding="utf-8"))
+        # Read back through `load`, so a field added since the run was saved takes its
+        # default (the behaviour the run had) instead of counting as a change.
+        old = json.loads(type(self).load(saved).to_json())
         new = json.loads(self.to_json())
         changed = sorted(k for k in set(old) | set(new)
                          if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k))
