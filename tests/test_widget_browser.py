@@ -213,14 +213,17 @@ def test_person_overlay_and_brush_stroke_in_the_browser(browser, voila):  # noqa
         interior[3:-3, 3:-3] = True  # the canvas has the focus ring after the click
         far = (dist > brush / 2 + 6) & outside & interior
         assert on_stroke.sum() > 100
+        # Wait for the whole stroke, end to end: on a loaded machine the canvas shows it in
+        # pieces, and a half-drawn stroke has its centre in the wrong place.
         deadline = time.monotonic() + OVERLAY_MS / 1000
         while True:
             after = _canvas_pixels(canvas)
             painted = _tint(after, photo)
-            if np.median(painted[on_stroke]) > TINTED or time.monotonic() > deadline:
+            covered = float(np.mean(painted[on_stroke] > TINTED))
+            if covered > 0.9 or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
-        assert np.median(painted[on_stroke]) > TINTED, "the stroke is not where the mouse went"
+        assert covered > 0.9, f"only {covered:.0%} of the stroke is where the mouse went"
         assert np.percentile(np.abs(painted[far]), 90) < 0.08  # and nowhere else
         assert np.median(painted[inside]) > TINTED  # the person still tinted
         changed = np.abs(after - before).max(-1) > 12
