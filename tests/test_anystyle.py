@@ -299,6 +299,20 @@ def test_coarser_style_scales_add_gram_terms(tmp_path, few_photos):
     assert 2 * float(m[1]["style"]) - float(m[0]["style"]) > 0
 
 
+def test_content_taps_reach_the_content_term(tmp_path, few_photos):
+    """`content_taps` (flag --content-taps) averages the content term over the named taps: a
+    finer tap beside stage4 changes the content term and leaves the style term alone."""
+    plain = AnyStyleTrainer(tiny_run(tmp_path / "p", few_photos))
+    finer = AnyStyleTrainer(tiny_run(tmp_path / "f", few_photos,
+                                     content_taps=("stage2", "stage4")))
+    assert plain.loss_cfg.content_taps == ("stage4",)
+    assert finer.loss_cfg.content_taps == ("stage2", "stage4")
+    batch = plain.stream.batch_at(0)
+    m = [t.train_step(t.state, batch)[1] for t in (plain, finer)]
+    assert abs(float(m[1]["content"]) - float(m[0]["content"])) > 1e-4 * float(m[0]["content"])
+    np.testing.assert_allclose(float(m[1]["style"]), float(m[0]["style"]), rtol=1e-6)
+
+
 def test_a_run_can_start_from_an_exported_model_and_refuses_another_shape(tmp_path,
                                                                           few_photos):
     from stylejax.anystyle import load_model, save_model

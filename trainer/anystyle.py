@@ -37,7 +37,7 @@ from stylejax.anystyle import (
 )
 from stylejax.colour import DEFAULT_PALETTE, map_between, pixel_stats
 from stylejax.discriminator import MultiScaleDiscriminator
-from stylejax.features import DEFAULT_STYLE_TAPS, load_feature_net
+from stylejax.features import DEFAULT_CONTENT_TAPS, DEFAULT_STYLE_TAPS, load_feature_net
 from stylejax.generator import GeneratorConfig
 from stylejax.imageio import decode_image, resize_long_side
 
@@ -109,6 +109,9 @@ class AnyStyleTrainConfig(JsonConfig):
     style_scales: tuple[float, ...] = opt((1.0,), "the Gram terms are also taken on result and "
                                           "style picture shrunk by these factors, where the "
                                           "taps see larger strokes (1: the pictures as they are)")
+    content_taps: tuple[str, ...] = opt(DEFAULT_CONTENT_TAPS, "feature-net taps of the content "
+                                        "term, averaged (stage4 alone, at 1/16, cannot see a "
+                                        "band a few pixels wide: docs/training.md, the halo)")
     init_model: str = opt("", "a new run starts from this any-style model folder's weights "
                               "(its shape must match; discriminator and optimiser start fresh)")
     adv_weight: float = opt(0.05, "adversarial weight (0: no discriminator)")
@@ -169,7 +172,7 @@ class AnyStyleLoss:
     zoom: float = 1.0
     style_scales: tuple[float, ...] = (1.0,)
     style_taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
-    content_taps: tuple[str, ...] = ("stage4",)
+    content_taps: tuple[str, ...] = DEFAULT_CONTENT_TAPS
 
     @classmethod
     def of(cls, cfg: AnyStyleTrainConfig) -> AnyStyleLoss:
@@ -178,7 +181,8 @@ class AnyStyleLoss:
                    adv_kind=cfg.adv_loss, adv_start=cfg.adv_start, adv_ramp=cfg.adv_ramp,
                    gp=cfg.gp, identity_batch=cfg.identity_batch, jitter=cfg.jitter,
                    colour_match=cfg.colour_match, rotate=cfg.rotate, zoom=cfg.zoom,
-                   style_scales=tuple(cfg.style_scales))
+                   style_scales=tuple(cfg.style_scales),
+                   content_taps=tuple(cfg.content_taps))
 
     @property
     def views(self) -> bool:
@@ -330,7 +334,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = No
                          "adv": cfg.adv_weight, "adv_loss": cfg.adv_loss,
                          "colour_match": cfg.colour_match, "jitter": cfg.jitter,
                          "rotate": cfg.rotate, "zoom": cfg.zoom,
-                         "style_scales": list(cfg.style_scales)},
+                         "style_scales": list(cfg.style_scales),
+                         "content_taps": list(cfg.content_taps)},
               "init_model": cfg.init_model or None}
     if palette is None:  # the run's own amount, else the shipped default (docs/training.md)
         palette = cfg.colour_match if cfg.colour_match > 0 else DEFAULT_PALETTE
