@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import jax
@@ -170,9 +170,7 @@ def as_generator(model: AnyStyleModel) -> Generator:
 def _with_tables(source: Generator, tables: list[tuple[jax.Array, jax.Array]]) -> Generator:
     """A generator with `source`'s convolutions and new (scale, shift) tables, one per norm in
     `norm_layers()` order; the number of rows is the number of styles."""
-    gcfg = source.config
-    config = GeneratorConfig(num_styles=int(tables[0][0].shape[0]), channels=gcfg.channels,
-                             res_blocks=gcfg.res_blocks, upsample=gcfg.upsample)
+    config = replace(source.config, num_styles=int(tables[0][0].shape[0]))
     # shapes only: every parameter is set below, so a random initialisation (seconds of
     # XLA compiles on a CPU) would be thrown away
     out = nnx.eval_shape(lambda: Generator(config, rngs=nnx.Rngs(0)))

@@ -25,6 +25,7 @@ SKIP_CLIP = 0.01  # photo values are clipped to [c, 1-c] before the logit skip c
 
 
 UPSAMPLE_MODES = ("shuffle", "nearest", "bilinear")
+PHOTO_SKIP_CHANNELS = 12  # the photo folded 2×2 into channels, at 1/2 res
 Affine = tuple[jax.Array, jax.Array]  # a norm's (scale, shift), each (N, C)
 
 
@@ -39,6 +40,11 @@ class GeneratorConfig:
     # (nearest 2× → conv, "resize-convolution": no sub-pixel pattern for training to exploit)
     # or "bilinear" (bilinear 2× → conv: no 2×2 blocks, whose steps show along outlines).
     upsample: str = "shuffle"
+    # The first decoder convolution also reads the photo, folded to 1/2 res (2×2 pixels into
+    # 12 channels): the decoder then knows where outlines are to the pixel, and a change the
+    # 1/4-res blocks computed for one side of an outline need not spill onto the other (the
+    # pale halo, docs/training.md). Not with "shuffle", whose first conv runs at 1/4 res.
+    photo_skip: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -49,9 +55,11 @@ class GeneratorConfig:
     def from_dict(cls, d: dict) -> GeneratorConfig:
         channels = tuple(int(c) for c in d["channels"])
         cfg = cls(num_styles=int(d["num_styles"]), channels=channels,
-                  res_blocks=int(d["res_blocks"]), upsample=str(d.get("upsample", "shuffle")))
+                  res_blocks=int(d["res_blocks"]), upsample=str(d.get("upsample", "shuffle")),
+                  photo_skip=bool(d.get("photo_skip", False)))
         if (len(channels) != 3 or min(channels) < 1 or cfg.num_styles < 1
-                or cfg.res_blocks < 0 or cfg.upsample not in UPSAMPLE_MODES):
+                or cfg.res_blocks < 0 or cfg.upsample not in UPSAMPLE_MODES
+                or (cfg.photo_skip and cfg.upsample == "shuffle")):
             raise ValueError(f"invalid generator config {d}")
         return cfg
 
@@ -169,7 +177,10 @@ class Generator(nnx.Module):
         self.res = nnx.List([ResidualBlock(c2, s, rngs=rngs) for _ in range(config.res_blocks)])
         shuffle = config.upsample == "shuffle"
         k = 4 if shuffle else 1
-        self.dec1 = ReflectConv(c2, c1 * k, rngs=rngs)      # (×2 up) → 1/2 res
+        if config.photo_skip and shuffle:
+            raise ValueError("photo_skip needs a resize decoder (nearest or bilinear)")
+        skip = PHOTO_SKIP_CHANNELS if config.photo_skip else 0
+        self.dec1 = ReflectConv(c2 + skip, c1 * k, rngs=rngs)  # (×2 up) → 1/2 res
         self.norm_d1 = CondInstanceNorm(c1, s)
         self.dec2 = ReflectConv(c1, c0 * k, rngs=rngs)      # (×2 up) → full res
         self.norm_d2 = CondInstanceNorm(c0, s)
@@ -179,13 +190,15 @@ class Generator(nnx.Module):
             _icnr(self.dec1.conv, 2, rngs.params())
             _icnr(self.dec2.conv, 2, rngs.params())
 
-    def _up(self, conv: ReflectConv, h: jax.Array) -> jax.Array:
-        """One 2× decoder step in the configured way."""
+    def _up(self, conv: ReflectConv, h: jax.Array, photo: jax.Array | None = None) -> jax.Array:
+        """One 2× decoder step in the configured way; `photo` (same res as the result, before
+        the conv) joins the upsampled features as extra channels."""
         if self.config.upsample == "shuffle":
             return depth_to_space(conv(h))
-        if self.config.upsample == "bilinear":
-            return conv(upsample_bilinear(h))
-        return conv(upsample_nearest(h))
+        h = upsample_bilinear(h) if self.config.upsample == "bilinear" else upsample_nearest(h)
+        if photo is not None:
+            h = jnp.concatenate([h, photo], axis=-1)
+        return conv(h)
 
     def __call__(self, x: jax.Array, style_w: jax.Array | None,
                  stats: Sequence[tuple[jax.Array, jax.Array]] | None = None,
@@ -209,11 +222,13 @@ class Generator(nnx.Module):
             collected.append(st)
             return jax.nn.relu(y)
 
-        h = norm(self.norm_e1, self.enc1(space_to_depth(x * 2.0 - 1.0)), half)
+        folded = space_to_depth(x * 2.0 - 1.0)
+        h = norm(self.norm_e1, self.enc1(folded), half)
         h = norm(self.norm_e2, self.enc2(space_to_depth(h)), quarter)
         for block in self.res:
             h = block(h, style_w, it, collected, quarter, aff)
-        h = norm(self.norm_d1, self._up(self.dec1, h), half)
+        h = norm(self.norm_d1, self._up(self.dec1, h, folded if self.config.photo_skip else None),
+                 half)
         h = norm(self.norm_d2, self._up(self.dec2, h), valid)
         # Skip connection in logit space: the network predicts a change to the photo, so it
         # starts as (nearly) the identity, keeps fine detail, and colour shifts are additive.

@@ -124,8 +124,8 @@ class _Exporter:
     def norm_relu(self, x: str, layer: CondInstanceNorm) -> str:
         return self.g.op("Relu", [self.norm(x, layer)])
 
-    def up(self, x: str, layer: ReflectConv) -> str:
-        """One 2× decoder step, as `Generator._up` does it."""
+    def up(self, x: str, layer: ReflectConv, photo: str | None = None) -> str:
+        """One 2× decoder step, as `Generator._up` does it (`photo` joins as channels)."""
         g = self.g
         if self.gen.config.upsample == "shuffle":
             return g.op("DepthToSpace", [self.conv(x, layer)], blocksize=2, mode="DCR")
@@ -133,10 +133,11 @@ class _Exporter:
         if self.gen.config.upsample == "bilinear":  # half-pixel centres, as upsample_bilinear
             up = g.op("Resize", [x, "", scales], mode="linear",
                       coordinate_transformation_mode="half_pixel")
-            return self.conv(up, layer)
-        # asymmetric + floor: output pixel i reads input i // 2, exactly jnp.repeat
-        up = g.op("Resize", [x, "", scales], mode="nearest",
-                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        else:  # asymmetric + floor: output pixel i reads input i // 2, exactly jnp.repeat
+            up = g.op("Resize", [x, "", scales], mode="nearest",
+                      coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        if photo is not None:
+            up = g.op("Concat", [up, photo], axis=1)
         return self.conv(up, layer)
 
     def build(self) -> onnx.ModelProto:
@@ -147,13 +148,15 @@ class _Exporter:
         clipped = g.op("Clip", [photo, g.const("lo", np.array(SKIP_CLIP, np.float32)),
                                 g.const("hi", np.array(1.0 - SKIP_CLIP, np.float32))])
         skip = g.op("Sub", [g.op("Log", [clipped]), g.op("Log", [g.op("Sub", [one, clipped])])])
-        h = self.norm_relu(self.conv(g.op("SpaceToDepth", [x], blocksize=2), gen.enc1), gen.norm_e1)
+        folded = g.op("SpaceToDepth", [x], blocksize=2)
+        h = self.norm_relu(self.conv(folded, gen.enc1), gen.norm_e1)
         h = self.norm_relu(self.conv(g.op("SpaceToDepth", [h], blocksize=2), gen.enc2), gen.norm_e2)
         for block in gen.res:
             r = self.norm_relu(self.conv(h, block.conv1), block.norm1)
             r = self.norm(self.conv(r, block.conv2), block.norm2)
             h = g.op("Add", [h, r])
-        h = self.norm_relu(self.up(h, gen.dec1), gen.norm_d1)
+        h = self.norm_relu(self.up(h, gen.dec1, folded if gen.config.photo_skip else None),
+                           gen.norm_d1)
         h = self.norm_relu(self.up(h, gen.dec2), gen.norm_d2)
         y = g.op("Sigmoid", [g.op("Add", [self.conv(h, gen.out), skip])])
         g.op("Transpose", [y], output="styled", perm=[0, 2, 3, 1])

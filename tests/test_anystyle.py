@@ -345,6 +345,12 @@ def test_a_run_can_start_from_an_exported_model_and_refuses_another_shape(tmp_pa
                          jax.tree.leaves(nnx.state(loaded, nnx.Param)), strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     assert moved.model().generator.config.upsample == "bilinear"
+    # the decoder may gain the photo skip: its new kernels start at zero, the same function
+    grown = AnyStyleTrainer(tiny_run(tmp_path / "s", few_photos, photo_skip=True,
+                                     init_model=str(tmp_path / "m")))
+    assert grown.model().generator.config.photo_skip
+    np.testing.assert_allclose(np.asarray(grown.model(ema=True)(photo, z)),
+                               np.asarray(loaded(photo, z)), atol=1e-6)
     with pytest.raises(ValueError, match="parameter shapes"):
         AnyStyleTrainer(tiny_run(tmp_path / "w", few_photos, channels=(8, 16, 24),
                                  init_model=str(tmp_path / "m")))

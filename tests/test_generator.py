@@ -236,3 +236,27 @@ def test_bilinear_decoder_is_jax_image_resize_and_shares_the_nearest_decoders_we
         x = jnp.asarray(np.random.default_rng(0).random((1, 32, 48, 3), np.float32))
         assert float(jnp.abs(gen(x, one_hot_styles(0, 2, 1)) - x).mean()) < 0.1
     assert shapes["nearest"] == shapes["bilinear"]
+
+
+def test_photo_skip_feeds_the_folded_photo_to_the_first_decoder_conv():
+    """The skip's 12 extra input channels read the photo: with only them changed, a change
+    to the photo's pixels reaches the result through them (and the config round-trips)."""
+    cfg = GeneratorConfig(num_styles=1, channels=(8, 16, 32), res_blocks=1, upsample="bilinear",
+                          photo_skip=True)
+    assert GeneratorConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "photo_skip"}
+    assert GeneratorConfig.from_dict(old).photo_skip is False  # models from before the option
+    with pytest.raises(ValueError):
+        GeneratorConfig.from_dict({**cfg.to_dict(), "upsample": "shuffle"})
+    with pytest.raises(ValueError, match="resize decoder"):
+        Generator(GeneratorConfig(upsample="shuffle", photo_skip=True), rngs=nnx.Rngs(0))
+    gen = Generator(cfg, rngs=nnx.Rngs(0))
+    assert gen.dec1.conv.kernel.shape == (3, 3, 32 + 12, 16)
+    x = jnp.asarray(np.random.default_rng(0).random((1, 32, 32, 3), np.float32))
+    w = one_hot_styles(0, 1, 1)
+    base = np.asarray(gen(x, w))
+    kernel = np.array(gen.dec1.conv.kernel[...])
+    kernel[:, :, 32:] = 0.0
+    gen.dec1.conv.kernel[...] = jnp.asarray(kernel)
+    without = np.asarray(gen(x, w))
+    assert np.abs(base - without).max() > 1e-3  # the skip's kernels were in use

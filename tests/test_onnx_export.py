@@ -18,8 +18,11 @@ from stylejax.onnx_export import OnnxGenerator, export_generator_onnx
 STYLE_W = np.array([[1.0, 0.0, 0.0], [0.3, 0.7, 0.0]], np.float32)
 
 
-def _perturbed_generator(upsample: str = "shuffle") -> Generator:
-    gen = Generator(GeneratorConfig(num_styles=3, upsample=upsample), rngs=nnx.Rngs(0))
+def _perturbed_generator(decoder: str = "shuffle") -> Generator:
+    """`decoder`: an upsampling mode, "+skip" for the decoder's photo skip."""
+    upsample, _, skip = decoder.partition("+")
+    cfg = GeneratorConfig(num_styles=3, upsample=upsample, photo_skip=skip == "skip")
+    gen = Generator(cfg, rngs=nnx.Rngs(0))
     rng = np.random.default_rng(42)  # numpy: one XLA compile per distinct shape would be slow
     for _path, param in nnx.iter_graph(gen):
         if isinstance(param, nnx.Param):
@@ -29,9 +32,10 @@ def _perturbed_generator(upsample: str = "shuffle") -> Generator:
     return gen
 
 
-@pytest.fixture(scope="module", params=["shuffle", "nearest", "bilinear"])
+@pytest.fixture(scope="module", params=["shuffle", "nearest", "bilinear", "bilinear+skip"])
 def gen(request) -> Generator:
-    """Both decoder kinds: depth-to-space (DepthToSpace) and resize-conv (Resize)."""
+    """Both decoder kinds: depth-to-space (DepthToSpace) and resize-conv (Resize), the latter
+    also with the photo joining the first decoder conv (Concat)."""
     return _perturbed_generator(request.param)
 
 

@@ -88,6 +88,8 @@ class AnyStyleTrainConfig(JsonConfig):
     res_blocks: int = opt(5, "residual blocks at 1/4 resolution")
     upsample: str = opt("nearest", "decoder upsampling (nearest: no sub-pixel grid)",
                         choices=UPSAMPLES)
+    photo_skip: bool = opt(False, "the decoder also reads the photo at 1/2 res, so outlines "
+                                  "stay sharp (no pale halo; stylejax.generator)")
     style_dim: int = opt(100, "size of the style vector")
     hidden: int = opt(512, "width of the encoder's hidden layer")
     disc_ch: int = opt(32, "discriminator base width")
@@ -144,7 +146,8 @@ class AnyStyleTrainConfig(JsonConfig):
     def model(self) -> AnyStyleConfig:
         return AnyStyleConfig(
             generator=GeneratorConfig(num_styles=1, channels=tuple(self.channels),
-                                      res_blocks=self.res_blocks, upsample=self.upsample),
+                                      res_blocks=self.res_blocks, upsample=self.upsample,
+                                      photo_skip=self.photo_skip),
             style_dim=self.style_dim, hidden=self.hidden, taps=DEFAULT_STYLE_TAPS)
 
     def optim(self) -> OptimConfig:
@@ -354,15 +357,30 @@ def with_model_weights(state: TrainState, models: Models, folder: str | Path,
     if model.config.generator.upsample != config.generator.upsample:
         log.info("decoder upsampling %s -> %s", model.config.generator.upsample,
                  config.generator.upsample)
+    grow = config.generator.photo_skip and not model.config.generator.photo_skip
+    if grow:
+        log.info("the decoder's photo skip starts at zero: the run starts as %s", folder)
     _, params = nnx.split(model, nnx.Param)
-    want = jax.tree.map(lambda a: a.shape, state.g)
-    have = jax.tree.map(lambda a: a.shape, params)
-    if jax.tree.structure(want) != jax.tree.structure(have) or want != have:
-        raise ValueError(f"{folder} does not have this run's parameter shapes")
+    if jax.tree.structure(state.g) != jax.tree.structure(params):
+        raise ValueError(f"{folder} does not have this run's parameters")
+    params = jax.tree.map(lambda have, want: _fit(have, want.shape, grow), params, state.g)
     log.info("starting from the weights of %s", folder)
-    params = jax.tree.map(jnp.asarray, params)
     return state.replace(g=params, g_ema=jax.tree.map(jnp.copy, params),
                          g_opt=models.g_tx.init(params))
+
+
+def _fit(have: np.ndarray, want: tuple[int, ...], grow: bool) -> jax.Array:
+    """`have` as the run's parameter of shape `want`. With `grow` (the run adds the decoder's
+    photo skip) a conv kernel with fewer input channels gets zero kernels for the new ones, so
+    the grown network computes exactly what the old one did."""
+    if have.shape == want:
+        return jnp.asarray(have)
+    if grow and have.ndim == 4 and have.shape[:2] + have.shape[3:] == want[:2] + want[3:]:
+        extra = np.zeros((*want[:2], want[2] - have.shape[2], want[3]), have.dtype)
+        if extra.shape[2] > 0:
+            return jnp.asarray(np.concatenate([have, extra], axis=2))
+    raise ValueError(f"a parameter of shape {have.shape} does not fit this run's parameter shapes "
+                     f"({want})")
 
 
 class AnyStyleTrainer:
