@@ -41,10 +41,14 @@ class GeneratorConfig:
     # or "bilinear" (bilinear 2× → conv: no 2×2 blocks, whose steps show along outlines).
     upsample: str = "shuffle"
     # The first decoder convolution also reads the photo, folded to 1/2 res (2×2 pixels into
-    # 12 channels): the decoder then knows where outlines are to the pixel, and a change the
-    # 1/4-res blocks computed for one side of an outline need not spill onto the other (the
-    # pale halo, docs/training.md). Not with "shuffle", whose first conv runs at 1/4 res.
+    # 12 channels), so the decoder knows where outlines are to the pixel. Tried against the
+    # pale halo along outlines (run L, docs/training.md): the network used it, the halo stayed.
+    # Not with "shuffle", whose first conv runs at 1/4 res.
     photo_skip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.photo_skip and self.upsample == "shuffle":
+            raise ValueError("photo_skip needs a resize decoder (nearest or bilinear)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -58,8 +62,7 @@ class GeneratorConfig:
                   res_blocks=int(d["res_blocks"]), upsample=str(d.get("upsample", "shuffle")),
                   photo_skip=bool(d.get("photo_skip", False)))
         if (len(channels) != 3 or min(channels) < 1 or cfg.num_styles < 1
-                or cfg.res_blocks < 0 or cfg.upsample not in UPSAMPLE_MODES
-                or (cfg.photo_skip and cfg.upsample == "shuffle")):
+                or cfg.res_blocks < 0 or cfg.upsample not in UPSAMPLE_MODES):
             raise ValueError(f"invalid generator config {d}")
         return cfg
 
@@ -177,8 +180,6 @@ class Generator(nnx.Module):
         self.res = nnx.List([ResidualBlock(c2, s, rngs=rngs) for _ in range(config.res_blocks)])
         shuffle = config.upsample == "shuffle"
         k = 4 if shuffle else 1
-        if config.photo_skip and shuffle:
-            raise ValueError("photo_skip needs a resize decoder (nearest or bilinear)")
         skip = PHOTO_SKIP_CHANNELS if config.photo_skip else 0
         self.dec1 = ReflectConv(c2 + skip, c1 * k, rngs=rngs)  # (×2 up) → 1/2 res
         self.norm_d1 = CondInstanceNorm(c1, s)

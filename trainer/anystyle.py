@@ -88,8 +88,8 @@ class AnyStyleTrainConfig(JsonConfig):
     res_blocks: int = opt(5, "residual blocks at 1/4 resolution")
     upsample: str = opt("nearest", "decoder upsampling (nearest: no sub-pixel grid)",
                         choices=UPSAMPLES)
-    photo_skip: bool = opt(False, "the decoder also reads the photo at 1/2 res, so outlines "
-                                  "stay sharp (no pale halo; stylejax.generator)")
+    photo_skip: bool = opt(False, "the decoder also reads the photo at 1/2 res, where outlines "
+                                  "are (run L: the halo stayed; stylejax.generator)")
     style_dim: int = opt(100, "size of the style vector")
     hidden: int = opt(512, "width of the encoder's hidden layer")
     disc_ch: int = opt(32, "discriminator base width")
@@ -375,10 +375,10 @@ def _fit(have: np.ndarray, want: tuple[int, ...], grow: bool) -> jax.Array:
     the grown network computes exactly what the old one did."""
     if have.shape == want:
         return jnp.asarray(have)
-    if grow and have.ndim == 4 and have.shape[:2] + have.shape[3:] == want[:2] + want[3:]:
+    if (grow and have.ndim == 4 and have.shape[:2] + have.shape[3:] == want[:2] + want[3:]
+            and want[2] > have.shape[2]):
         extra = np.zeros((*want[:2], want[2] - have.shape[2], want[3]), have.dtype)
-        if extra.shape[2] > 0:
-            return jnp.asarray(np.concatenate([have, extra], axis=2))
+        return jnp.asarray(np.concatenate([have, extra], axis=2))
     raise ValueError(f"a parameter of shape {have.shape} does not fit this run's parameter shapes "
                      f"({want})")
 
