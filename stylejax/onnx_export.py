@@ -10,6 +10,12 @@ native conv layout) and once back. Channel ordering of the pixel foldings matche
 permuting any weights: our NHWC `space_to_depth` puts channel (dy·r + dx)·C + c, which is exactly
 ONNX SpaceToDepth's NCHW order, and our `depth_to_space` reads channels as (dy, dx, c), which is
 ONNX DepthToSpace in DCR mode (CRD would need the weights permuted).
+
+Not op for op at the full-res end: where the last decoder stage can be written as one low-res
+conv per output phase (shuffle, nearest, bilinear-edge: `generator.phase_kernel`), that stage,
+its norm and the conv to RGB run on the 2×2 phases at 1/2 res (`subpixel_kernel`), with the
+same multiply-adds but no full-res resize, padding or DepthToSpace; ONNX Runtime ran those as
+long as the convs (docs/benchmarks.md, 2026-12-03).
 """
 
 from __future__ import annotations
@@ -21,7 +27,38 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .generator import IN_EPS, SKIP_CLIP, CondInstanceNorm, Generator, ReflectConv
+from .generator import (
+    BILINEAR_TAPS,
+    IN_EPS,
+    NEAREST_TAPS,
+    SKIP_CLIP,
+    CondInstanceNorm,
+    Generator,
+    ReflectConv,
+    phase_kernel,
+)
+
+# The last decoder stage as one low-res conv per output phase, for the decoders where that is
+# exactly the model's function (see `generator.phase_kernel`): the low-res taps it stands for.
+PHASE_TAPS = {"nearest": NEAREST_TAPS, "bilinear-edge": BILINEAR_TAPS}
+
+# A 3×3 conv on a depth-to-space'd tensor, along one axis: output phase p, tap k (offset k-1)
+# reads input phase (p + k - 1) mod 2 at low-res offset floor((p + k - 1) / 2).
+SUBPIXEL_TAPS = np.zeros((2, 3, 2, 3), np.float32)  # [out phase, low-res offset, in phase, tap]
+for _p in range(2):
+    for _k in range(3):
+        _q, _t = divmod(_p + _k - 1, 2)[::-1]
+        SUBPIXEL_TAPS[_p, _t + 1, _q, _k] = 1.0
+
+
+def subpixel_kernel(kernel: np.ndarray) -> np.ndarray:
+    """A 3×3 kernel (3, 3, Cin, Cout) meant for the full-res picture, as a 3×3 kernel
+    (3, 3, 4·Cin, 4·Cout) on its 2×2 phases (depth-to-space order in and out). With the
+    phases padded by repeating their edge, this is exactly reflection at full res: the
+    reflected row -1 is row 1, phase 1 of low-res row 0, which is what the repeated row reads."""
+    cin, cout = kernel.shape[2], kernel.shape[3]
+    k = np.einsum("paqk,sbrl,klio->abqripso", SUBPIXEL_TAPS, SUBPIXEL_TAPS, kernel)
+    return k.reshape(3, 3, 4 * cin, 4 * cout)
 
 Stats = list[tuple[np.ndarray, np.ndarray]]
 
@@ -75,21 +112,46 @@ class _Exporter:
         self.unsq_axes = self.g.const("axes_c11", np.array([2, 3], np.int64))
         self.eps = self.g.const("eps", np.array(IN_EPS, np.float32))
 
-    def conv(self, x: str, layer: ReflectConv) -> str:
+    def conv(self, x: str, layer: ReflectConv, kernel: np.ndarray | None = None,
+             bias: np.ndarray | None = None, pad: str = "reflect") -> str:
+        """Pad by one pixel, 3×3 conv; `kernel`, `bias` replace the layer's own."""
         g = self.g
-        kernel = _np(layer.conv.kernel)  # (kh, kw, cin, cout) → ONNX (cout, cin, kh, kw)
-        w = g.const("W", kernel.transpose(3, 2, 0, 1))
-        b = g.const("B", _np(layer.conv.bias))
+        kernel = _np(layer.conv.kernel) if kernel is None else kernel
+        bias = _np(layer.conv.bias) if bias is None else bias
+        w = g.const("W", kernel.transpose(3, 2, 0, 1))  # (kh, kw, cin, cout) → (cout, cin, kh, kw)
+        b = g.const("B", bias)
         pads = g.const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))
-        padded = g.op("Pad", [x, pads], mode="reflect")
+        padded = g.op("Pad", [x, pads], mode=pad)
         return g.op("Conv", [padded, w, b], kernel_shape=[3, 3], pads=[0, 0, 0, 0])
 
     def inv_std(self, var: str) -> str:
         g = self.g
         return g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [var, self.eps])])])
 
-    def norm(self, x: str, layer: CondInstanceNorm) -> str:
-        """Conditional instance norm: y = x·a + b with a = γ/√(var+ε), per sample and channel."""
+    def tile_phases(self, x: str, phases: int) -> str:
+        """(N,C,1,1) → (N,phases·C,1,1), one copy per phase (depth-to-space channel order)."""
+        if phases == 1:
+            return x
+        return self.g.op("Tile", [x, self.g.const("repeats", np.array([1, phases, 1, 1],
+                                                                      np.int64))])
+
+    def pool_phases(self, x: str, channels: int, phases: int) -> str:
+        """Per-channel means (N,phases·C,1,1) of equal-sized phases → the picture's (N,C,1,1)."""
+        if phases == 1:
+            return x
+        g = self.g
+        split = g.op("Reshape", [x, g.const("shape", np.array([0, phases, channels, 1, 1],
+                                                             np.int64))])
+        if g.opset >= 18:
+            return g.op("ReduceMean", [split, g.const("axes", np.array([1], np.int64))],
+                        keepdims=0)
+        return g.op("ReduceMean", [split], axes=[1], keepdims=0)
+
+    def norm(self, x: str, layer: CondInstanceNorm, phases: int = 1) -> str:
+        """Conditional instance norm: y = x·a + b with a = γ/√(var+ε), per sample and channel.
+
+        `phases` = 4: x holds the layer's input as 2×2 phases (N,4C,H/2,W/2); the statistics
+        are pooled over them, so they are the full-res picture's."""
         g = self.g
         i = self.norm_index
         self.norm_index += 1
@@ -110,19 +172,21 @@ class _Exporter:
             var = g.op("Transpose", [var_in], perm=[0, 3, 1, 2])
             a = g.op("Mul", [gamma, self.inv_std(var)])
             b = g.op("Sub", [beta, g.op("Mul", [mean, a])])
+            a, b = self.tile_phases(a, phases), self.tile_phases(b, phases)
             return g.op("Add", [g.op("Mul", [x, a]), b])
-        mean = g.reduce_mean_hw(x)
-        centred = g.op("Sub", [x, mean])
-        var = g.reduce_mean_hw(g.op("Mul", [centred, centred]))
+        mean = self.pool_phases(g.reduce_mean_hw(x), channels, phases)
+        centred = g.op("Sub", [x, self.tile_phases(mean, phases)])
+        var = self.pool_phases(g.reduce_mean_hw(g.op("Mul", [centred, centred])), channels,
+                               phases)
         g.op("Transpose", [mean], output=f"mean_{i}", perm=[0, 2, 3, 1])
         g.op("Transpose", [var], output=f"var_{i}", perm=[0, 2, 3, 1])
         self.stat_ios += [helper.make_tensor_value_info(n, TensorProto.FLOAT, stat_shape)
                           for n in (f"mean_{i}", f"var_{i}")]
-        a = g.op("Mul", [gamma, self.inv_std(var)])
-        return g.op("Add", [g.op("Mul", [centred, a]), beta])
+        a = self.tile_phases(g.op("Mul", [gamma, self.inv_std(var)]), phases)
+        return g.op("Add", [g.op("Mul", [centred, a]), self.tile_phases(beta, phases)])
 
-    def norm_relu(self, x: str, layer: CondInstanceNorm) -> str:
-        return self.g.op("Relu", [self.norm(x, layer)])
+    def norm_relu(self, x: str, layer: CondInstanceNorm, phases: int = 1) -> str:
+        return self.g.op("Relu", [self.norm(x, layer, phases)])
 
     def up(self, x: str, layer: ReflectConv, photo: str | None = None) -> str:
         """One 2× decoder step, as `Generator._up` does it (`photo` joins as channels)."""
@@ -130,7 +194,7 @@ class _Exporter:
         if self.gen.config.upsample == "shuffle":
             return g.op("DepthToSpace", [self.conv(x, layer)], blocksize=2, mode="DCR")
         scales = g.const("scales", np.array([1.0, 1.0, 2.0, 2.0], np.float32))
-        if self.gen.config.upsample == "bilinear":  # half-pixel centres, as upsample_bilinear
+        if self.gen.config.upsample.startswith("bilinear"):  # half-pixel, as upsample_bilinear
             up = g.op("Resize", [x, "", scales], mode="linear",
                       coordinate_transformation_mode="half_pixel")
         else:  # asymmetric + floor: output pixel i reads input i // 2, exactly jnp.repeat
@@ -138,17 +202,44 @@ class _Exporter:
                       coordinate_transformation_mode="asymmetric", nearest_mode="floor")
         if photo is not None:
             up = g.op("Concat", [up, photo], axis=1)
-        return self.conv(up, layer)
+        return self.conv(up, layer, pad="edge" if self.gen.config.upsample == "bilinear-edge"
+                         else "reflect")
+
+    def up_phases(self, x: str, layer: ReflectConv) -> str:
+        """One 2× decoder step left as its 2×2 phases (N,4C,H,W): `up` without the
+        depth-to-space, which ONNX Runtime runs as slowly as the conv before it."""
+        mode = self.gen.config.upsample
+        if mode == "shuffle":
+            return self.conv(x, layer)
+        kernel = phase_kernel(_np(layer.conv.kernel), PHASE_TAPS[mode], np)
+        return self.conv(x, layer, kernel, np.tile(_np(layer.conv.bias), 4), pad="edge")
+
+    def logit(self, x: str) -> str:
+        """`generator.photo_logit`."""
+        g = self.g
+        one = g.const("one", np.array(1.0, np.float32))
+        clipped = g.op("Clip", [x, g.const("lo", np.array(SKIP_CLIP, np.float32)),
+                                g.const("hi", np.array(1.0 - SKIP_CLIP, np.float32))])
+        return g.op("Sub", [g.op("Log", [clipped]), g.op("Log", [g.op("Sub", [one, clipped])])])
+
+    def phases_to_nhwc(self, y: str) -> str:
+        """(N, 4·3, H/2, W/2) phases → the (N, H, W, 3) picture, shaped like the input photo."""
+        g = self.g
+        y = g.op("Transpose", [y], perm=[0, 2, 3, 1])  # (N, H/2, W/2, (dy, dx, c))
+        y = g.op("Reshape", [y, g.const("shape", np.array([0, 0, 0, 2, 2, 3], np.int64))])
+        y = g.op("Transpose", [y], perm=[0, 1, 3, 2, 4, 5])  # (N, H/2, dy, W/2, dx, c)
+        return g.op("Reshape", [y, g.op("Shape", ["photo"])], output="styled")
 
     def build(self) -> onnx.ModelProto:
+        """The generator's graph. For decoders whose last stage has phases (`up_phases`), that
+        stage, its norm and the conv to RGB all run at 1/2 res on the 2×2 phases, and the
+        logit skip reads the photo's phases: no full-res tensor but the output."""
         g, gen = self.g, self.gen
-        one = g.const("one", np.array(1.0, np.float32))
-        photo = g.op("Transpose", ["photo"], perm=[0, 3, 1, 2])
-        x = g.op("Sub", [g.op("Mul", [photo, g.const("two", np.array(2.0, np.float32))]), one])
-        clipped = g.op("Clip", [photo, g.const("lo", np.array(SKIP_CLIP, np.float32)),
-                                g.const("hi", np.array(1.0 - SKIP_CLIP, np.float32))])
-        skip = g.op("Sub", [g.op("Log", [clipped]), g.op("Log", [g.op("Sub", [one, clipped])])])
-        folded = g.op("SpaceToDepth", [x], blocksize=2)
+        phased = gen.config.upsample == "shuffle" or gen.config.upsample in PHASE_TAPS
+        full = g.op("Transpose", ["photo"], perm=[0, 3, 1, 2])
+        photo = g.op("SpaceToDepth", [full], blocksize=2)  # (N, 12, H/2, W/2)
+        folded = g.op("Sub", [g.op("Mul", [photo, g.const("two", np.array(2.0, np.float32))]),
+                              g.const("one", np.array(1.0, np.float32))])
         h = self.norm_relu(self.conv(folded, gen.enc1), gen.norm_e1)
         h = self.norm_relu(self.conv(g.op("SpaceToDepth", [h], blocksize=2), gen.enc2), gen.norm_e2)
         for block in gen.res:
@@ -157,9 +248,15 @@ class _Exporter:
             h = g.op("Add", [h, r])
         h = self.norm_relu(self.up(h, gen.dec1, folded if gen.config.photo_skip else None),
                            gen.norm_d1)
-        h = self.norm_relu(self.up(h, gen.dec2), gen.norm_d2)
-        y = g.op("Sigmoid", [g.op("Add", [self.conv(h, gen.out), skip])])
-        g.op("Transpose", [y], output="styled", perm=[0, 2, 3, 1])
+        if phased:
+            h = self.norm_relu(self.up_phases(h, gen.dec2), gen.norm_d2, phases=4)
+            out = self.conv(h, gen.out, subpixel_kernel(_np(gen.out.conv.kernel)),
+                            np.tile(_np(gen.out.conv.bias), 4), pad="edge")
+            self.phases_to_nhwc(g.op("Sigmoid", [g.op("Add", [out, self.logit(photo)])]))
+        else:
+            h = self.norm_relu(self.up(h, gen.dec2), gen.norm_d2)
+            y = g.op("Sigmoid", [g.op("Add", [self.conv(h, gen.out), self.logit(full)])])
+            g.op("Transpose", [y], output="styled", perm=[0, 2, 3, 1])
 
         num_styles = gen.config.num_styles
         inputs = [helper.make_tensor_value_info("photo", TensorProto.FLOAT, ["N", "H", "W", 3]),

@@ -24,6 +24,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -42,7 +43,7 @@ from .anystyle import (
     model_work_side,
     style_row,
 )
-from .colour import colour_stats, match_colours
+from .colour import ColourStats, colour_stats, match_colours
 from .engine import Engine, Request
 from .features import EfficientNetLite, load_feature_net
 from .generator import apply_controls
@@ -101,6 +102,15 @@ def make_encoder(model: AnyStyleModel, feature_net: EfficientNetLite,
     return lambda x: np.asarray(encode(encoder_state, net_state, jnp.asarray(x, jnp.float32)))
 
 
+@dataclass(frozen=True)
+class StyleEntry:
+    """What a stylisation needs from a style picture, computed once per picture: its style
+    vector and its palette's statistics (read from the picture, 1–2 ms a call otherwise)."""
+
+    z: np.ndarray
+    colours: ColourStats
+
+
 def picture_key(rgb: np.ndarray) -> str:
     """sha256 of a picture's shape and pixels: the style vector cache's key."""
     h = hashlib.sha256(repr(rgb.shape).encode())
@@ -119,7 +129,7 @@ class AnyStyle:
             self.palette = float(palette)
         self.backend, self.tile = backend, tile
         self._cache_root = cache
-        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._memory: OrderedDict[str, StyleEntry] = OrderedDict()
         self._memory_entries = memory_entries
         self._lock = threading.RLock()
 
@@ -167,6 +177,12 @@ class AnyStyle:
     # -- style vectors ----------------------------------------------------------------------------
     def vector(self, style_rgb: np.ndarray) -> np.ndarray:
         """The style vector (style_dim,) of a style picture (H×W×3 uint8), encoded once."""
+        return self.entry(style_rgb).z
+
+    def entry(self, style_rgb: np.ndarray) -> StyleEntry:
+        """The picture's `StyleEntry`: from memory, else its vector from disk, else encoded
+        (and written to disk; the palette statistics are cheap enough to read again)."""
+        style_rgb = np.asarray(style_rgb, np.uint8)
         key = picture_key(style_rgb)
         with self._lock:
             if key in self._memory:
@@ -174,13 +190,13 @@ class AnyStyle:
                 return self._memory[key]
             z = self._read(key)
             if z is None:
-                small = to_float(resize_long_side(np.asarray(style_rgb, np.uint8), ENCODER_SIDE))
+                small = to_float(resize_long_side(style_rgb, ENCODER_SIDE))
                 z = np.asarray(self.encoder(small[None]), np.float32).reshape(-1)
                 self._write(key, z)
-            self._memory[key] = z
+            entry = self._memory[key] = StyleEntry(z, colour_stats(style_rgb))
             if len(self._memory) > self._memory_entries:
                 self._memory.popitem(last=False)
-            return z
+            return entry
 
     def _read(self, key: str) -> np.ndarray | None:
         """A cached vector from disk; None when absent or damaged (it is then rewritten)."""
@@ -225,13 +241,13 @@ class AnyStyle:
         takes the style picture's palette by the model's `palette` amount × strength
         (`stylejax.colour`).
         """
-        z = self.vector(style_rgb)
+        style = self.entry(style_rgb)
         photo = to_float(photo_rgb)
         work = to_float(resize_long_side(photo_rgb, work_side(request.stroke, self.work_side)))
-        (y,) = self.engine.run([Request(work, style_row(z * request.strength)[0])])
+        (y,) = self.engine.run([Request(work, style_row(style.z * request.strength)[0])])
         amount = self.palette * min(1.0, request.strength)
         if amount > 0 and not request.keep_colors:
-            y = match_colours(np.asarray(y), colour_stats(style_rgb), amount)
+            y = match_colours(np.asarray(y), style.colours, amount)
         if y.shape[:2] != photo.shape[:2]:
             y = to_float(resize_to(to_uint8(np.asarray(y)), photo.shape[:2]))
         return to_uint8(np.asarray(apply_controls(photo, y, 1.0, request.keep_colors, mask)))

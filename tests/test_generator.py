@@ -260,3 +260,55 @@ def test_photo_skip_feeds_the_folded_photo_to_the_first_decoder_conv():
     gen.dec1.conv.kernel[...] = jnp.asarray(kernel)
     without = np.asarray(gen(x, w))
     assert np.abs(base - without).max() > 1e-3  # the skip's kernels were in use
+
+
+@pytest.mark.parametrize("taps, upsample, pad", [("bilinear", "bilinear", "edge"),
+                                                 ("nearest", "nearest", "reflect")])
+def test_phase_kernel_is_upsampling_then_conv(taps: str, upsample: str, pad: str):
+    """One low-res conv per output phase (`phase_kernel`, low-res edges repeated) is exactly
+    2× upsampling → padding → 3×3 conv: with repeated edges after bilinear, and, for nearest,
+    with the reflection the "nearest" decoder uses."""
+    from stylejax.generator import (
+        BILINEAR_TAPS,
+        NEAREST_TAPS,
+        depth_to_space,
+        phase_kernel,
+        upsample_bilinear,
+        upsample_nearest,
+    )
+
+    rng = np.random.default_rng(4)
+    h = jnp.asarray(rng.standard_normal((2, 5, 6, 4)).astype(np.float32))
+    kernel = jnp.asarray(rng.standard_normal((3, 3, 4, 3)).astype(np.float32))
+
+    def conv(x, k, mode):
+        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=mode)
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    up = {"bilinear": upsample_bilinear, "nearest": upsample_nearest}[upsample]
+    table = {"bilinear": BILINEAR_TAPS, "nearest": NEAREST_TAPS}[taps]
+    expected = conv(up(h), kernel, pad)
+    got = depth_to_space(conv(h, phase_kernel(kernel, table), "edge"))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5)
+
+
+def test_bilinear_edge_decoder_is_bilinear_inside_the_picture():
+    """"bilinear-edge" has "bilinear"'s parameters and its decoder steps differ from it only
+    on the outermost pixels (repeated instead of reflected), so a bilinear model moves to it
+    as it is; it takes no photo skip."""
+    cfg = GeneratorConfig(num_styles=1, channels=(8, 16, 32), res_blocks=1,
+                          upsample="bilinear-edge")
+    assert GeneratorConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="resize decoder"):
+        GeneratorConfig(upsample="bilinear-edge", photo_skip=True)
+    edge = Generator(cfg, rngs=nnx.Rngs(0))
+    plain = Generator(GeneratorConfig(num_styles=1, channels=(8, 16, 32), res_blocks=1,
+                                      upsample="bilinear"), rngs=nnx.Rngs(0))
+    assert (jax.tree.map(lambda a: a.shape, nnx.state(edge, nnx.Param))
+            == jax.tree.map(lambda a: a.shape, nnx.state(plain, nnx.Param)))
+    nnx.update(edge, nnx.state(plain, nnx.Param))
+    h = jnp.asarray(np.random.default_rng(5).standard_normal((1, 6, 8, 32)).astype(np.float32))
+    a, b = np.asarray(edge._up(edge.dec1, h)), np.asarray(plain._up(plain.dec1, h))
+    np.testing.assert_allclose(a[:, 1:-1, 1:-1], b[:, 1:-1, 1:-1], atol=1e-5)
+    assert np.abs(a - b).max() > 1e-3  # the border really differs: the edge is repeated

@@ -32,10 +32,12 @@ def _perturbed_generator(decoder: str = "shuffle") -> Generator:
     return gen
 
 
-@pytest.fixture(scope="module", params=["shuffle", "nearest", "bilinear", "bilinear+skip"])
+@pytest.fixture(scope="module", params=["shuffle", "nearest", "bilinear", "bilinear+skip",
+                                              "bilinear-edge"])
 def gen(request) -> Generator:
     """Both decoder kinds: depth-to-space (DepthToSpace) and resize-conv (Resize), the latter
-    also with the photo joining the first decoder conv (Concat)."""
+    also with the photo joining the first decoder conv (Concat) and computed per output phase
+    at low res (edge Pad → Conv → DepthToSpace)."""
     return _perturbed_generator(request.param)
 
 
@@ -64,7 +66,7 @@ def test_onnx_checker_and_io(gen: Generator, external: bool):
     assert dims == ["N", "H", "W", 3]
 
 
-@pytest.mark.parametrize("hw", [(64, 64), (96, 128)])
+@pytest.mark.parametrize("hw", [(64, 64), (96, 128), (36, 44)])
 def test_onnx_matches_jax(gen: Generator, onnx_gen: OnnxGenerator, hw: tuple[int, int]):
     x = np.random.default_rng(hw[1]).random((2, *hw, 3), np.float32)
     y_jax, stats_jax = gen(jnp.asarray(x), jnp.asarray(STYLE_W), return_stats=True)
@@ -122,3 +124,38 @@ def test_rejects_bad_shapes(onnx_gen: OnnxGenerator):
         onnx_gen(np.zeros((1, 30, 32, 3), np.float32), STYLE_W[:1])
     with pytest.raises(ValueError, match="pairs"):
         onnx_gen(np.zeros((1, 32, 32, 3), np.float32), STYLE_W[:1], stats=[])
+
+
+@pytest.mark.parametrize("decoder, resizes, depth_to_space", [
+    ("shuffle", 0, 1), ("nearest", 1, 0), ("bilinear-edge", 1, 0), ("bilinear", 2, 0)])
+def test_full_res_end_runs_on_phases(decoder: str, resizes: int, depth_to_space: int):
+    """Where the last decoder stage has phases, nothing but the output is full-res: no Resize
+    or DepthToSpace to full res, and the conv to RGB gives 12 channels (2×2 phases × RGB)."""
+    model = onnx.load_from_string(export_generator_onnx(_perturbed_generator(decoder)))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Resize") == resizes and ops.count("DepthToSpace") == depth_to_space
+    weights = {t.name: t.dims for t in model.graph.initializer}
+    last_conv = [n for n in model.graph.node if n.op_type == "Conv"][-1]
+    assert weights[last_conv.input[1]][0] == (3 if decoder == "bilinear" else 12)
+
+
+def test_subpixel_kernel_is_the_full_res_conv_with_reflection():
+    """A 3×3 conv with reflected borders on a depth-to-space'd tensor equals the 3×3 conv of
+    `subpixel_kernel` on the phases with repeated edges, followed by depth-to-space."""
+    import jax
+
+    from stylejax.generator import depth_to_space
+    from stylejax.onnx_export import subpixel_kernel
+
+    rng = np.random.default_rng(3)
+    phases = rng.standard_normal((1, 5, 7, 4 * 3)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 3, 2)).astype(np.float32)
+
+    def conv(x, k, mode):
+        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=mode)
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    full = conv(depth_to_space(jnp.asarray(phases)), jnp.asarray(kernel), "reflect")
+    low = depth_to_space(conv(jnp.asarray(phases), jnp.asarray(subpixel_kernel(kernel)), "edge"))
+    np.testing.assert_allclose(np.asarray(low), np.asarray(full), atol=1e-5)

@@ -105,6 +105,22 @@ def test_vector_is_the_encoder_output_and_encoded_once(encodings, style, tmp_pat
     assert {f.parent.name for f in files} == {any_style.model_id}
 
 
+def test_the_palette_statistics_are_kept_with_the_vector(encodings, style, monkeypatch):
+    """A cached style reads nothing from its picture again: the colour statistics that
+    `stylize` moves the result onto come with the vector, computed once."""
+    from stylejax.colour import colour_stats
+
+    any_style = AnyStyle(backend="jax")
+    entry = any_style.entry(style)
+    want = colour_stats(style)
+    np.testing.assert_allclose(entry.colours.mean, want.mean)
+    np.testing.assert_allclose(entry.colours.cov, want.cov)
+    reads = []
+    monkeypatch.setattr(style_vectors, "colour_stats",
+                        lambda rgb: reads.append(rgb.shape) or colour_stats(rgb))
+    assert any_style.entry(style.copy()) is entry and reads == []
+
+
 def test_a_fresh_instance_reads_the_disk_cache(encodings, style):
     z = AnyStyle(backend="jax").vector(style)
     again = AnyStyle(backend="jax").vector(style)

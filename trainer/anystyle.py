@@ -349,7 +349,7 @@ def with_model_weights(state: TrainState, models: Models, folder: str | Path,
                        config: AnyStyleConfig) -> TrainState:
     """A fresh state whose generator (and its EMA) are an exported model's weights: a fine-tune
     of a shipped model, whose checkpoints may be gone. Its parameters must have the run's
-    shapes; the decoder's upsampling may differ ("nearest" and "bilinear" share their weights),
+    shapes; the decoder's upsampling may differ (the resize decoders share their weights),
     which is how a model moves to another decoder without starting over."""
     model = load_model(folder)
     if model.config.taps != config.taps:

@@ -19,11 +19,12 @@ from typing import Any
 import tomllib
 
 from stylejax.features import DEFAULT_STYLE_TAPS
+from stylejax.generator import UPSAMPLE_MODES
 
 from .steps import LossConfig, OptimConfig
 
 ADV_LOSSES = ("hinge", "lsgan", "wgan-gp")
-UPSAMPLES = ("shuffle", "nearest", "bilinear")
+UPSAMPLES = UPSAMPLE_MODES  # stylejax.generator.GeneratorConfig.upsample says what each does
 
 
 def opt(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
@@ -177,7 +178,8 @@ class TrainConfig(JsonConfig):
     channels: tuple[int, int, int] = opt((16, 32, 64),
                                          "generator widths at full, 1/2 and 1/4 resolution")
     res_blocks: int = opt(5, "residual blocks at 1/4 resolution")
-    upsample: str = opt("shuffle", "decoder: shuffle (depth-to-space) | nearest (resize-conv)",
+    upsample: str = opt("shuffle", "decoder: shuffle (depth-to-space) | nearest, bilinear, "
+                        "bilinear-edge (resize-conv)",
                         UPSAMPLES)
     disc_ch: int = opt(32, "discriminator width")
     disc_scales: int = opt(2, "discriminator scales")

@@ -59,7 +59,8 @@ class DistillConfig(JsonConfig):
     channels: tuple[int, int, int] = opt((16, 24, 48),
                                          "student widths at full, 1/2 and 1/4 resolution")
     res_blocks: int = opt(3, "student residual blocks at 1/4 resolution")
-    upsample: str = opt("shuffle", "decoder: shuffle (depth-to-space) | nearest (resize-conv)",
+    upsample: str = opt("shuffle", "decoder: shuffle (depth-to-space) | nearest, bilinear, "
+                        "bilinear-edge (resize-conv)",
                         UPSAMPLES)
     edge_weight: float = opt(1.0, "weight of the L1 on pixel differences (edges, strokes)")
     blend_fraction: float = opt(0.5, "share of each batch that sees a blend of two styles")
