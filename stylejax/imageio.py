@@ -410,7 +410,16 @@ def resize_to(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if h <= rgb.shape[0] and w <= rgb.shape[1]:
         import cv2  # opencv-python-headless: a dependency for video (DIS flow)
 
-        return cv2.resize(np.ascontiguousarray(rgb), (w, h), interpolation=cv2.INTER_AREA)
+        rgb = np.ascontiguousarray(rgb)
+        # OpenCV averages whole blocks quickly and fractional ones slowly: shrink by a whole
+        # factor first where the sides allow it (1280 → 512 px: 3 ms instead of 4.5)
+        f = min(rgb.shape[0] // h, rgb.shape[1] // w)
+        while f >= 2 and (rgb.shape[0] % f or rgb.shape[1] % f):
+            f -= 1
+        if f >= 2 and (rgb.shape[0] // f, rgb.shape[1] // f) != (h, w):
+            rgb = cv2.resize(rgb, (rgb.shape[1] // f, rgb.shape[0] // f),
+                             interpolation=cv2.INTER_AREA)
+        return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.LANCZOS))
 
 

@@ -191,8 +191,11 @@ class _Exporter:
     def up(self, x: str, layer: ReflectConv, photo: str | None = None) -> str:
         """One 2× decoder step, as `Generator._up` does it (`photo` joins as channels)."""
         g = self.g
-        if self.gen.config.upsample == "shuffle":
-            return g.op("DepthToSpace", [self.conv(x, layer)], blocksize=2, mode="DCR")
+        mode = self.gen.config.upsample
+        if mode == "shuffle" or (mode in PHASE_TAPS and photo is None):
+            cout = int(layer.conv.bias.shape[0])  # shuffle's conv already gives the 4 phases
+            return self.depth_to_space(self.up_phases(x, layer),
+                                       cout // 4 if mode == "shuffle" else cout)
         scales = g.const("scales", np.array([1.0, 1.0, 2.0, 2.0], np.float32))
         if self.gen.config.upsample.startswith("bilinear"):  # half-pixel, as upsample_bilinear
             up = g.op("Resize", [x, "", scales], mode="linear",
@@ -204,6 +207,18 @@ class _Exporter:
             up = g.op("Concat", [up, photo], axis=1)
         return self.conv(up, layer, pad="edge" if self.gen.config.upsample == "bilinear-edge"
                          else "reflect")
+
+    def depth_to_space(self, x: str, channels: int) -> str:
+        """DepthToSpace (DCR) of (N, 4C, H, W), written as a stride-2 transposed conv with a
+        0/1 kernel: the same values (each output sums exactly one input), and ONNX Runtime
+        runs it in half the time of its DepthToSpace (docs/benchmarks.md, 2026-12-03)."""
+        kernel = np.zeros((4 * channels, channels, 2, 2), np.float32)
+        for dy in range(2):
+            for dx in range(2):
+                kernel[(dy * 2 + dx) * channels + np.arange(channels), np.arange(channels),
+                       dy, dx] = 1.0
+        return self.g.op("ConvTranspose", [x, self.g.const("d2s", kernel)], strides=[2, 2],
+                         kernel_shape=[2, 2])
 
     def up_phases(self, x: str, layer: ReflectConv) -> str:
         """One 2× decoder step left as its 2×2 phases (N,4C,H,W): `up` without the

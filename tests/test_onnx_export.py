@@ -126,17 +126,21 @@ def test_rejects_bad_shapes(onnx_gen: OnnxGenerator):
         onnx_gen(np.zeros((1, 32, 32, 3), np.float32), STYLE_W[:1], stats=[])
 
 
-@pytest.mark.parametrize("decoder, resizes, depth_to_space", [
-    ("shuffle", 0, 1), ("nearest", 1, 0), ("bilinear-edge", 1, 0), ("bilinear", 2, 0)])
-def test_full_res_end_runs_on_phases(decoder: str, resizes: int, depth_to_space: int):
-    """Where the last decoder stage has phases, nothing but the output is full-res: no Resize
-    or DepthToSpace to full res, and the conv to RGB gives 12 channels (2×2 phases × RGB)."""
+@pytest.mark.parametrize("decoder, resizes, unfolds", [
+    ("shuffle", 0, 1), ("nearest", 0, 1), ("bilinear-edge", 0, 1), ("bilinear", 2, 0),
+    ("bilinear+skip", 2, 0)])
+def test_full_res_end_runs_on_phases(decoder: str, resizes: int, unfolds: int):
+    """Where the decoder's stages have phases, no Resize runs and only the first stage is
+    unfolded (a 0/1 ConvTranspose; no DepthToSpace at all); nothing but the output is
+    full-res: the conv to RGB gives 12 channels (2×2 phases × RGB)."""
     model = onnx.load_from_string(export_generator_onnx(_perturbed_generator(decoder)))
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("Resize") == resizes and ops.count("DepthToSpace") == depth_to_space
+    assert ops.count("Resize") == resizes and ops.count("ConvTranspose") == unfolds
+    assert ops.count("DepthToSpace") == 0
     weights = {t.name: t.dims for t in model.graph.initializer}
     last_conv = [n for n in model.graph.node if n.op_type == "Conv"][-1]
-    assert weights[last_conv.input[1]][0] == (3 if decoder == "bilinear" else 12)
+    assert weights[last_conv.input[1]][0] == (3 if decoder.startswith("bilinear") and
+                                              decoder != "bilinear-edge" else 12)
 
 
 def test_subpixel_kernel_is_the_full_res_conv_with_reflection():
