@@ -182,6 +182,33 @@ def _with_tables(source: Generator, tables: list[tuple[jax.Array, jax.Array]]) -
     return out
 
 
+def without_blocks(model: AnyStyleModel, drop: Sequence[int]) -> AnyStyleModel:
+    """The model with the residual blocks at indices `drop` removed, with their norms' columns
+    of the style head: a smaller generator (each block is a tenth of the multiply-adds) that
+    a fine-tune starts from. A residual block adds a change to its input, so the rest still
+    computes a picture."""
+    cfg = model.config.generator
+    drop = sorted({int(i) for i in drop})
+    if not drop or drop[0] < 0 or drop[-1] >= cfg.res_blocks:
+        raise ValueError(f"blocks to drop must be among 0..{cfg.res_blocks - 1}, not {drop}")
+    keep = [i for i in range(cfg.res_blocks) if i not in drop]
+    config = replace(model.config, generator=replace(cfg, res_blocks=len(keep)))
+    out = nnx.eval_shape(lambda: AnyStyleModel(config, model.stats_dim, rngs=nnx.Rngs(0)))
+    nnx.update(out.encoder, nnx.state(model.encoder, nnx.Param))
+    src, dst = model.generator, out.generator
+    for name in ("enc1", "norm_e1", "enc2", "norm_e2", "dec1", "norm_d1", "dec2", "norm_d2", "out"):
+        nnx.update(getattr(dst, name), nnx.state(getattr(src, name), nnx.Param))
+    for j, i in enumerate(keep):
+        nnx.update(dst.res[j], nnx.state(src.res[i], nnx.Param))
+    # the head's columns: (scale, shift) per norm in `norm_layers()` order, blocks hold 2 each
+    kept_norms = [0, 1] + [2 + 2 * i + k for i in keep for k in (0, 1)]
+    kept_norms += [len(model.head.channels) - 2, len(model.head.channels) - 1]
+    starts = np.cumsum([0] + [2 * c for c in model.head.channels])
+    columns = np.concatenate([np.arange(starts[n], starts[n + 1]) for n in kept_norms])
+    out.head.proj.kernel.set_value(model.head.proj.kernel[...][:, columns])
+    return out
+
+
 def style_row(z: jax.Array | np.ndarray) -> np.ndarray:
     """Style vectors (N, D) → the weights (N, 1 + D) that `as_generator`'s tables take."""
     z = np.asarray(z, np.float32).reshape(-1, np.shape(z)[-1])

@@ -354,3 +354,49 @@ def test_a_run_can_start_from_an_exported_model_and_refuses_another_shape(tmp_pa
     with pytest.raises(ValueError, match="parameter shapes"):
         AnyStyleTrainer(tiny_run(tmp_path / "w", few_photos, channels=(8, 16, 24),
                                  init_model=str(tmp_path / "m")))
+
+
+def test_without_blocks_is_the_model_whose_dropped_blocks_add_nothing():
+    """Dropping residual block i (with its norms' style-head columns) gives exactly the model
+    in which block i's last norm outputs zero, so the block passes its input through."""
+    from stylejax.anystyle import without_blocks
+
+    cfg = AnyStyleConfig(generator=GeneratorConfig(num_styles=1, channels=(8, 16, 16),
+                                                   res_blocks=3, upsample="bilinear-edge"),
+                         style_dim=8, hidden=16, taps=TINY.taps)
+    model = AnyStyleModel(cfg, statistics_size(load_feature_net(), cfg.taps), rngs=nnx.Rngs(3))
+    model.head.proj.kernel[...] = model.head.proj.kernel[...] * 50  # styles that really differ
+    photo, z = _pictures(1, 1, 32), jnp.asarray(np.random.default_rng(0).normal(size=(1, 8)))
+    small = without_blocks(model, [1])
+    assert small.config.generator.res_blocks == 2 and len(small.generator.res) == 2
+    # block 1's second norm is norm 2 + 2·1 + 1 = 5: zero its table and its head columns
+    norm = model.generator.res[1].norm2
+    norm.scale[...], norm.shift[...] = jnp.zeros_like(norm.scale[...]), jnp.zeros_like(
+        norm.shift[...])
+    starts = np.cumsum([0] + [2 * c for c in model.head.channels])
+    kernel = np.array(model.head.proj.kernel[...])
+    kernel[:, starts[5]:starts[6]] = 0.0
+    model.head.proj.kernel[...] = jnp.asarray(kernel)
+    np.testing.assert_allclose(np.asarray(small(photo, z)), np.asarray(model(photo, z)),
+                               atol=1e-5)
+    assert float(jnp.abs(small(photo, z) - without_blocks(model, [0])(photo, z)).max()) > 1e-3
+    with pytest.raises(ValueError, match="blocks to drop"):
+        without_blocks(model, [3])
+
+
+def test_a_run_can_start_from_a_model_with_more_blocks(tmp_path, few_photos):
+    """--init-drop-blocks: a run with fewer residual blocks starts as the exported model
+    without them (`without_blocks`)."""
+    from stylejax.anystyle import load_model, save_model, without_blocks
+
+    cfg = AnyStyleConfig(generator=GeneratorConfig(num_styles=1, channels=(8, 16, 16),
+                                                   res_blocks=2, upsample="nearest"),
+                         style_dim=8, hidden=16, taps=TINY.taps)
+    save_model(tmp_path / "m", AnyStyleModel(cfg, statistics_size(load_feature_net(), cfg.taps),
+                                             rngs=nnx.Rngs(5)))
+    trainer = AnyStyleTrainer(tiny_run(tmp_path / "r", few_photos, res_blocks=1,
+                                       init_model=str(tmp_path / "m"), init_drop_blocks=(1,)))
+    want = without_blocks(load_model(tmp_path / "m"), [1])
+    photo, z = _pictures(1, 1, 32), jnp.ones((1, 8))
+    np.testing.assert_allclose(np.asarray(trainer.model(ema=True)(photo, z)),
+                               np.asarray(want(photo, z)), atol=1e-6)

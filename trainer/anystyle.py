@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from stylejax.anystyle import (
     load_model,
     save_model,
     statistics_size,
+    without_blocks,
 )
 from stylejax.colour import DEFAULT_PALETTE, map_between, pixel_stats
 from stylejax.discriminator import MultiScaleDiscriminator
@@ -116,6 +118,9 @@ class AnyStyleTrainConfig(JsonConfig):
                                         "band a few pixels wide: docs/training.md, the halo)")
     init_model: str = opt("", "a new run starts from this any-style model folder's weights "
                               "(its shape must match; discriminator and optimiser start fresh)")
+    init_drop_blocks: tuple[int, ...] = opt((), "residual blocks of --init-model left out, so a "
+                                            "generator with fewer starts from it (its last "
+                                            "block changes F's pictures least)")
     adv_weight: float = opt(0.05, "adversarial weight (0: no discriminator)")
     adv_loss: str = opt("hinge", "adversarial loss", choices=("hinge", "lsgan", "wgan-gp"))
     adv_start: int = opt(1000, "adversarial term off before this step")
@@ -346,12 +351,16 @@ def export_model(run_dir: str | Path, out_dir: str | Path, step: int | None = No
 
 
 def with_model_weights(state: TrainState, models: Models, folder: str | Path,
-                       config: AnyStyleConfig) -> TrainState:
+                       config: AnyStyleConfig, drop_blocks: Sequence[int] = ()) -> TrainState:
     """A fresh state whose generator (and its EMA) are an exported model's weights: a fine-tune
     of a shipped model, whose checkpoints may be gone. Its parameters must have the run's
     shapes; the decoder's upsampling may differ (the resize decoders share their weights),
-    which is how a model moves to another decoder without starting over."""
+    which is how a model moves to another decoder without starting over. `drop_blocks`: the
+    model's residual blocks to leave out (`anystyle.without_blocks`)."""
     model = load_model(folder)
+    if drop_blocks:
+        log.info("residual blocks %s of %s left out", list(drop_blocks), folder)
+        model = without_blocks(model, drop_blocks)
     if model.config.taps != config.taps:
         raise ValueError(f"{folder} reads other feature taps than this run")
     if model.config.generator.upsample != config.generator.upsample:
@@ -400,7 +409,8 @@ class AnyStyleTrainer:
         self.loss_cfg, self.optim_cfg = AnyStyleLoss.of(cfg), cfg.optim()
         self.ckpt = Checkpoints(self.out / "checkpoints", keep=cfg.keep)
         if cfg.init_model and self.ckpt.latest_step() is None:
-            template = with_model_weights(template, self.models, cfg.init_model, cfg.model())
+            template = with_model_weights(template, self.models, cfg.init_model, cfg.model(),
+                                          cfg.init_drop_blocks)
         self.state: TrainState = resume(self.ckpt, template, cfg, self.out / CONFIG_FILE)
         self.mesh, self.replicated, self.sharded = data_mesh(cfg.batch)
         self.state = jax.device_put(self.state, self.replicated)

@@ -36,9 +36,10 @@ def opt(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
 
 
 # What a resumed run may change: how long it runs and how it reports, not what it learns
-# (`init_model` only seeds a fresh run; a resumed one keeps its checkpoint).
+# (`init_model` and `init_drop_blocks` only seed a fresh run; a resumed one keeps its
+# checkpoint).
 RESUME_MAY_CHANGE = frozenset({"steps", "out", "log_every", "sample_every", "ckpt_every",
-                               "keep", "init_model"})
+                               "keep", "init_model", "init_drop_blocks"})
 
 
 class JsonConfig:
