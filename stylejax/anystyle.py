@@ -196,8 +196,7 @@ def without_blocks(model: AnyStyleModel, drop: Sequence[int]) -> AnyStyleModel:
     out = nnx.eval_shape(lambda: AnyStyleModel(config, model.stats_dim, rngs=nnx.Rngs(0)))
     nnx.update(out.encoder, nnx.state(model.encoder, nnx.Param))
     src, dst = model.generator, out.generator
-    for name in ("enc1", "norm_e1", "enc2", "norm_e2", "dec1", "norm_d1", "dec2", "norm_d2", "out"):
-        nnx.update(getattr(dst, name), nnx.state(getattr(src, name), nnx.Param))
+    nnx.update(dst, nnx.filter_state(nnx.state(src, nnx.Param), lambda path, _: path[0] != "res"))
     for j, i in enumerate(keep):
         nnx.update(dst.res[j], nnx.state(src.res[i], nnx.Param))
     # the head's columns: (scale, shift) per norm in `norm_layers()` order, blocks hold 2 each

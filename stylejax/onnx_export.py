@@ -191,13 +191,13 @@ class _Exporter:
     def up(self, x: str, layer: ReflectConv, photo: str | None = None) -> str:
         """One 2× decoder step, as `Generator._up` does it (`photo` joins as channels)."""
         g = self.g
-        mode = self.gen.config.upsample
-        if mode == "shuffle" or (mode in PHASE_TAPS and photo is None):
+        if self.phased and photo is None:
             cout = int(layer.conv.bias.shape[0])  # shuffle's conv already gives the 4 phases
             return self.depth_to_space(self.up_phases(x, layer),
-                                       cout // 4 if mode == "shuffle" else cout)
+                                       cout // 4 if self.gen.config.upsample == "shuffle"
+                                       else cout)
         scales = g.const("scales", np.array([1.0, 1.0, 2.0, 2.0], np.float32))
-        if self.gen.config.upsample.startswith("bilinear"):  # half-pixel, as upsample_bilinear
+        if self.gen.config.upsample == "bilinear":  # half-pixel centres, as upsample_bilinear
             up = g.op("Resize", [x, "", scales], mode="linear",
                       coordinate_transformation_mode="half_pixel")
         else:  # asymmetric + floor: output pixel i reads input i // 2, exactly jnp.repeat
@@ -205,8 +205,12 @@ class _Exporter:
                       coordinate_transformation_mode="asymmetric", nearest_mode="floor")
         if photo is not None:
             up = g.op("Concat", [up, photo], axis=1)
-        return self.conv(up, layer, pad="edge" if self.gen.config.upsample == "bilinear-edge"
-                         else "reflect")
+        return self.conv(up, layer)
+
+    @property
+    def phased(self) -> bool:
+        """Whether the decoder's steps can run as low-res convs per output phase (`up_phases`)."""
+        return self.gen.config.upsample == "shuffle" or self.gen.config.upsample in PHASE_TAPS
 
     def depth_to_space(self, x: str, channels: int) -> str:
         """DepthToSpace (DCR) of (N, 4C, H, W), written as a stride-2 transposed conv with a
@@ -250,7 +254,6 @@ class _Exporter:
         stage, its norm and the conv to RGB all run at 1/2 res on the 2×2 phases, and the
         logit skip reads the photo's phases: no full-res tensor but the output."""
         g, gen = self.g, self.gen
-        phased = gen.config.upsample == "shuffle" or gen.config.upsample in PHASE_TAPS
         full = g.op("Transpose", ["photo"], perm=[0, 3, 1, 2])
         photo = g.op("SpaceToDepth", [full], blocksize=2)  # (N, 12, H/2, W/2)
         folded = g.op("Sub", [g.op("Mul", [photo, g.const("two", np.array(2.0, np.float32))]),
@@ -263,7 +266,7 @@ class _Exporter:
             h = g.op("Add", [h, r])
         h = self.norm_relu(self.up(h, gen.dec1, folded if gen.config.photo_skip else None),
                            gen.norm_d1)
-        if phased:
+        if self.phased:
             h = self.norm_relu(self.up_phases(h, gen.dec2), gen.norm_d2, phases=4)
             out = self.conv(h, gen.out, subpixel_kernel(_np(gen.out.conv.kernel)),
                             np.tile(_np(gen.out.conv.bias), 4), pad="edge")
