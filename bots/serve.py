@@ -223,7 +223,8 @@ def run_worker(settings: Settings, parent_pid: int | None = None,
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)  # orbax's absl import may have added a root handler first
     overrides = {"data_dir": args.data_dir}
     if args.command == "serve":
         overrides.update(host=args.host, port=args.port, workers=args.workers)

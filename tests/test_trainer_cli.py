@@ -88,6 +88,26 @@ def test_bad_choice_and_unknown_mode_exit_2(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+
+def test_verbose_reaches_stderr_after_orbax_added_a_root_handler(tmp_path, capsys):
+    """orbax's import gives the root logger a handler; -v must still turn INFO on."""
+    import logging
+
+    import orbax.checkpoint  # noqa: F401  (the import that adds the handler)
+
+    from trainer.cli import main
+
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers)
+    try:
+        assert main(["-v", "export", "--run", str(tmp_path / "none"),
+                     "--pack", str(tmp_path / "pack")]) == 2
+        logging.getLogger("stylejax.train").info("resumed from step 7")
+        assert "INFO stylejax.train: resumed from step 7" in capsys.readouterr().err
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+
 @dataclass
 class _Flags:
     name: str | None = opt(None, "a name")

@@ -188,8 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exit_:  # argparse already printed usage and the error
         return int(exit_.code or 0)
+    # force: importing orbax (absl) already gave the root logger a handler, which would make
+    # a plain basicConfig a no-op and leave -v silent.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
     commands = {"train": _train, "cyclegan": _train, "export": _export,
                 "add-style": _add_style, "eval": _eval, "anystyle-pack": _anystyle_pack}
     try:
