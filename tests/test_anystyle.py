@@ -400,3 +400,24 @@ def test_a_run_can_start_from_a_model_with_more_blocks(tmp_path, few_photos):
     photo, z = _pictures(1, 1, 32), jnp.ones((1, 8))
     np.testing.assert_allclose(np.asarray(trainer.model(ema=True)(photo, z)),
                                np.asarray(want(photo, z)), atol=1e-6)
+
+
+def test_a_run_on_two_photos_and_one_style_picture_draws_its_grid(tmp_path, few_photos):
+    """A fine-tune on a handful (one photo and one painting, say) must not need four of each
+    for its sample grid."""
+    import shutil
+
+    content, style = tmp_path / "photos", tmp_path / "style"
+    content.mkdir()
+    style.mkdir()
+    for p in sorted(few_photos.iterdir())[:2]:
+        shutil.copy(p, content / p.name)
+    shutil.copy("../shared/data/style/S05_vangogh_village_street_auvers.png", style)
+    trainer = AnyStyleTrainer(tiny_run(tmp_path, content, corpus=[str(style)],
+                                       data_root=str(tmp_path / "no-eval-set")))
+    tiles, styles = trainer.samples
+    assert (len(tiles), len(styles)) == (2, 1)
+    grid = trainer.sample_grid(tmp_path / "grid.png")
+    from PIL import Image
+
+    assert Image.open(grid).size[0] > 0

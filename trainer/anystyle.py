@@ -446,13 +446,15 @@ class AnyStyleTrainer:
     # -- looking at it ------------------------------------------------------------------------
     def _sample_pairs(self, photos: PhotoFolder, n: int = 4) -> tuple[list, list]:
         """Fixed photos, and style pictures the model never trains on: the benchmark's
-        held-out ones where `data_root` has them (else corpus pictures)."""
+        held-out ones where `data_root` has them (else corpus pictures). Fewer when the run has
+        fewer photos or pictures than that (a fine-tune on a handful)."""
         rng = np.random.default_rng(12345)
         tiles = [center_square(photos.images[i], 128)
-                 for i in rng.choice(len(photos.images), size=n, replace=False)]
+                 for i in rng.choice(len(photos.images), size=min(n, len(photos.images)),
+                                     replace=False)]
         held = [resize_long_side(decode_image(p).rgb, 320)
                 for p in held_out_style_files(self.cfg.data_root)[:n]]
-        picks = rng.choice(len(self.corpus), size=n, replace=False)
+        picks = rng.choice(len(self.corpus), size=min(n, len(self.corpus)), replace=False)
         styles = held if len(held) == n else [self.corpus.images[i] for i in picks]
         return tiles, [center_square(s, 256) for s in styles]
 
