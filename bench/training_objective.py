@@ -1,0 +1,92 @@
+"""Score results by the any-style training objective, beside the optimiser's result.
+
+Why: to tell a fault the loss tolerates from one the generator cannot avoid. If the optimiser,
+or a generator fine-tuned on the one pair, reaches a lower training objective without the
+fault, the loss is not what keeps it (docs/training.md, "The halo is an amortisation gap").
+
+    python bench/training_objective.py --side 256 --photo P.jpg --style S.jpg \
+        --models stylejax/assets/anystyle runs/x/export --out strip.png
+
+Prints content (stage4), Gram style (the five taps), TV and content + 24 × style + TV for the
+photo, each model's result (as served) and "refine" (the optimiser started from the shipped
+model's result, as `--refine` serves it, for --refine-s seconds); the strip shows them in that
+order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import quality as q  # noqa: E402
+
+from stylejax import Stylizer, losses  # noqa: E402
+from stylejax.custom_style import CustomStyleConfig  # noqa: E402
+from stylejax.features import DEFAULT_CONTENT_TAPS, DEFAULT_STYLE_TAPS, load_feature_net  # noqa: E402
+from stylejax.imageio import resize_long_side, resize_max_side  # noqa: E402
+
+STYLE_WEIGHT = 24.0  # trainer/anystyle_cpu.toml
+
+
+def _scaled_mse(a: jnp.ndarray, b: jnp.ndarray) -> float:
+    return float(jnp.mean((a - b) ** 2) / (jnp.mean(b ** 2) + 1e-12))
+
+
+def objective(feat, result: np.ndarray, photo: np.ndarray, style: np.ndarray) -> dict:
+    """The step's terms (trainer/anystyle.py) for one picture, without views or jitter."""
+    as_x = lambda a: jnp.asarray(a, jnp.float32)[None] / 255.0  # noqa: E731
+    f_style = feat.features(as_x(resize_long_side(style, 256)), DEFAULT_STYLE_TAPS)
+    f_photo = feat.features(as_x(photo), DEFAULT_CONTENT_TAPS)
+    x = as_x(result)
+    fx = feat.features(x, tuple(dict.fromkeys(DEFAULT_STYLE_TAPS + DEFAULT_CONTENT_TAPS)))
+    content = float(np.mean([_scaled_mse(fx[t], f_photo[t]) for t in DEFAULT_CONTENT_TAPS]))
+    gram = losses.gram_matrix
+    style_term = float(np.mean([_scaled_mse(gram(fx[t]), gram(f_style[t]))
+                                for t in DEFAULT_STYLE_TAPS]))
+    tv = float(losses.total_variation(x))
+    return {"content": content, "style": style_term, "tv": tv,
+            "total": content + STYLE_WEIGHT * style_term + tv}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--side", type=int, default=256)
+    ap.add_argument("--photo", type=Path, required=True)
+    ap.add_argument("--style", type=Path, required=True)
+    ap.add_argument("--models", nargs="+", required=True, help="any-style model folders")
+    ap.add_argument("--refine-s", type=float, default=15.0)
+    ap.add_argument("--out", type=Path, required=True, help="strip PNG or JPG")
+    args = ap.parse_args(argv)
+
+    photo = resize_max_side(q.load_rgb(args.photo), args.side)
+    style = q.load_rgb(args.style)
+    pair = q.Pair(photo=args.photo.name, style=args.style.stem, style_rgb=style)
+    results = {"photo": photo}
+    for m in args.models:
+        results[Path(m).name] = q.anystyle_method(args.side, m)(photo, pair)
+    cfg = replace(CustomStyleConfig(size=args.side), time_budget_s=args.refine_s)
+    results["refine"] = Stylizer().stylize_with_image(photo, style, config=cfg,
+                                                      refine=True).image
+    feat = load_feature_net()
+    tiles = []
+    for name, img in results.items():
+        img = np.asarray(Image.fromarray(img).resize(photo.shape[1::-1]))
+        tiles.append(img)
+        t = objective(feat, img, photo, style)
+        print(f"{name:16s} content {t['content']:.3f}  style {t['style']:.4f}  "
+              f"tv {t['tv']:.3f}  total {t['total']:.3f}")
+    Image.fromarray(np.concatenate(tiles, 1)).save(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
