@@ -111,6 +111,7 @@ class _Exporter:
         self.stat_ios: list[onnx.ValueInfoProto] = []
         self.unsq_axes = self.g.const("axes_c11", np.array([2, 3], np.int64))
         self.eps = self.g.const("eps", np.array(IN_EPS, np.float32))
+        self.one = self.g.const("one", np.array(1.0, np.float32))
 
     def conv(self, x: str, layer: ReflectConv, kernel: np.ndarray | None = None,
              bias: np.ndarray | None = None, pad: str = "reflect") -> str:
@@ -235,8 +236,7 @@ class _Exporter:
 
     def logit(self, x: str) -> str:
         """`generator.photo_logit`."""
-        g = self.g
-        one = g.const("one", np.array(1.0, np.float32))
+        g, one = self.g, self.one
         clipped = g.op("Clip", [x, g.const("lo", np.array(SKIP_CLIP, np.float32)),
                                 g.const("hi", np.array(1.0 - SKIP_CLIP, np.float32))])
         return g.op("Sub", [g.op("Log", [clipped]), g.op("Log", [g.op("Sub", [one, clipped])])])
@@ -257,7 +257,7 @@ class _Exporter:
         full = g.op("Transpose", ["photo"], perm=[0, 3, 1, 2])
         photo = g.op("SpaceToDepth", [full], blocksize=2)  # (N, 12, H/2, W/2)
         folded = g.op("Sub", [g.op("Mul", [photo, g.const("two", np.array(2.0, np.float32))]),
-                              g.const("one", np.array(1.0, np.float32))])
+                              self.one])
         h = self.norm_relu(self.conv(folded, gen.enc1), gen.norm_e1)
         h = self.norm_relu(self.conv(g.op("SpaceToDepth", [h], blocksize=2), gen.enc2), gen.norm_e2)
         for block in gen.res:
