@@ -193,7 +193,7 @@ class AnyStyleLoss:
                    content_taps=tuple(cfg.content_taps))
 
     @property
-    def views(self) -> bool:
+    def viewed(self) -> bool:
         return self.rotate > 0 or self.zoom > 1
 
     @property
@@ -228,7 +228,7 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
     n_id = cfg.identity_batch
     n = photos.shape[0] - n_id
     turn = None
-    if cfg.views:  # one transform per sample, for its result, photo and style picture alike
+    if cfg.viewed:  # one transform per sample, for its result, photo and style picture alike
         turn = draw_views(view_key, n, cfg.rotate, cfg.zoom)
     # The style picture is read once, in its view: the encoder's channel statistics barely
     # move under a turn, and the Gram target turns with the strokes.
@@ -291,7 +291,7 @@ def anystyle_step(models: Models, cfg: AnyStyleLoss, optim: OptimConfig, state: 
     if cfg.jitter > 0:  # a separate split, so runs without jitter keep their random stream
         key, jitter_key = jax.random.split(key)
     view_key = None
-    if cfg.views:  # likewise
+    if cfg.viewed:  # likewise
         key, view_key = jax.random.split(key)
     (_, (fake, z, g_metrics)), g_grads = jax.value_and_grad(_generator_losses, has_aux=True)(
         state.g, models, state.d, state.d_stats, f_state, batch, cfg, state.step, jitter_key,
