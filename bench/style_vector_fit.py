@@ -26,13 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import quality as q  # noqa: E402
+from training_objective import STYLE_WEIGHT, style_features, terms  # noqa: E402
 
-from stylejax import losses  # noqa: E402
 from stylejax.anystyle import AnyStyleModel, load_model  # noqa: E402
-from stylejax.features import DEFAULT_CONTENT_TAPS, DEFAULT_STYLE_TAPS, load_feature_net  # noqa: E402
+from stylejax.features import load_feature_net  # noqa: E402
 from stylejax.imageio import resize_long_side, resize_max_side  # noqa: E402
-
-STYLE_WEIGHT = 24.0
 
 
 def photo_array(fragment: str, side: int) -> jax.Array:
@@ -43,20 +41,12 @@ def photo_array(fragment: str, side: int) -> jax.Array:
 
 
 def make_objective(feat, style_x: jax.Array):
-    f_style = jax.lax.stop_gradient(feat.features(style_x, DEFAULT_STYLE_TAPS))
-    taps = tuple(dict.fromkeys(DEFAULT_STYLE_TAPS + DEFAULT_CONTENT_TAPS))
-
-    def scaled(a, b):
-        return jnp.mean((a - b) ** 2) / (jnp.mean(b ** 2) + 1e-12)
+    """objective(out, photo): content + 24 × style + TV, differentiable in `out`."""
+    f_style = style_features(feat, style_x)
 
     def objective(out: jax.Array, photo: jax.Array) -> jax.Array:
-        f_photo = jax.lax.stop_gradient(feat.features(photo, DEFAULT_CONTENT_TAPS))
-        fx = feat.features(out, taps)
-        content = jnp.mean(jnp.stack([scaled(fx[t], f_photo[t]) for t in DEFAULT_CONTENT_TAPS]))
-        style = jnp.mean(jnp.stack([scaled(losses.gram_matrix(fx[t]),
-                                           losses.gram_matrix(f_style[t]))
-                                    for t in DEFAULT_STYLE_TAPS]))
-        return content + STYLE_WEIGHT * style + losses.total_variation(out)
+        content, style, tv = terms(feat, f_style, out, photo)
+        return content + STYLE_WEIGHT * style + tv
 
     return objective
 

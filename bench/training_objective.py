@@ -20,6 +20,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
@@ -37,22 +38,33 @@ from stylejax.imageio import resize_long_side, resize_max_side  # noqa: E402
 STYLE_WEIGHT = 24.0  # trainer/anystyle_cpu.toml
 
 
-def _scaled_mse(a: jnp.ndarray, b: jnp.ndarray) -> float:
-    return float(jnp.mean((a - b) ** 2) / (jnp.mean(b ** 2) + 1e-12))
+def _scaled_mse(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.mean((a - b) ** 2) / (jnp.mean(b ** 2) + 1e-12)
+
+
+def style_features(feat, style_x: jax.Array) -> dict[str, jax.Array]:
+    """The Gram taps of a style picture (1, H, W, 3) in [0, 1], as the step reads it."""
+    return jax.lax.stop_gradient(feat.features(style_x, DEFAULT_STYLE_TAPS))
+
+
+def terms(feat, f_style: dict[str, jax.Array], out: jax.Array, photo: jax.Array
+          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(content, style, TV) of results `out` for `photo` (both (1, H, W, 3) in [0, 1]): the
+    step's terms (trainer/anystyle.py) without views or jitter; differentiable in `out`."""
+    f_photo = jax.lax.stop_gradient(feat.features(photo, DEFAULT_CONTENT_TAPS))
+    fx = feat.features(out, tuple(dict.fromkeys(DEFAULT_STYLE_TAPS + DEFAULT_CONTENT_TAPS)))
+    content = jnp.mean(jnp.stack([_scaled_mse(fx[t], f_photo[t]) for t in DEFAULT_CONTENT_TAPS]))
+    gram = losses.gram_matrix
+    style = jnp.mean(jnp.stack([_scaled_mse(gram(fx[t]), gram(f_style[t]))
+                                for t in DEFAULT_STYLE_TAPS]))
+    return content, style, losses.total_variation(out)
 
 
 def objective(feat, result: np.ndarray, photo: np.ndarray, style: np.ndarray) -> dict:
-    """The step's terms (trainer/anystyle.py) for one picture, without views or jitter."""
+    """The terms and content + 24 × style + TV for one uint8 result of a uint8 photo."""
     as_x = lambda a: jnp.asarray(a, jnp.float32)[None] / 255.0  # noqa: E731
-    f_style = feat.features(as_x(resize_long_side(style, 256)), DEFAULT_STYLE_TAPS)
-    f_photo = feat.features(as_x(photo), DEFAULT_CONTENT_TAPS)
-    x = as_x(result)
-    fx = feat.features(x, tuple(dict.fromkeys(DEFAULT_STYLE_TAPS + DEFAULT_CONTENT_TAPS)))
-    content = float(np.mean([_scaled_mse(fx[t], f_photo[t]) for t in DEFAULT_CONTENT_TAPS]))
-    gram = losses.gram_matrix
-    style_term = float(np.mean([_scaled_mse(gram(fx[t]), gram(f_style[t]))
-                                for t in DEFAULT_STYLE_TAPS]))
-    tv = float(losses.total_variation(x))
+    f_style = style_features(feat, as_x(resize_long_side(style, 256)))
+    content, style_term, tv = (float(t) for t in terms(feat, f_style, as_x(result), as_x(photo)))
     return {"content": content, "style": style_term, "tv": tv,
             "total": content + STYLE_WEIGHT * style_term + tv}
 
