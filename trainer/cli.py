@@ -192,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a plain basicConfig a no-op and leave -v silent.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's lines about every save
     commands = {"train": _train, "cyclegan": _train, "export": _export,
                 "add-style": _add_style, "eval": _eval, "anystyle-pack": _anystyle_pack}
     try:
