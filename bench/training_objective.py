@@ -34,12 +34,9 @@ from stylejax import Stylizer, losses  # noqa: E402
 from stylejax.custom_style import CustomStyleConfig  # noqa: E402
 from stylejax.features import DEFAULT_CONTENT_TAPS, DEFAULT_STYLE_TAPS, load_feature_net  # noqa: E402
 from stylejax.imageio import resize_long_side, resize_max_side  # noqa: E402
+from trainer.anystyle import AnyStyleTrainConfig, scaled_mse  # noqa: E402
 
-STYLE_WEIGHT = 24.0  # trainer/anystyle_cpu.toml
-
-
-def _scaled_mse(a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.mean((a - b) ** 2) / (jnp.mean(b ** 2) + 1e-12)
+STYLE_WEIGHT = AnyStyleTrainConfig.style_weight  # the recipe's (trainer/anystyle_cpu.toml too)
 
 
 def style_features(feat, style_x: jax.Array) -> dict[str, jax.Array]:
@@ -53,9 +50,11 @@ def terms(feat, f_style: dict[str, jax.Array], out: jax.Array, photo: jax.Array
     step's terms (trainer/anystyle.py) without views or jitter; differentiable in `out`."""
     f_photo = jax.lax.stop_gradient(feat.features(photo, DEFAULT_CONTENT_TAPS))
     fx = feat.features(out, tuple(dict.fromkeys(DEFAULT_STYLE_TAPS + DEFAULT_CONTENT_TAPS)))
-    content = jnp.mean(jnp.stack([_scaled_mse(fx[t], f_photo[t]) for t in DEFAULT_CONTENT_TAPS]))
+    # the step's normalised MSE, per sample, then averaged over samples and taps as it does
+    content = jnp.mean(jnp.stack([jnp.mean(scaled_mse(fx[t], f_photo[t]))
+                                  for t in DEFAULT_CONTENT_TAPS]))
     gram = losses.gram_matrix
-    style = jnp.mean(jnp.stack([_scaled_mse(gram(fx[t]), gram(f_style[t]))
+    style = jnp.mean(jnp.stack([jnp.mean(scaled_mse(gram(fx[t]), gram(f_style[t])))
                                 for t in DEFAULT_STYLE_TAPS]))
     return content, style, losses.total_variation(out)
 

@@ -88,7 +88,6 @@ def test_bad_choice_and_unknown_mode_exit_2(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-
 def test_verbose_reaches_stderr_after_orbax_added_a_root_handler(tmp_path, capsys):
     """orbax's import gives the root logger a handler; -v must still turn INFO on."""
     import logging
@@ -111,6 +110,7 @@ def test_verbose_reaches_stderr_after_orbax_added_a_root_handler(tmp_path, capsy
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
         logging.getLogger("absl").setLevel(saved[2])
+
 
 @dataclass
 class _Flags:

@@ -201,7 +201,7 @@ class AnyStyleLoss:
         return "wgan" if self.adv_kind == "wgan-gp" else self.adv_kind
 
 
-def _scaled_mse(a: jax.Array, b: jax.Array) -> jax.Array:
+def scaled_mse(a: jax.Array, b: jax.Array) -> jax.Array:
     """MSE over all but the batch axis, per sample, divided by the target's mean square (so
     every layer and every style picture has an equal say whatever its magnitude)."""
     axes = tuple(range(1, a.ndim))
@@ -244,7 +244,7 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
     taps = tuple(dict.fromkeys(cfg.style_taps + cfg.content_taps))
     f_fake = feat.features(seen_fake, taps)
     f_photo = jax.lax.stop_gradient(feat.features(seen_photo, cfg.content_taps))
-    content = sum(jnp.mean(_scaled_mse(f_fake[t], f_photo[t])) for t in cfg.content_taps)
+    content = sum(jnp.mean(scaled_mse(f_fake[t], f_photo[t])) for t in cfg.content_taps)
     content = content / len(cfg.content_taps)
     style = 0.0
     for s in cfg.style_scales:  # one Gram term per (scale, tap), averaged
@@ -253,7 +253,7 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
             fs_fake = feat.features(losses.shrink(seen_fake, s), cfg.style_taps)
             fs_style = jax.lax.stop_gradient(
                 feat.features(losses.shrink(style_seen, s), cfg.style_taps))
-        style += sum(jnp.mean(_scaled_mse(losses.gram_matrix(fs_fake[t]),
+        style += sum(jnp.mean(scaled_mse(losses.gram_matrix(fs_fake[t]),
                                           losses.gram_matrix(fs_style[t])))
                      for t in cfg.style_taps)
     style = style / (len(cfg.style_taps) * len(cfg.style_scales))
