@@ -48,6 +48,9 @@ class AnyStyleConfig:
     style_dim: int = 100
     hidden: int = 512
     taps: tuple[str, ...] = DEFAULT_STYLE_TAPS
+    # width of the photo-aware correction's hidden layer (`PhotoCorrection`); 0: the style
+    # vector depends on the style picture alone
+    photo_hidden: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -59,7 +62,8 @@ class AnyStyleConfig:
     def from_dict(cls, d: dict) -> AnyStyleConfig:
         return cls(generator=GeneratorConfig.from_dict(d["generator"]),
                    style_dim=int(d["style_dim"]), hidden=int(d["hidden"]),
-                   taps=tuple(str(t) for t in d["taps"]))
+                   taps=tuple(str(t) for t in d["taps"]),
+                   photo_hidden=int(d.get("photo_hidden", 0)))
 
 
 def style_statistics(feats: dict[str, jax.Array], taps: Sequence[str]) -> jax.Array:
@@ -89,6 +93,26 @@ class StyleEncoder(nnx.Module):
 
     def __call__(self, stats: jax.Array) -> jax.Array:
         return self.fc2(jax.nn.relu(self.fc1(self.norm(stats))))
+
+
+class PhotoCorrection(nnx.Module):
+    """(style statistics, photo statistics) → a change of the style vector for this photo.
+
+    One vector per style picture leaves a gap that a vector fitted to one photo closes
+    (docs/training.md, "The halo is an amortisation gap"): the best vector depends on the
+    photo too. Each input is standardised on its own (their spreads differ), and the output
+    layer starts at zero, so a model grown from a plain one starts as it."""
+
+    def __init__(self, stats_dim: int, hidden: int, style_dim: int, *, rngs: nnx.Rngs):
+        self.style_norm = nnx.LayerNorm(stats_dim, rngs=rngs)
+        self.photo_norm = nnx.LayerNorm(stats_dim, rngs=rngs)
+        self.fc1 = nnx.Linear(2 * stats_dim, hidden, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, style_dim, kernel_init=nnx.initializers.zeros,
+                              rngs=rngs)
+
+    def __call__(self, style_stats: jax.Array, photo_stats: jax.Array) -> jax.Array:
+        x = jnp.concatenate([self.style_norm(style_stats), self.photo_norm(photo_stats)], -1)
+        return self.fc2(jax.nn.relu(self.fc1(x)))
 
 
 class StyleHead(nnx.Module):
@@ -122,16 +146,39 @@ class AnyStyleModel(nnx.Module):
         self.generator = Generator(config.generator, rngs=rngs)
         norms = self.generator.norm_layers()
         self.encoder = StyleEncoder(stats_dim, config.hidden, config.style_dim, rngs=rngs)
+        self.photo = (PhotoCorrection(stats_dim, config.photo_hidden, config.style_dim,
+                                      rngs=rngs) if config.photo_hidden else None)
         self.head = StyleHead(config.style_dim, [int(n.scale.shape[1]) for n in norms],
                               rngs=rngs)
 
-    def encode_features(self, feats: dict[str, jax.Array]) -> jax.Array:
-        """Style vectors (N, style_dim) from the feature net's activations on style pictures."""
-        return self.encoder(style_statistics(feats, self.config.taps))
+    @property
+    def photo_aware(self) -> bool:
+        """Whether a style vector also depends on the photo (`PhotoCorrection`)."""
+        return self.photo is not None
 
-    def encode(self, feature_net: EfficientNetLite, style: jax.Array) -> jax.Array:
-        """Style vectors of style pictures (N, H, W, 3) in [0, 1]."""
-        return self.encode_features(feature_net.features(style, self.config.taps))
+    def vector(self, style_stats: jax.Array, photo_stats: jax.Array | None = None
+               ) -> jax.Array:
+        """Style vectors (N, style_dim) from `style_statistics` of style pictures and, for a
+        photo-aware model, of the photos they will paint (without them: the plain vector)."""
+        z = self.encoder(style_stats)
+        if self.photo is not None and photo_stats is not None:
+            z = z + self.photo(style_stats, photo_stats)
+        return z
+
+    def encode_features(self, feats: dict[str, jax.Array],
+                        photo_feats: dict[str, jax.Array] | None = None) -> jax.Array:
+        """Style vectors (N, style_dim) from the feature net's activations on style pictures
+        (and on the photos, as `vector`)."""
+        taps = self.config.taps
+        photo_stats = None if photo_feats is None else style_statistics(photo_feats, taps)
+        return self.vector(style_statistics(feats, taps), photo_stats)
+
+    def encode(self, feature_net: EfficientNetLite, style: jax.Array,
+               photo: jax.Array | None = None) -> jax.Array:
+        """Style vectors of style pictures (N, H, W, 3) in [0, 1] (for these photos)."""
+        taps = self.config.taps
+        photo_feats = None if photo is None else feature_net.features(photo, taps)
+        return self.encode_features(feature_net.features(style, taps), photo_feats)
 
     def affines(self, z: jax.Array) -> list[Affine]:
         """Every norm's (scale, shift) for style vectors z (N, style_dim)."""
@@ -195,6 +242,8 @@ def without_blocks(model: AnyStyleModel, drop: Sequence[int]) -> AnyStyleModel:
     config = replace(model.config, generator=replace(cfg, res_blocks=len(keep)))
     out = nnx.eval_shape(lambda: AnyStyleModel(config, model.stats_dim, rngs=nnx.Rngs(0)))
     nnx.update(out.encoder, nnx.state(model.encoder, nnx.Param))
+    if model.photo is not None:
+        nnx.update(out.photo, nnx.state(model.photo, nnx.Param))
     src, dst = model.generator, out.generator
     nnx.update(dst, nnx.filter_state(nnx.state(src, nnx.Param), lambda path, _: path[0] != "res"))
     for j, i in enumerate(keep):

@@ -200,6 +200,11 @@ class OnnxStyleEncoder:
         """Style vectors (N, style_dim) of style pictures (N, H, W, 3) float32 in [0, 1]."""
         return self.session.run(["z"], {"style": self._check(style)})[0]
 
+    def vector_and_statistics(self, style: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both outputs of one run: what a photo-aware model caches of a style picture."""
+        z, stats = self.session.run(["z", "stats"], {"style": self._check(style)})
+        return z, stats
+
     def statistics(self, style: np.ndarray) -> np.ndarray:
         """The feature statistics (N, stats_dim) the MLP reads: `style_statistics`'s layout."""
         return self.session.run(["stats"], {"style": self._check(style)})[0]

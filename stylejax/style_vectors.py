@@ -42,6 +42,7 @@ from .anystyle import (
     model_palette,
     model_work_side,
     style_row,
+    style_statistics,
 )
 from .colour import ColourStats, colour_stats, match_colours
 from .engine import Engine, Request
@@ -58,7 +59,8 @@ CACHE_ENV = "STYLEJAX_CACHE_DIR"
 BUNDLED_MODEL = Path(__file__).parent / "assets" / "anystyle"
 MEMORY_ENTRIES = 256
 
-Encoder = Callable[[np.ndarray], np.ndarray]  # (1, H, W, 3) float32 in [0, 1] → (1, style_dim)
+# (1, H, W, 3) float32 in [0, 1] → its style vector (1, style_dim) and statistics (1, stats_dim)
+Encoder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def model_dir(path: str | os.PathLike | None = None) -> Path:
@@ -91,24 +93,34 @@ def make_encoder(model: AnyStyleModel, feature_net: EfficientNetLite,
             log.info("ONNX style encoder unavailable (%s): using JAX", err)
         else:
             threads = os.environ.get("STYLEJAX_ORT_THREADS")
-            return OnnxStyleEncoder(model, feature_net, threads=int(threads) if threads else None)
+            return OnnxStyleEncoder(model, feature_net, threads=int(threads) if threads else None
+                                    ).vector_and_statistics
     encoder_def, encoder_state = nnx.split(model)
     net_def, net_state = nnx.split(feature_net)
 
     @jax.jit
     def encode(encoder_state, net_state, x):
-        return nnx.merge(encoder_def, encoder_state).encode(nnx.merge(net_def, net_state), x)
+        encoder = nnx.merge(encoder_def, encoder_state)
+        feats = nnx.merge(net_def, net_state).features(x, encoder.config.taps)
+        stats = style_statistics(feats, encoder.config.taps)
+        return encoder.vector(stats), stats
 
-    return lambda x: np.asarray(encode(encoder_state, net_state, jnp.asarray(x, jnp.float32)))
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z, stats = encode(encoder_state, net_state, jnp.asarray(x, jnp.float32))
+        return np.asarray(z), np.asarray(stats)
+
+    return run
 
 
 @dataclass(frozen=True)
 class StyleEntry:
     """What a stylisation needs from a style picture, computed once per picture: its style
-    vector and its palette's statistics (read from the picture, 1–2 ms a call otherwise)."""
+    vector, its palette's statistics (read from the picture, 1–2 ms a call otherwise) and,
+    for a photo-aware model, the feature statistics its correction reads beside the photo's."""
 
     z: np.ndarray
     colours: ColourStats
+    stats: np.ndarray | None = None
 
 
 def picture_key(rgb: np.ndarray) -> str:
@@ -174,6 +186,18 @@ class AnyStyle:
     def cache_folder(self) -> Path:
         return cache_dir(self._cache_root) / self.model_id
 
+    @functools.cached_property
+    def _correction(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """The photo-aware model's change of a style vector: (style stats, photo stats) in."""
+        graph, state = nnx.split(self.model.photo)
+        run = jax.jit(lambda state, s, p: nnx.merge(graph, state)(s, p))
+        return lambda s, p: np.asarray(run(state, jnp.asarray(s[None]), jnp.asarray(p)))[0]
+
+    def _cached_width(self) -> int:
+        """A cache file's length: the vector, and for a photo-aware model its statistics."""
+        model = self.model
+        return model.config.style_dim + (model.stats_dim if model.photo_aware else 0)
+
     # -- style vectors ----------------------------------------------------------------------------
     def vector(self, style_rgb: np.ndarray) -> np.ndarray:
         """The style vector (style_dim,) of a style picture (H×W×3 uint8), encoded once."""
@@ -188,15 +212,33 @@ class AnyStyle:
             if key in self._memory:
                 self._memory.move_to_end(key)
                 return self._memory[key]
-            z = self._read(key)
-            if z is None:
-                small = to_float(resize_long_side(style_rgb, ENCODER_SIDE))
-                z = np.asarray(self.encoder(small[None]), np.float32).reshape(-1)
-                self._write(key, z)
-            entry = self._memory[key] = StyleEntry(z, colour_stats(style_rgb))
+            cached = self._read(key)
+            if cached is None:
+                z, stats = self._encode(style_rgb)
+                cached = np.concatenate([z, stats]) if self.model.photo_aware else z
+                self._write(key, cached)
+            dim = self.model.config.style_dim
+            stats = cached[dim:] if self.model.photo_aware else None
+            entry = self._memory[key] = StyleEntry(cached[:dim], colour_stats(style_rgb), stats)
             if len(self._memory) > self._memory_entries:
                 self._memory.popitem(last=False)
             return entry
+
+    def _encode(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(style vector, feature statistics) of a picture, seen at the encoder's side."""
+        small = to_float(resize_long_side(rgb, ENCODER_SIDE))
+        z, stats = self.encoder(small[None])
+        return (np.asarray(z, np.float32).reshape(-1),
+                np.asarray(stats, np.float32).reshape(-1))
+
+    def photo_vector(self, style: StyleEntry, photo_rgb: np.ndarray) -> np.ndarray:
+        """The style vector for this photo: the cached one, corrected by the photo's own
+        statistics when the model is photo-aware (one feature-net pass on the photo at the
+        encoder's side, as training reads it; the style's part stays cached)."""
+        if style.stats is None:
+            return style.z
+        _, photo_stats = self._encode(photo_rgb)
+        return style.z + self._correction(style.stats, photo_stats[None])
 
     def _read(self, key: str) -> np.ndarray | None:
         """A cached vector from disk; None when absent or damaged (it is then rewritten)."""
@@ -207,7 +249,7 @@ class AnyStyle:
             z = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError):
             z = None
-        if (z is None or z.shape != (self.model.config.style_dim,)
+        if (z is None or z.shape != (self._cached_width(),)
                 or not np.all(np.isfinite(z))):
             log.warning("style vector cache file %s is damaged: encoding again", path.name)
             return None
@@ -244,7 +286,8 @@ class AnyStyle:
         style = self.entry(style_rgb)
         photo = to_float(photo_rgb)
         work = to_float(resize_long_side(photo_rgb, work_side(request.stroke, self.work_side)))
-        (y,) = self.engine.run([Request(work, style_row(style.z * request.strength)[0])])
+        z = self.photo_vector(style, photo_rgb)
+        (y,) = self.engine.run([Request(work, style_row(z * request.strength)[0])])
         amount = self.palette * min(1.0, request.strength)
         if amount > 0 and not request.keep_colors:
             y = match_colours(np.asarray(y), style.colours, amount)

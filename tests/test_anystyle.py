@@ -421,3 +421,78 @@ def test_a_run_on_two_photos_and_one_style_picture_draws_its_grid(tmp_path, few_
     from PIL import Image
 
     assert Image.open(grid).size[0] > 0
+
+
+PHOTO_AWARE = AnyStyleConfig(generator=TINY.generator, style_dim=8, hidden=16, taps=TINY.taps,
+                             photo_hidden=12)
+
+
+def test_a_photo_aware_model_starts_as_the_plain_vector_and_then_reads_the_photo(feature_net):
+    model = AnyStyleModel(PHOTO_AWARE, statistics_size(feature_net, TINY.taps),
+                          rngs=nnx.Rngs(0))
+    assert model.photo_aware and not AnyStyleModel(
+        TINY, statistics_size(feature_net, TINY.taps), rngs=nnx.Rngs(0)).photo_aware
+    style = jnp.repeat(_pictures(1, 1, 64), 2, axis=0)
+    photos = jnp.concatenate([_pictures(2, 1, 64), jnp.full((1, 64, 64, 3), 0.3)])
+    plain = model.encode(feature_net, style)
+    # the correction's output layer starts at zero: the same vector whatever the photo
+    np.testing.assert_allclose(np.asarray(model.encode(feature_net, style, photos)),
+                               np.asarray(plain), atol=1e-6)
+    model.photo.fc2.kernel[...] = jnp.asarray(
+        np.random.default_rng(0).normal(0, 0.1, model.photo.fc2.kernel.shape), jnp.float32)
+    aware = model.encode(feature_net, style, photos)
+    assert float(jnp.linalg.norm(aware[0] - aware[1])) > 1e-3  # one style, two photos
+    np.testing.assert_allclose(np.asarray(model.encode(feature_net, style)), np.asarray(plain),
+                               atol=1e-6)  # no photo given: the plain vector
+
+
+def test_a_photo_aware_model_survives_saving_and_dropping_blocks(tmp_path, feature_net):
+    from stylejax.anystyle import load_model, save_model, without_blocks
+
+    cfg = AnyStyleConfig(generator=GeneratorConfig(num_styles=1, channels=(8, 16, 16),
+                                                   res_blocks=2, upsample="nearest"),
+                         style_dim=8, hidden=16, taps=TINY.taps, photo_hidden=12)
+    model = AnyStyleModel(cfg, statistics_size(feature_net, cfg.taps), rngs=nnx.Rngs(1))
+    model.photo.fc2.kernel[...] = jnp.ones(model.photo.fc2.kernel.shape) * 0.05
+    style, photo = _pictures(3, 1, 64), _pictures(4, 1, 64)
+    want = model.encode(feature_net, style, photo)
+    loaded = load_model(save_model(tmp_path / "m", model))
+    assert loaded.config == cfg
+    np.testing.assert_allclose(np.asarray(loaded.encode(feature_net, style, photo)),
+                               np.asarray(want), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(without_blocks(model, [1]).encode(feature_net, style, photo)),
+        np.asarray(want), atol=1e-6)
+    # a model saved before the option existed reads as a plain one
+    old = {k: v for k, v in TINY.to_dict().items() if k != "photo_hidden"}
+    assert AnyStyleConfig.from_dict(old).photo_hidden == 0
+
+
+def test_a_photo_aware_run_grows_from_a_plain_model_and_trains_its_correction(tmp_path,
+                                                                              few_photos):
+    """--photo-hidden on a run started from a plain model: the correction is added with its
+    output layer at zero, so the run starts as the model, and the step trains it."""
+    from stylejax.anystyle import load_model, save_model
+
+    save_model(tmp_path / "m", AnyStyleModel(TINY, statistics_size(load_feature_net(),
+                                                                   TINY.taps),
+                                             rngs=nnx.Rngs(7)))
+    trainer = AnyStyleTrainer(tiny_run(tmp_path / "r", few_photos, photo_hidden=12,
+                                       init_model=str(tmp_path / "m"), lr_g=5e-3, warmup=1))
+    feat, plain = load_feature_net(), load_model(tmp_path / "m")
+    style, photo = _pictures(3, 1, 64), _pictures(4, 1, 64)
+    grown = trainer.model()
+    assert grown.photo_aware
+    np.testing.assert_allclose(np.asarray(grown.encode(feat, style, photo)),
+                               np.asarray(plain.encode(feat, style)), atol=1e-6)
+    state = trainer.state
+    for step in range(2):  # fc2 moves at once, fc1 once fc2 is no longer zero
+        state, _ = trainer.train_step(state, trainer.stream.batch_at(step))
+    assert float(jnp.abs(state.g["photo"]["fc2"]["kernel"][...]).max()) > 0
+    trainer.state = state
+    moved = trainer.model(ema=False)
+    other = jnp.full((1, 64, 64, 3), 0.3)
+    assert float(jnp.abs(moved.encode(feat, style, photo)
+                         - moved.encode(feat, style, other)).max()) > 1e-6
+    with pytest.raises(ValueError, match="photo_hidden"):
+        tiny_run(tmp_path / "n", few_photos, photo_hidden=-1).validate()

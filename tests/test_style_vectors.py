@@ -295,3 +295,50 @@ def test_the_generator_paints_at_the_models_own_working_side(photo, style, tmp_p
         model_work_side(folder)
     with pytest.raises(ValueError):
         save_model(tmp_path / "bad", load_model(base.path), {}, work_side=10)
+
+
+@pytest.fixture(scope="module")
+def photo_aware_dir(tmp_path_factory):
+    """A photo-aware model whose correction really moves the vector (its output layer set)."""
+    config = AnyStyleConfig(generator=GeneratorConfig(num_styles=1, channels=(8, 16, 16),
+                                                      res_blocks=1), style_dim=8, hidden=16,
+                            photo_hidden=12)
+    model = AnyStyleModel(config, statistics_size(load_feature_net(), DEFAULT_STYLE_TAPS),
+                          rngs=nnx.Rngs(0))
+    model.photo.fc2.kernel[...] = jnp.asarray(
+        np.random.default_rng(1).normal(0, 0.3, model.photo.fc2.kernel.shape), jnp.float32)
+    return save_model(tmp_path_factory.mktemp("photo-aware"), model)
+
+
+@pytest.mark.parametrize("backend", ["jax", "onnx"])
+def test_a_photo_aware_model_caches_the_style_and_reads_each_photo(
+        photo_aware_dir, encodings, style, photo, tmp_path, backend):
+    """The style's part is encoded once and cached (vector and statistics, on disk too); each
+    photo costs one feature-net pass, and its vector is the model's own for that pair."""
+    pytest.importorskip("onnx") if backend == "onnx" else None
+    any_style = AnyStyle(photo_aware_dir, backend=backend)
+    entry = any_style.entry(style)
+    assert entry.stats is not None and entry.stats.shape == (any_style.model.stats_dim,)
+    (path,) = _vector_files(tmp_path)
+    assert np.load(path).shape == (8 + any_style.model.stats_dim,)
+    feat = load_feature_net()
+    small_style = jnp.asarray(to_float(resize_long_side(style, ENCODER_SIDE)))[None]
+    vectors = []
+    for p in (photo, np.ascontiguousarray(photo[::-1, ::-1] // 2)):
+        got = any_style.photo_vector(entry, p)
+        small = jnp.asarray(to_float(resize_long_side(p, ENCODER_SIDE)))[None]
+        want = np.asarray(any_style.model.encode(feat, small_style, small))[0]
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+        vectors.append(got)
+    assert np.abs(vectors[0] - vectors[1]).max() > 1e-3  # the photo moves the vector
+    assert np.abs(vectors[0] - entry.z).max() > 1e-3
+    assert len(encodings) == 3  # the style once, each photo once
+    # served: the model's output for that photo's vector (stroke 2: the photo's own size)
+    request = StyleRequest.create(style_image="mine", stroke=2)
+    served = any_style.stylize(request, photo, style)
+    direct = any_style.model(jnp.asarray(to_float(photo))[None], jnp.asarray(vectors[0])[None])
+    assert np.abs(served.astype(int) - to_uint8(np.asarray(direct)[0])).max() <= 2
+    # a fresh instance reads vector and statistics from disk: no encoding of the style
+    again = AnyStyle(photo_aware_dir, backend=backend).entry(style)
+    np.testing.assert_array_equal(again.stats, entry.stats)
+    assert len(encodings) == 4  # only the served photo's pass

@@ -94,6 +94,9 @@ class AnyStyleTrainConfig(JsonConfig):
                                   "are (run L: the halo stayed; stylejax.generator)")
     style_dim: int = opt(100, "size of the style vector")
     hidden: int = opt(512, "width of the encoder's hidden layer")
+    photo_hidden: int = opt(0, "width of the photo-aware correction of the style vector, which "
+                               "also reads the photo's statistics (stylejax.anystyle."
+                               "PhotoCorrection; 0: off)")
     disc_ch: int = opt(32, "discriminator base width")
     disc_scales: int = opt(2, "discriminator scales")
     content_weight: float = opt(1.0, "content loss weight")
@@ -145,6 +148,8 @@ class AnyStyleTrainConfig(JsonConfig):
             raise ValueError(f"adv_loss must be hinge, lsgan or wgan-gp, not {self.adv_loss!r}")
         if self.size % 4:
             raise ValueError("size must be a multiple of 4")
+        if self.photo_hidden < 0:
+            raise ValueError("photo_hidden must be 0 (off) or a layer width")
         self.require_positive("steps", "batch", "size", "style_side", "log_every", "sample_every",
                               "ckpt_every", "keep", "style_dim")
 
@@ -153,7 +158,8 @@ class AnyStyleTrainConfig(JsonConfig):
             generator=GeneratorConfig(num_styles=1, channels=tuple(self.channels),
                                       res_blocks=self.res_blocks, upsample=self.upsample,
                                       photo_skip=self.photo_skip),
-            style_dim=self.style_dim, hidden=self.hidden, taps=DEFAULT_STYLE_TAPS)
+            style_dim=self.style_dim, hidden=self.hidden, taps=DEFAULT_STYLE_TAPS,
+            photo_hidden=self.photo_hidden)
 
     def optim(self) -> OptimConfig:
         return OptimConfig(lr_g=self.lr_g, lr_d=self.lr_d, warmup=self.warmup, steps=self.steps,
@@ -234,7 +240,10 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
     # move under a turn, and the Gram target turns with the strokes.
     style_seen = batch["style"] if turn is None else view(batch["style"], *turn)
     f_style = jax.lax.stop_gradient(feat.features(style_seen, model.config.taps))
-    z = model.encode_features(f_style)
+    f_own = None  # a photo-aware vector reads the photo as serving does: unturned, whole crop
+    if model.photo_aware:
+        f_own = jax.lax.stop_gradient(feat.features(photos[:n], model.config.taps))
+    z = model.encode_features(f_style, f_own)
     z_all = jnp.concatenate([z, jnp.zeros((n_id, z.shape[1]), z.dtype)]) if n_id else z
     fake_all = model(photos, z_all)
     fake, photo = fake_all[:n], photos[:n]
@@ -370,6 +379,9 @@ def with_model_weights(state: TrainState, models: Models, folder: str | Path,
     if grow:
         log.info("the decoder's photo skip starts at zero: the run starts as %s", folder)
     _, params = nnx.split(model, nnx.Param)
+    if config.photo_hidden and not model.photo_aware:  # its output layer starts at zero
+        log.info("the photo-aware correction starts at zero: the run starts as %s", folder)
+        params["photo"] = state.g["photo"]
     if jax.tree.structure(state.g) != jax.tree.structure(params):
         raise ValueError(f"{folder} does not have this run's parameters")
     params = jax.tree.map(lambda have, want: _fit(have, want.shape, grow), params, state.g)
@@ -472,7 +484,10 @@ class AnyStyleTrainer:
         z = model.encode(feat, s)
         rows = [[np.zeros_like(tiles[0])] + [center_square(st, 128) for st in styles]]
         for i, tile in enumerate(tiles):
-            out = model(jnp.repeat(x[i:i + 1], len(styles), axis=0), z)
+            photo = jnp.repeat(x[i:i + 1], len(styles), axis=0)
+            if model.photo_aware:
+                z = model.encode(feat, s, photo)
+            out = model(photo, z)
             if self.cfg.colour_match > 0:  # as serving shows it
                 out = _with_style_palette(out, s, self.cfg.colour_match)
             rows.append([tile] + list(np.asarray(jnp.round(out * 255)).astype(np.uint8)))
