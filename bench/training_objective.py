@@ -4,13 +4,14 @@ Why: to tell a fault the loss tolerates from one the generator cannot avoid. If 
 or a generator fine-tuned on the one pair, reaches a lower training objective without the
 fault, the loss is not what keeps it (docs/training.md, "The halo is an amortisation gap").
 
-    python bench/training_objective.py --side 256 --photo P.jpg --style S.jpg \
-        --models stylejax/assets/anystyle runs/x/export --out strip.png
+    python bench/training_objective.py --side 256 --photo P.jpg [Q.jpg …] --style S.jpg […] \
+        --models stylejax/assets/anystyle runs/x/export [--refine-s 0] --out strip.png
 
 Prints content (stage4), Gram style (the five taps), TV and content + 24 × style + TV for the
 photo, each model's result (as served) and "refine" (the optimiser started from the shipped
 model's result, as `--refine` serves it, for --refine-s seconds); the strip shows them in that
-order.
+order. With several photos or styles, every pair is scored, and each method's totals are summed
+up against the first model's: the geometric mean of the ratios and on how many pairs it is lower.
 """
 
 from __future__ import annotations
@@ -71,31 +72,48 @@ def objective(feat, result: np.ndarray, photo: np.ndarray, style: np.ndarray) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--side", type=int, default=256)
-    ap.add_argument("--photo", type=Path, required=True)
-    ap.add_argument("--style", type=Path, required=True)
+    ap.add_argument("--photo", type=Path, nargs="+", required=True)
+    ap.add_argument("--style", type=Path, nargs="+", required=True)
     ap.add_argument("--models", nargs="+", required=True, help="any-style model folders")
-    ap.add_argument("--refine-s", type=float, default=15.0)
-    ap.add_argument("--out", type=Path, required=True, help="strip PNG or JPG")
+    ap.add_argument("--refine-s", type=float, default=15.0, help="0: no refine column")
+    ap.add_argument("--out", type=Path, required=True,
+                    help="strip PNG or JPG (one row per photo × style pair)")
     args = ap.parse_args(argv)
 
-    photo = resize_max_side(q.load_rgb(args.photo), args.side)
-    style = q.load_rgb(args.style)
-    pair = q.Pair(photo=args.photo.name, style=args.style.stem, style_rgb=style)
-    results = {"photo": photo}
-    for m in args.models:
-        results[Path(m).name] = q.anystyle_method(args.side, m)(photo, pair)
-    cfg = replace(CustomStyleConfig(size=args.side), time_budget_s=args.refine_s)
-    results["refine"] = Stylizer().stylize_with_image(photo, style, config=cfg,
-                                                      refine=True).image
     feat = load_feature_net()
-    tiles = []
-    for name, img in results.items():
-        img = np.asarray(Image.fromarray(img).resize(photo.shape[1::-1]))
-        tiles.append(img)
-        t = objective(feat, img, photo, style)
-        print(f"{name:16s} content {t['content']:.3f}  style {t['style']:.4f}  "
-              f"tv {t['tv']:.3f}  total {t['total']:.3f}")
-    Image.fromarray(np.concatenate(tiles, 1)).save(args.out)
+    methods = {Path(m).name: q.anystyle_method(args.side, m) for m in args.models}
+    totals: dict[str, list[float]] = {}
+    rows = []
+    for photo_path in args.photo:
+        photo = resize_max_side(q.load_rgb(photo_path), args.side)
+        for style_path in args.style:
+            style = q.load_rgb(style_path)
+            pair = q.Pair(photo=photo_path.name, style=style_path.stem, style_rgb=style)
+            results = {"photo": photo}
+            results.update({name: run(photo, pair) for name, run in methods.items()})
+            if args.refine_s > 0:
+                cfg = replace(CustomStyleConfig(size=args.side), time_budget_s=args.refine_s)
+                results["refine"] = Stylizer().stylize_with_image(photo, style, config=cfg,
+                                                                  refine=True).image
+            print(f"{photo_path.name} × {style_path.stem}")
+            tiles = []
+            for name, img in results.items():
+                img = np.asarray(Image.fromarray(img).resize(photo.shape[1::-1]))
+                tiles.append(img)
+                t = objective(feat, img, photo, style)
+                totals.setdefault(name, []).append(t["total"])
+                print(f"  {name:16s} content {t['content']:.3f}  style {t['style']:.4f}  "
+                      f"tv {t['tv']:.3f}  total {t['total']:.3f}")
+            rows.append(np.concatenate(tiles, 1))
+    if len(rows) > 1:  # one line per method: its totals against the first model's
+        first = np.log(totals[next(iter(methods))])
+        for name, values in totals.items():
+            change = np.log(values) - first
+            print(f"{name:16s} geometric mean × {np.exp(change.mean()):.3f} of "
+                  f"{next(iter(methods))}, lower on {int((change < 0).sum())}/{len(change)}")
+    width = max(r.shape[1] for r in rows)
+    Image.fromarray(np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)))
+                                    for r in rows])).save(args.out)
     return 0
 
 

@@ -112,6 +112,18 @@ def make_encoder(model: AnyStyleModel, feature_net: EfficientNetLite,
     return run
 
 
+# a photo-aware model's change of a style vector: style's and photo's stats (D,) → (style_dim,)
+Correction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def make_correction(model: AnyStyleModel) -> Correction:
+    """The photo-aware model's correction (`anystyle.PhotoCorrection`) as one jitted call: a
+    few hundred thousand multiply-adds, so XLA on any backend."""
+    graph, state = nnx.split(model.photo)
+    run = jax.jit(lambda state, s, p: nnx.merge(graph, state)(s, p))
+    return lambda s, p: np.asarray(run(state, jnp.asarray(s[None]), jnp.asarray(p[None])))[0]
+
+
 @dataclass(frozen=True)
 class StyleEntry:
     """What a stylisation needs from a style picture, computed once per picture: its style
@@ -187,11 +199,8 @@ class AnyStyle:
         return cache_dir(self._cache_root) / self.model_id
 
     @functools.cached_property
-    def _correction(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-        """The photo-aware model's change of a style vector: (style stats, photo stats) in."""
-        graph, state = nnx.split(self.model.photo)
-        run = jax.jit(lambda state, s, p: nnx.merge(graph, state)(s, p))
-        return lambda s, p: np.asarray(run(state, jnp.asarray(s[None]), jnp.asarray(p)))[0]
+    def _correction(self) -> Correction:
+        return make_correction(self.model)
 
     def _cached_width(self) -> int:
         """A cache file's length: the vector, and for a photo-aware model its statistics."""
@@ -238,7 +247,7 @@ class AnyStyle:
         if style.stats is None:
             return style.z
         _, photo_stats = self._encode(photo_rgb)
-        return style.z + self._correction(style.stats, photo_stats[None])
+        return style.z + self._correction(style.stats, photo_stats)
 
     def _read(self, key: str) -> np.ndarray | None:
         """A cached vector from disk; None when absent or damaged (it is then rewritten)."""
