@@ -242,8 +242,8 @@ class AnyStyle:
 
     def photo_vector(self, style: StyleEntry, photo_rgb: np.ndarray) -> np.ndarray:
         """The style vector for this photo: the cached one, corrected by the photo's own
-        statistics when the model is photo-aware (one feature-net pass on the photo at the
-        encoder's side, as training reads it; the style's part stays cached)."""
+        statistics when the model is photo-aware (one feature-net pass on the whole photo at
+        the encoder's side; the style's part stays cached)."""
         if style.stats is None:
             return style.z
         _, photo_stats = self._encode(photo_rgb)
