@@ -111,24 +111,24 @@ def build_cases(model: AnyStyleModel, feature_net, photo: np.ndarray, style: np.
     engine = Engine(as_generator(model), backend="onnx")
     setup = {"onnx_build_s": time.perf_counter() - t}
 
+    def at_encoder_side(rgb: np.ndarray) -> np.ndarray:
+        return resize_long_side(rgb, ENCODER_SIDE).astype(np.float32)[None] / 255.0
+
     def encode_onnx() -> np.ndarray:
-        small = resize_long_side(style, ENCODER_SIDE).astype(np.float32)[None] / 255.0
-        return encoder(small)
+        return encoder(at_encoder_side(style))
 
     # A photo-aware model caches the style's statistics too, and reads the photo's each run
     # (`AnyStyle.photo_vector`): one more encoder pass, at the encoder's side.
     correction = make_correction(model) if model.photo_aware else None
 
     def encode_style() -> tuple[np.ndarray, np.ndarray | None]:
-        small = resize_long_side(style, ENCODER_SIDE).astype(np.float32)[None] / 255.0
-        z, stats = encoder.vector_and_statistics(small)
-        return z[0], (stats[0] if correction else None)
+        z, stats = encoder.vector_and_statistics(at_encoder_side(style))
+        return z[0], (stats[0] if model.photo_aware else None)
 
     def for_photo(z: np.ndarray, stats: np.ndarray | None) -> np.ndarray:
         if stats is None:
             return z
-        small = resize_long_side(photo, ENCODER_SIDE).astype(np.float32)[None] / 255.0
-        return z + correction(stats, encoder.statistics(small)[0])
+        return z + correction(stats, encoder.statistics(at_encoder_side(photo))[0])
 
     def stylise(z: np.ndarray, colours: ColourStats) -> np.ndarray:
         x = resize_long_side(photo, side).astype(np.float32) / 255.0
@@ -145,8 +145,8 @@ def build_cases(model: AnyStyleModel, feature_net, photo: np.ndarray, style: np.
     encode_jit = jax.jit(lambda s, x: (lambda m, f: m.encode(f, x))(*nnx.merge(graphdef, s)))
 
     def encode_jax() -> np.ndarray:
-        small = resize_long_side(style, ENCODER_SIDE).astype(np.float32)[None] / 255.0
-        return np.asarray(jax.block_until_ready(encode_jit(state, jnp.asarray(small))))
+        small = jnp.asarray(at_encoder_side(style))
+        return np.asarray(jax.block_until_ready(encode_jit(state, small)))
 
     photo_side = resize_long_side(photo, side).astype(np.float32) / 255.0
     cached_w = style_row(cached_z)[0]

@@ -240,7 +240,7 @@ def _generator_losses(g_params, models: Models, d_params, d_stats, f_state, batc
     # move under a turn, and the Gram target turns with the strokes.
     style_seen = batch["style"] if turn is None else view(batch["style"], *turn)
     f_style = jax.lax.stop_gradient(feat.features(style_seen, model.config.taps))
-    f_own = None  # a photo-aware vector reads the photo as serving does: unturned, whole crop
+    f_own = None  # a photo-aware vector reads the crop it paints, unturned (serving: the photo)
     if model.photo_aware:
         f_own = jax.lax.stop_gradient(feat.features(photos[:n], model.config.taps))
     z = model.encode_features(f_style, f_own)
